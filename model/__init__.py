@@ -1,0 +1,20 @@
+"""Shared by process.py and train/: the network, its preprocessing, its weights format and inference."""
+
+from model.checkpoint import Checkpoint, load_checkpoint, load_ensemble, save_checkpoint
+from model.config import ModelConfig, NormalisationConfig
+from model.errors import InputError
+from model.inference import Predictor, segment
+from model.network import build_network
+
+__all__ = [
+    "Checkpoint",
+    "InputError",
+    "ModelConfig",
+    "NormalisationConfig",
+    "Predictor",
+    "build_network",
+    "load_checkpoint",
+    "load_ensemble",
+    "save_checkpoint",
+    "segment",
+]

@@ -1,0 +1,110 @@
+"""Image reading and physical-space geometry (SimpleITK): grids, overlap, resampling."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from model.errors import InputError
+
+CT_FILL_HU = -1024.0
+READABLE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+
+
+def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sitk.Image:
+    """Read a 3D scalar image or raise InputError naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {role} file missing")
+    try:
+        image = sitk.ReadImage(str(path), pixel_type)
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
+        raise InputError(f"{path}: unreadable or truncated {role} image ({reason[:160]})") from None
+    if image.GetDimension() != 3:
+        raise InputError(f"{path}: {role} image is {image.GetDimension()}D, expected 3D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: {role} image has {image.GetNumberOfComponentsPerPixel()} components "
+                         "per voxel, expected a scalar image")
+    if min(image.GetSize()) < 1 or np.prod(image.GetSize()) == 0:
+        raise InputError(f"{path}: {role} image is empty (size {image.GetSize()})")
+    return image
+
+
+def write_image_atomic(image: sitk.Image, path: Path) -> None:
+    """Write beside the target and rename, so no half-written mask is ever where a result is expected."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".mha"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        sitk.WriteImage(image, tmp, useCompression=True)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-3) -> bool:
+    """True when both images share size, spacing, origin and direction (within ``tolerance`` mm)."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4)
+    )
+
+
+def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned physical bounding box (min corner, max corner) of the image's voxel extents."""
+    size = np.array(image.GetSize(), dtype=float)
+    corners = [
+        image.TransformContinuousIndexToPhysicalPoint([c - 0.5 for c in corner])
+        for corner in itertools.product(*[(0.0, s) for s in size])
+    ]
+    points = np.array(corners)
+    return points.min(axis=0), points.max(axis=0)
+
+
+def overlap_fraction(reference: sitk.Image, other: sitk.Image) -> float:
+    """Fraction of the reference's bounding box that the other image's bounding box covers."""
+    ref_lo, ref_hi = physical_bounds(reference)
+    oth_lo, oth_hi = physical_bounds(other)
+    inter = np.clip(np.minimum(ref_hi, oth_hi) - np.maximum(ref_lo, oth_lo), 0, None)
+    return float(np.prod(inter) / max(np.prod(ref_hi - ref_lo), 1e-12))
+
+
+def resample_onto(image: sitk.Image, reference: sitk.Image, default: float,
+                  interpolator: int = sitk.sitkLinear, pixel_type: int = sitk.sitkFloat32) -> sitk.Image:
+    """Resample ``image`` onto the grid of ``reference``."""
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, default, pixel_type)
+
+
+def inplane_grid(image: sitk.Image, spacing_xy: tuple[float, float]) -> sitk.Image:
+    """An empty image covering the same physical extent with in-plane spacing ``spacing_xy`` (z kept)."""
+    old_spacing = np.array(image.GetSpacing())
+    new_spacing = np.array([spacing_xy[0], spacing_xy[1], old_spacing[2]])
+    old_size = np.array(image.GetSize())
+    new_size = np.maximum(np.round(old_size * old_spacing / new_spacing), 1).astype(int)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    # Keep the outer edge of the first voxel where it was.
+    shift = direction @ ((new_spacing - old_spacing) / 2.0)
+    grid = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)
+    grid.SetSpacing([float(s) for s in new_spacing])
+    grid.SetOrigin([float(o) for o in np.array(image.GetOrigin()) + shift])
+    grid.SetDirection(image.GetDirection())
+    return grid
+
+
+def needs_inplane_resampling(image: sitk.Image, spacing_xy: tuple[float, float],
+                             tolerance: float = 0.10) -> bool:
+    """True when the in-plane spacing is more than ``tolerance`` (relative) away from ``spacing_xy``."""
+    current = np.array(image.GetSpacing()[:2])
+    target = np.array(spacing_xy)
+    return bool(np.any(np.abs(current - target) > tolerance * target))

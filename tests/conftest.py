@@ -1,0 +1,72 @@
+"""Shared fixtures: tiny encoders, small phantoms made by train.phantom, and an oracle network."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from model import ModelConfig, build_network, save_checkpoint  # noqa: E402
+from model.checkpoint import Checkpoint  # noqa: E402
+from model.config import NormalisationConfig  # noqa: E402
+from model.inference import Predictor  # noqa: E402
+from train.phantom import PhantomSpec, make_phantom  # noqa: E402
+
+TINY = ModelConfig(encoder="regnety_002", decoder_channels=(32, 16, 16, 8, 8), crop_size=64, spacing_mm=(8.0, 8.0))
+SMALL_SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)
+ORACLE_SUV = 3.0
+
+
+class OracleNetwork(torch.nn.Module):
+    """Lesion logit = 40 x (normalised SUV - threshold): the right answer is SUV > ORACLE_SUV everywhere.
+
+    With it, every geometric step (crop, tiles, paste-back, resampling) can be checked exactly.
+    """
+
+    def __init__(self, norm: NormalisationConfig):
+        super().__init__()
+        self.cut = ORACLE_SUV / norm.pet_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 40.0 * (x[:, :1] - self.cut)
+
+
+def oracle_predictor(config: ModelConfig = TINY, **kwargs) -> Predictor:
+    member = Checkpoint(config=config, network=OracleNetwork(config.normalisation), path=Path("oracle"))
+    return Predictor.from_checkpoints([member], device="cpu", precision="fp32", **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    stem = tmp_path_factory.mktemp("weights") / "tiny"
+    return save_checkpoint(build_network(TINY), TINY, stem)
+
+
+@pytest.fixture(scope="session")
+def small_phantom():
+    return make_phantom(3, positive=True, spec=SMALL_SPEC)
+
+
+def write_case(folder: Path, pet: sitk.Image, ct: sitk.Image, stem: str = "case0") -> tuple[Path, Path]:
+    (folder / "images" / "pet").mkdir(parents=True, exist_ok=True)
+    (folder / "images" / "ct").mkdir(parents=True, exist_ok=True)
+    pet_path = folder / "images" / "pet" / f"{stem}_pet.mha"
+    ct_path = folder / "images" / "ct" / f"{stem}.mha"
+    sitk.WriteImage(pet, str(pet_path))
+    sitk.WriteImage(ct, str(ct_path))
+    return pet_path, ct_path
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    if not a.any() and not b.any():
+        return 1.0
+    return 2.0 * np.count_nonzero(a & b) / (a.sum() + b.sum())

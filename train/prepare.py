@@ -1,0 +1,196 @@
+"""``train prepare``: source studies to a compact store that training reads without decoding NIfTI.
+
+Store layout (DATA/):
+  studies/<study_id>/{pet.npy (float16 SUV), ct.npy (int16 HU), mask.npy (uint8), meta.json}
+  index.json   one row per prepared study: study, patient, diagnosis, slices, lesion_slices, spacing, ...
+  skipped.json every study that was skipped, and why
+Each study is cropped to the body's 3D bounding box (offsets kept in meta.json). meta.json is written
+last, so a study with a meta.json is complete and a rerun skips it (resumable).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm.auto import tqdm
+
+from model.checkpoint import atomic_write_bytes
+from model.config import NormalisationConfig
+from model.errors import InputError
+from model.geometry import (
+    CT_FILL_HU,
+    inplane_grid,
+    needs_inplane_resampling,
+    read_image,
+    resample_onto,
+    same_grid,
+)
+
+BODY_MARGIN_PX = 8
+
+
+@dataclass(frozen=True)
+class SourceStudy:
+    study_id: str
+    patient: str
+    diagnosis: str
+    pet: Path
+    ct: Path
+    mask: Path
+
+
+def _safe_id(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+
+
+def find_tcia(source: Path) -> list[SourceStudy]:
+    """Patient/Study/{SUV,CTres,SEG}.nii.gz with the diagnosis from the metadata CSV when present."""
+    diagnoses: dict[str, str] = {}
+    for csv_path in sorted(source.glob("*.csv")):
+        with open(csv_path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                location = row.get("File Location") or ""
+                key = "/".join(Path(location.replace("\\", "/")).parts[-2:])
+                if key and row.get("diagnosis"):
+                    diagnoses[key] = row["diagnosis"].strip().upper()
+    studies = []
+    for suv in sorted(source.glob("*/*/SUV.nii.gz")):
+        folder = suv.parent
+        key = f"{folder.parent.name}/{folder.name}"
+        studies.append(SourceStudy(study_id=_safe_id(key), patient=folder.parent.name,
+                                   diagnosis=diagnoses.get(key, "UNKNOWN"), pet=suv,
+                                   ct=folder / "CTres.nii.gz", mask=folder / "SEG.nii.gz"))
+    return studies
+
+
+def find_nnunet(source: Path) -> list[SourceStudy]:
+    """imagesTr/<case>_000k.nii.gz and labelsTr/<case>.nii.gz, channel order from dataset.json."""
+    dataset = json.loads((source / "dataset.json").read_text())
+    names = {str(v).upper(): int(k) for k, v in dataset.get("channel_names", dataset.get("modality", {})).items()}
+    pet_channel = next((i for n, i in names.items() if "PET" in n or "SUV" in n), None)
+    ct_channel = next((i for n, i in names.items() if "CT" in n), None)
+    if pet_channel is None or ct_channel is None:
+        raise InputError(f"{source / 'dataset.json'}: cannot tell the PET and CT channels from {names}")
+    ending = dataset.get("file_ending", ".nii.gz")
+    studies = []
+    for label in sorted((source / "labelsTr").glob(f"*{ending}")):
+        case = label.name[: -len(ending)]
+        patient = re.sub(r"_\d+$", "", case) if re.search(r"_\d+$", case) else case
+        studies.append(SourceStudy(study_id=_safe_id(case), patient=patient, diagnosis="UNKNOWN",
+                                   pet=source / "imagesTr" / f"{case}_{pet_channel:04d}{ending}",
+                                   ct=source / "imagesTr" / f"{case}_{ct_channel:04d}{ending}", mask=label))
+    return studies
+
+
+def body_box_3d(ct: np.ndarray, norm: NormalisationConfig, margin: int = BODY_MARGIN_PX) -> tuple[slice, slice]:
+    """In-plane (y, x) slices of the body's bounding box over all slices, with a margin."""
+    body = ct > norm.body_threshold_hu
+    rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
+    if rows.size == 0:
+        raise InputError("no body found in the CT (no voxel above the body threshold)")
+    h, w = ct.shape[1:]
+    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
+            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)))
+
+
+def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float] | None,
+                  norm: NormalisationConfig) -> dict:
+    """Check, resample and crop one study into the store; returns its index row."""
+    pet = read_image(study.pet, "PET", sitk.sitkFloat32)
+    ct = read_image(study.ct, "CT", sitk.sitkFloat32)
+    mask = read_image(study.mask, "mask", sitk.sitkUInt8)
+    if not same_grid(ct, pet):
+        ct = resample_onto(ct, pet, CT_FILL_HU)
+    if not same_grid(mask, pet):
+        mask = resample_onto(mask, pet, 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    if spacing_mm is not None and needs_inplane_resampling(pet, spacing_mm, tolerance=0.0):
+        grid = inplane_grid(pet, spacing_mm)
+        pet, ct = resample_onto(pet, grid, 0.0), resample_onto(ct, grid, CT_FILL_HU)
+        mask = resample_onto(mask, grid, 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    pet_a, ct_a, mask_a = (sitk.GetArrayViewFromImage(i) for i in (pet, ct, mask))
+    if not np.isfinite(pet_a).all() or not np.isfinite(ct_a).all():
+        raise InputError(f"{study.pet}: non-finite values in PET or CT")
+    values = np.unique(mask_a)
+    if not set(values.tolist()) <= {0, 1}:
+        raise InputError(f"{study.mask}: mask values {values[:6].tolist()} are not 0/1")
+    ys, xs = body_box_3d(ct_a, norm)
+    folder = out / "studies" / study.study_id
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "pet.npy", np.clip(pet_a[:, ys, xs], 0, 65000).astype(np.float16))
+    np.save(folder / "ct.npy", np.clip(np.round(ct_a[:, ys, xs]), -32768, 32767).astype(np.int16))
+    mask_c = np.ascontiguousarray(mask_a[:, ys, xs])
+    np.save(folder / "mask.npy", mask_c)
+    lesion_slices = np.flatnonzero(mask_c.any(axis=(1, 2))).tolist()
+    row = {"study": study.study_id, "patient": study.patient, "diagnosis": study.diagnosis,
+           "slices": int(pet_a.shape[0]), "shape": list(mask_c.shape), "lesion_slices": lesion_slices,
+           "spacing": list(pet.GetSpacing()), "crop_offset_yx": [int(ys.start), int(xs.start)],
+           "source_shape": list(pet_a.shape)}
+    atomic_write_bytes(folder / "meta.json", json.dumps(row).encode())
+    return row
+
+
+def _prepare_one(args: tuple) -> tuple[str, dict | None, str | None]:
+    study, out, spacing, norm = args
+    try:
+        return study.study_id, prepare_study(study, out, spacing, norm), None
+    except (InputError, RuntimeError, OSError, ValueError) as error:
+        return study.study_id, None, str(error).splitlines()[0]
+
+
+def iter_prepared(out: Path) -> Iterator[dict]:
+    for meta in sorted((out / "studies").glob("*/meta.json")):
+        yield json.loads(meta.read_text())
+
+
+def prepare(source: Path, layout: str, out: Path, workers: int = 1, spacing_mm: tuple[float, float] | None = None,
+            norm: NormalisationConfig | None = None, progress: bool | None = None) -> dict:
+    """Prepare every study of ``source``; returns counts. Corrupt or missing files skip that study only."""
+    norm = norm or NormalisationConfig()
+    studies = find_tcia(source) if layout == "tcia" else find_nnunet(source)
+    if not studies:
+        raise InputError(f"{source}: no studies found for layout {layout}")
+    out.mkdir(parents=True, exist_ok=True)
+    done = {row["study"] for row in iter_prepared(out)}
+    todo = [s for s in studies if s.study_id not in done]
+    skipped: dict[str, str] = {}
+    jobs = [(s, out, spacing_mm, norm) for s in todo]
+    bar = tqdm(total=len(studies), initial=len(studies) - len(todo), desc="prepare", unit="study",
+               disable=None if progress is None else not progress)
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(_prepare_one, job) for job in jobs]
+            for future in as_completed(futures):
+                study_id, _, reason = future.result()
+                if reason:
+                    skipped[study_id] = reason
+                bar.update()
+    else:
+        for job in jobs:
+            study_id, _, reason = _prepare_one(job)
+            if reason:
+                skipped[study_id] = reason
+            bar.update()
+    bar.close()
+    rows = list(iter_prepared(out))
+    atomic_write_bytes(out / "index.json", json.dumps(rows).encode())
+    atomic_write_bytes(out / "skipped.json", json.dumps(skipped, indent=2).encode())
+    for study_id, reason in sorted(skipped.items()):
+        print(f"skipped {study_id}: {reason}")
+    return {"studies": len(studies), "prepared": len(rows), "skipped": len(skipped),
+            "workers": workers, "pid": os.getpid()}
+
+
+def load_index(data: Path) -> list[dict]:
+    path = Path(data) / "index.json"
+    if not path.is_file():
+        raise InputError(f"{path}: no prepared store here (run `python -m train prepare` first)")
+    return json.loads(path.read_text())
