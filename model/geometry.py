@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import itertools
 import os
+import struct
 import tempfile
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +21,94 @@ CT_FILL_HU = -1024.0
 READABLE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
 
 
+def _nifti_payload_bytes(header: bytes) -> int | None:
+    """Header plus voxel bytes that a NIfTI-1 or NIfTI-2 header announces; None if not NIfTI."""
+    for endian in "<>":
+        size = struct.unpack(f"{endian}i", header[:4])[0]
+        if size == 348:
+            dims = struct.unpack(f"{endian}8h", header[40:56])
+            bitpix = struct.unpack(f"{endian}h", header[72:74])[0]
+            offset = int(struct.unpack(f"{endian}f", header[108:112])[0])
+        elif size == 540:
+            bitpix = struct.unpack(f"{endian}h", header[14:16])[0]
+            dims = struct.unpack(f"{endian}8q", header[16:80])
+            offset = struct.unpack(f"{endian}q", header[168:176])[0]
+        else:
+            continue
+        voxels = int(np.prod([max(d, 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
+        return max(offset, size) + voxels * bitpix // 8
+    return None
+
+
+def _gzip_stream_complete(path: Path) -> bool:
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            decompressor.decompress(block, 0)
+            if decompressor.eof:
+                return True
+    return decompressor.eof
+
+
+def check_gzip_nifti_complete(path: Path) -> None:
+    """SimpleITK zero-fills a truncated .nii.gz without a word; refuse such a file instead.
+
+    The gzip trailer holds the uncompressed size: when it matches what the header announces the file is
+    whole (a cheap check); otherwise the stream is decompressed to the end to decide.
+    """
+    try:
+        with gzip.open(path, "rb") as handle:
+            header = handle.read(540)
+        with open(path, "rb") as handle:
+            handle.seek(-4, os.SEEK_END)
+            trailer_size = struct.unpack("<I", handle.read(4))[0]
+    except (OSError, EOFError, struct.error):
+        raise InputError(f"{path}: unreadable or truncated gzip file") from None
+    expected = _nifti_payload_bytes(header)
+    if expected is not None and expected % (1 << 32) == trailer_size:
+        return
+    if not _gzip_stream_complete(path):
+        raise InputError(f"{path}: truncated file (the gzip stream ends early)")
+
+
+@contextlib.contextmanager
+def _captured_native_stderr() -> Iterator[list[str]]:
+    """ITK's readers print to the C-level stderr; keep that off the terminal so errors stay one line."""
+    lines: list[str] = []
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable file descriptor 2 (embedded interpreters)
+        yield lines
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lines
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            lines.extend(line for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+
+
 def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sitk.Image:
     """Read a 3D scalar image or raise InputError naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: {role} file missing")
+    if path.name.endswith(".nii.gz"):
+        check_gzip_nifti_complete(path)
+    elif path.name.endswith(".nii"):
+        with open(path, "rb") as handle:
+            expected = _nifti_payload_bytes(handle.read(540))
+        if expected is not None and path.stat().st_size < expected:
+            raise InputError(f"{path}: truncated file ({path.stat().st_size} of {expected} bytes)")
     try:
-        image = sitk.ReadImage(str(path), pixel_type)
-    except RuntimeError as error:
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown reason"
+        with _captured_native_stderr() as native:
+            image = sitk.ReadImage(str(path), pixel_type)
+    except RuntimeError:
+        details = [line for line in native if "ideal" in line or "not read completely" in line]
+        reason = details[-1].strip() if details else "not a readable image"
         raise InputError(f"{path}: unreadable or truncated {role} image ({reason[:160]})") from None
     if image.GetDimension() != 3:
         raise InputError(f"{path}: {role} image is {image.GetDimension()}D, expected 3D")

@@ -1,0 +1,32 @@
+import numpy as np
+
+from train.metrics import aggregate, case_metrics
+
+
+def test_known_answers():
+    gt = np.zeros((10, 10, 10), np.uint8)
+    pred = np.zeros_like(gt)
+    gt[1:3, 1:3, 1:3] = 1  # 8 voxels, found half
+    pred[1:3, 1:3, 1:2] = 1
+    gt[6:8, 6:8, 6:8] = 1  # 8 voxels, missed
+    pred[0, 9, 9] = 1  # 1 voxel false positive
+    m = case_metrics(pred, gt, (2.0, 2.0, 2.0))  # 0.008 ml a voxel
+    assert np.isclose(m.dice, 2 * 4 / (16 + 5))
+    assert np.isclose(m.fpv_ml, 0.008) and np.isclose(m.fnv_ml, 8 * 0.008)
+
+
+def test_18_connectivity():
+    pred = np.zeros((3, 3, 3), np.uint8)
+    gt = np.zeros_like(pred)
+    gt[0, 0, 0] = 1
+    pred[0, 0, 0] = 1
+    pred[1, 1, 1] = 1  # touches (0,0,0) by a corner only: a separate component with 18-connectivity
+    assert np.isclose(case_metrics(pred, gt, (10, 10, 10)).fpv_ml, 1.0)
+
+
+def test_negative_cases_count_for_fpv_only():
+    neg = case_metrics(np.ones((2, 2, 2)), np.zeros((2, 2, 2)), (10, 10, 10))
+    assert neg.dice is None and neg.fnv_ml is None and np.isclose(neg.fpv_ml, 8.0)
+    pos = case_metrics(np.ones((2, 2, 2)), np.ones((2, 2, 2)), (10, 10, 10))
+    summary = aggregate([neg, pos])
+    assert summary["dice"] == 1.0 and summary["fpv_ml"] == 4.0 and summary["fnv_ml"] == 0.0
