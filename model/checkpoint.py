@@ -40,6 +40,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def publish(tmp: str | Path, path: Path) -> None:
+    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +55,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -64,7 +72,7 @@ def save_checkpoint(network: torch.nn.Module, config: ModelConfig, stem: Path) -
     try:
         save_file(state, tmp, metadata={"format": FORMAT})
         sha = _sha256(Path(tmp))
-        os.replace(tmp, weights_path)
+        publish(tmp, weights_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

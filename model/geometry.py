@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from model.checkpoint import publish
 from model.errors import InputError
 
 CT_FILL_HU = -1024.0
@@ -129,7 +130,7 @@ def write_image_atomic(image: sitk.Image, path: Path) -> None:
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, useCompression=True)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +9,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from model import ModelConfig, build_network, save_checkpoint
+from model.checkpoint import Checkpoint
+from model.config import NormalisationConfig
+from model.inference import Predictor
+from train.phantom import PhantomSpec, make_phantom
 
-from model import ModelConfig, build_network, save_checkpoint  # noqa: E402
-from model.checkpoint import Checkpoint  # noqa: E402
-from model.config import NormalisationConfig  # noqa: E402
-from model.inference import Predictor  # noqa: E402
-from train.phantom import PhantomSpec, make_phantom  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = ModelConfig(encoder="regnety_002", decoder_channels=(32, 16, 16, 8, 8), crop_size=64, spacing_mm=(8.0, 8.0))
 SMALL_SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)

@@ -71,3 +71,9 @@ def test_missing_config_or_weights(tmp_path, tiny_weights):
     empty.mkdir()
     with pytest.raises(InputError, match=r"no \*\.safetensors"):
         load_ensemble(empty)
+
+
+def test_written_files_are_readable_by_others(tiny_weights):
+    """mkstemp makes 0600 files; the container's non-root user must still read weights and masks."""
+    assert tiny_weights.stat().st_mode & 0o044 == 0o044
+    assert tiny_weights.with_suffix(".json").stat().st_mode & 0o044 == 0o044
