@@ -1,0 +1,118 @@
+"""GPU figures in one run (under 5 minutes on an H200): network slices/s per precision and batch, with and
+without torch.compile (CUDA graphs), mask agreement with fp32, one 400x400x326 study end to end, and the
+training step rate at batch 24. Run through bench/gpu.sh on the GPU machine.
+
+    python bench/gpu.py [--device cuda] [--smoke]      (--smoke: tiny encoder, few iterations, any device)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from model import ModelConfig, Predictor, build_network, segment
+from model.checkpoint import Checkpoint
+from model.config import NormalisationConfig
+from train.fit import TrainModule
+from train.phantom import PhantomSpec, make_phantom
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def slices_per_second(fn, x: torch.Tensor, device: torch.device, iterations: int) -> float:
+    for _ in range(3):
+        fn(x)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(iterations):
+        fn(x)
+    sync(device)
+    return iterations * x.shape[0] / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    encoder = "regnety_002" if args.smoke else "regnety_160"
+    batches = (4,) if args.smoke else (8, 32, 128)
+    iterations = 2 if args.smoke else 20
+    torch.backends.cudnn.benchmark = True
+    config = ModelConfig(encoder=encoder, normalisation=NormalisationConfig(scheme="zscore_per_slice"))
+    torch.manual_seed(0)
+    network = build_network(config).eval()
+    with torch.no_grad():
+        network.segmentation_head[0].weight.mul_(20.0)  # decisive logits, as bench/inference.py
+    network.to(device).to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+
+    phantom = make_phantom(1, spec=PhantomSpec(size=128 if args.smoke else 400, slices=8 if args.smoke else 326))
+    inputs = torch.randn(max(batches), 2, 256, 256, device=device).contiguous(memory_format=torch.channels_last)
+    reference = None
+    print("| precision | batch | eager slices/s | compiled (CUDA graphs) slices/s | mask Dice vs fp32 |")
+    print("|---|---|---|---|---|")
+    for name, dtype in DTYPES.items():
+
+        @torch.inference_mode()
+        def run(x: torch.Tensor, dtype: torch.dtype = dtype) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                return network(x)
+
+        masks = run(inputs[:8]) > 0
+        if reference is None:
+            reference = masks
+        dice = float(2 * (masks & reference).sum() / (masks.sum() + reference.sum()).clamp(min=1))
+        for batch in batches:
+            eager = slices_per_second(run, inputs[:batch], device, iterations)
+            compiled_rate = float("nan")
+            if not args.smoke and name == "fp16" and device.type == "cuda":
+                compiled = torch.compile(run, mode="reduce-overhead")
+                compiled_rate = slices_per_second(compiled, inputs[:batch], device, iterations)
+            print(f"| {name} | {batch} | {eager:.0f} | {compiled_rate:.0f} | {dice:.4f} |", flush=True)
+
+    pet, ct, _ = phantom.images()
+    member = Checkpoint(config=config, network=network, path=Path("random"))
+    for batch in (32, 64):
+        predictor = Predictor.from_checkpoints([member], device=str(device), batch_size=batch)
+        segment(pet, ct, predictor, progress=False)  # warm-up
+        sync(device)
+        start = time.perf_counter()
+        segment(pet, ct, predictor, progress=False)
+        sync(device)
+        print(f"end to end {pet.GetSize()} batch {batch}: {time.perf_counter() - start:.2f} s "
+              f"(network {predictor.timings.network:.2f} s of it, timings summed over both runs)", flush=True)
+
+    module = TrainModule(build_network(config)).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-5)
+    batch = 4 if args.smoke else 24
+    image = torch.randn(batch, 2, 256, 256, device=device).contiguous(memory_format=torch.channels_last)
+    mask = (torch.rand(batch, 1, 256, 256, device=device) > 0.95).float()
+    dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+
+    def step(_: torch.Tensor) -> None:
+        with torch.autocast(device.type, dtype=dtype):
+            loss, _terms = module(image, mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    rate = slices_per_second(step, image, device, 2 if args.smoke else 10)
+    print(f"training, batch {batch}, {dtype}: {rate / batch:.2f} steps/s = {rate:.0f} slices/s")
+
+
+if __name__ == "__main__":
+    main()
