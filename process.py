@@ -116,6 +116,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 32 GPU, 8 CPU)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network: slow to start, faster from the second study on")
     parser.add_argument("--min-lesion-ml", type=float, default=0.0, help="drop components smaller than this")
     return parser.parse_args(argv)
 
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch_size is not None and args.batch_size < 1:
             raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
         predictor = Predictor.from_path(args.weights, device=args.device, precision=args.precision,
-                                        batch_size=args.batch_size, tta=args.tta)
+                                        batch_size=args.batch_size, tta=args.tta, compile_network=args.compile)
         algorithm = AutoPETLesionSegmentation(args.input, args.output, predictor, args.min_lesion_ml)
         algorithm.process()
     except InputError as error:

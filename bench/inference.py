@@ -110,6 +110,8 @@ def main() -> None:
     parser.add_argument("--encoder", default="regnety_160")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the project's network (the first run then includes compiling)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -126,7 +128,8 @@ def main() -> None:
     sitk.WriteImage(ct, str(ct_path), True)
     del phantom, pet, ct
 
-    predictor = Predictor.from_path(weights, device=args.device, batch_size=args.batch_size)
+    predictor = Predictor.from_path(weights, device=args.device, batch_size=args.batch_size,
+                                    compile_network=args.compile)
     depth = args.slices
     print(f"machine: {os.cpu_count()} CPU threads, torch {torch.__version__}, bf16 native: {cpu_supports_bf16()}; "
           f"study {args.size}x{args.size}x{depth}; encoder {args.encoder}")

@@ -3,7 +3,7 @@
     python bench/memory.py [--sizes 400x326 512x1000] [--encoder regnety_160] [--device cpu]
 
 Each study is a phantom written as .mha; process.py runs on it in a fresh child process (random weights of
-the real architecture), and the child's peak RSS is read with getrusage. Prints one line per study.
+the real architecture), and the child's peak RSS is read from /proc (VmHWM). Prints one line per study.
 """
 
 from __future__ import annotations
@@ -26,15 +26,17 @@ from train.phantom import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Peak RSS is VmHWM of the child's own address space: getrusage's ru_maxrss would carry over the parent's
+# resident size at fork, and the parent has just built a large phantom.
 CHILD = """
-import json, resource, sys, time, torch
+import json, re, sys, time, torch
 sys.path.insert(0, {root!r})
 import process
 start = time.perf_counter()
 code = process.main(sys.argv[1:])
 gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 print(json.dumps({{"code": code, "seconds": time.perf_counter() - start, "gpu_gib": gpu,
-                  "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}}))
+                  "rss_gib": int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 2**20}}))
 """
 
 

@@ -88,22 +88,39 @@ class Predictor:
     tta: bool = False
     tile_overlap: float = 0.25
     timings: CaseTimings = field(default_factory=CaseTimings)
+    compiled: list[torch.nn.Module] | None = None
 
     @classmethod
     def from_path(cls, weights: Path, device: str = "auto", precision: Precision = "auto",
-                  batch_size: int | None = None, tta: bool = False) -> Predictor:
+                  batch_size: int | None = None, tta: bool = False, compile_network: bool = False) -> Predictor:
         members = load_ensemble(Path(weights))
-        return cls.from_checkpoints(members, device, precision, batch_size, tta)
+        return cls.from_checkpoints(members, device, precision, batch_size, tta, compile_network)
 
     @classmethod
     def from_checkpoints(cls, members: list[Checkpoint], device: str = "auto", precision: Precision = "auto",
-                         batch_size: int | None = None, tta: bool = False) -> Predictor:
+                         batch_size: int | None = None, tta: bool = False, compile_network: bool = False) -> Predictor:
         torch_device = resolve_device(device)
         for member in members:
             member.network.to(torch_device).to(memory_format=torch.channels_last).eval()
         default_batch = 32 if torch_device.type == "cuda" else 8
-        return cls(members=members, device=torch_device, dtype=resolve_precision(precision, torch_device),
-                   batch_size=batch_size or default_batch, tta=tta)
+        predictor = cls(members=members, device=torch_device, dtype=resolve_precision(precision, torch_device),
+                        batch_size=batch_size or default_batch, tta=tta)
+        if compile_network:
+            predictor.compile()
+        return predictor
+
+    def compile(self) -> None:
+        """torch.compile every member (CPU: with weight freezing; CUDA: with CUDA graphs).
+
+        Compiling takes tens of seconds once per process (less with a warm inductor cache) and then runs
+        the network about 1.8x faster on a CPU: it pays off from the second study of a run. Batches are
+        padded to the batch size so that the compiled graph keeps one static shape.
+        """
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        self.compiled = [torch.compile(m.network, mode=mode, dynamic=False) for m in self.members]
 
     @property
     def config(self) -> ModelConfig:
@@ -120,16 +137,20 @@ class Predictor:
         flips: list[tuple[int, ...]] = [()]
         if self.tta:
             flips += [(3,), (2,), (2, 3)]
+        count = tiles.shape[0]
+        if self.compiled and count < self.batch_size:  # one static shape for the compiled graph
+            tiles = torch.cat([tiles, tiles.new_zeros(self.batch_size - count, *tiles.shape[1:])])
         total = torch.zeros(tiles.shape[0], *tiles.shape[2:], device=tiles.device, dtype=torch.float32)
         x = tiles.contiguous(memory_format=torch.channels_last)
+        networks = self.compiled or [m.network for m in self.members]
         with self._autocast():
-            for member in self.members:
+            for network in networks:
                 for dims in flips:
                     inp = torch.flip(x, dims) if dims else x
-                    logits = member.network(inp)[:, 0]
+                    logits = network(inp)[:, 0]
                     prob = torch.sigmoid(logits.float())
                     total += torch.flip(prob, [d - 1 for d in dims]) if dims else prob
-        return total / (len(self.members) * len(flips))
+        return total[:count] / (len(self.members) * len(flips))
 
     def predict_volume(self, pet: np.ndarray, ct: np.ndarray, *, as_probability: bool = False,
                        progress: bool | None = None) -> np.ndarray:

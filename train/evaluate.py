@@ -28,6 +28,17 @@ def _images(folder: Path) -> dict[str, Path]:
     return {_stem(p): p for p in sorted(folder.iterdir()) if p.name.endswith(SUFFIXES)}
 
 
+def _pair_pets(pets: dict[str, Path], gt_stems: list[str]) -> dict[str, Path]:
+    """PET of each case: the file whose stem starts with the case's, else by sorted order as process.py pairs
+    PET and CT (grand-challenge names PET and CT by different uuids)."""
+    paired = {stem: next((p for s, p in pets.items() if s.startswith(stem)), None) for stem in gt_stems}
+    if None in paired.values():
+        if len(pets) != len(gt_stems):
+            raise InputError(f"{len(pets)} PET images for {len(gt_stems)} cases: cannot pair them for the figures")
+        paired = dict(zip(sorted(gt_stems), (pets[s] for s in sorted(pets)), strict=True))
+    return paired
+
+
 def mip_figure(pet: np.ndarray, gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, float],
                path: Path, title: str) -> None:
     """Coronal maximum-intensity projection of the PET, ground truth in green and prediction in red."""
@@ -39,7 +50,7 @@ def mip_figure(pet: np.ndarray, gt: np.ndarray, pred: np.ndarray, spacing: tuple
     mip = pet.max(axis=1)[::-1]
     aspect = spacing[2] / spacing[0]
     fig, ax = plt.subplots(figsize=(4, 4 * mip.shape[0] * aspect / mip.shape[1] + 0.6))
-    ax.imshow(mip, cmap="gray_r", vmin=0, vmax=max(float(np.percentile(mip, 99.5)), 1.0), aspect=aspect)
+    ax.imshow(mip, cmap="gray_r", vmin=0, vmax=10.0, aspect=aspect)  # the usual SUV 0-10 window of FDG MIPs
     for volume, colour in ((gt, "limegreen"), (pred, "red")):
         projection = volume.max(axis=1)[::-1]
         if projection.any():
@@ -59,7 +70,7 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
     if missing:
         raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s), e.g. {missing[0]}")
     rows, cases = [], []
-    pets = _images(pet_dir) if pet_dir else {}
+    pets = _pair_pets(_images(pet_dir), list(gts)) if pet_dir else {}
     if figures:
         figures.mkdir(parents=True, exist_ok=True)
     for stem, gt_path in gts.items():
@@ -72,8 +83,8 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
         cases.append(metrics)
         rows.append({"case": stem, **dataclasses.asdict(metrics)})
         if figures:
-            pet_path = next((p for s, p in pets.items() if s.startswith(stem)), None)
-            pet = sitk.GetArrayFromImage(read_image(pet_path, "PET")) if pet_path else gt.astype(np.float32)
+            pet_path = pets.get(stem)
+            pet = sitk.GetArrayFromImage(read_image(pet_path, "PET")) if pet_path else 10.0 * gt.astype(np.float32)
             dice = "n/a" if metrics.dice is None else f"{metrics.dice:.3f}"
             mip_figure(pet, gt, pred, gt_img.GetSpacing(), figures / f"{stem}.png",
                        f"{stem}\nDice {dice}  FPV {metrics.fpv_ml:.2f} ml  FNV {metrics.fnv_ml or 0:.2f} ml")

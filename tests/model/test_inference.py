@@ -66,3 +66,12 @@ def test_precision_defaults():
     assert resolve_precision("auto", torch.device("cuda")) == torch.float16
     assert resolve_precision("auto", torch.device("cpu")) in (torch.bfloat16, torch.float32)
     assert resolve_precision("fp32", torch.device("cpu")) == torch.float32
+
+
+def test_compiled_network_gives_the_same_mask(small_phantom):
+    """--compile pads partial batches to one static shape; the mask must not change."""
+    pet, ct, _ = small_phantom.images()
+    eager = sitk.GetArrayFromImage(segment(pet, ct, oracle_predictor(batch_size=6)))
+    compiled = oracle_predictor(batch_size=6)
+    compiled.compile()
+    assert np.array_equal(sitk.GetArrayFromImage(segment(pet, ct, compiled)), eager)

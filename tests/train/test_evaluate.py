@@ -23,8 +23,12 @@ def test_evaluate_writes_csv_json_and_a_picture_per_case(tmp_path):
     neg_pred = np.zeros_like(gt)
     neg_pred[0, 0, 0] = 1
     _write(tmp_path / "pred/neg.mha", neg_pred)
+    # PETs named by other uuids, as on grand-challenge: paired by sorted order.
+    _write(tmp_path / "pet/uuid-1.mha", np.full_like(gt, 2.0))
+    _write(tmp_path / "pet/uuid-2.mha", np.full_like(gt, 1.0))
     code = train_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
-                       "--out", str(tmp_path / "m.csv"), "--figures", str(tmp_path / "fig")])
+                       "--out", str(tmp_path / "m.csv"), "--figures", str(tmp_path / "fig"),
+                       "--pet", str(tmp_path / "pet")])
     assert code == 0
     result = json.loads((tmp_path / "m.json").read_text())
     assert np.isclose(result["mean"]["dice"], 2 * 32 / 96) and np.isclose(result["mean"]["fpv_ml"], 0.006)
