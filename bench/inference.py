@@ -102,6 +102,18 @@ def cpu_peak_flops(dtype: torch.dtype) -> tuple[float, str]:
     return peak, f"{how} x {mhz:.0f} MHz x {cores} cores = {peak / 1e12:.2f} TFLOP/s"
 
 
+def print_profile(predictor: Predictor, crop: int, rows: int = 8) -> None:
+    """Where one batch of the project's network time goes, by operator (torch.profiler, self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tiles = torch.randn(predictor.batch_size, 2, crop, crop)
+    predictor.predict_tiles(tiles)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        predictor.predict_tiles(tiles)
+    print(f"profile of one batch of {predictor.batch_size} (top {rows} operators by self CPU time):")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=400)
@@ -157,6 +169,7 @@ def main() -> None:
     print(f"network  : {flops / 1e9:.1f} GFLOP per 256x256 slice; achieved {achieved / 1e12:.3f} TFLOP/s = "
           f"{100 * achieved / peak:.1f} % of peak ({how})")
     print(f"masks    : project {a.sum()} voxels, seed way {b.sum()} voxels")
+    print_profile(predictor, config.crop_size)
     print(f"speedup {seed_s / project_s:.2f} mask_dice {dice:.4f}")
 
 

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ class FitConfig:
     workers: int = 4
     seed: int = 0
     folds: int = 5
-    steps_per_epoch: int | None = None
+    steps_per_epoch: int | None = None  # exact when set (items are cycled); else one pass over the epoch
     val_every: int = 1
     val_max_studies: int | None = None
     val_batch_size: int = 16
@@ -246,15 +247,13 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
         loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
                             drop_last=True, pin_memory=torch_device.type == "cuda",
                             persistent_workers=False, multiprocessing_context="spawn" if config.workers else None)
-        steps = len(loader) if config.steps_per_epoch is None else min(config.steps_per_epoch, len(loader))
+        steps = config.steps_per_epoch or len(loader)
         module.train()
         sums = {"loss": 0.0, "dice": 0.0, "lovasz": 0.0, "bce": 0.0}
         started = time.perf_counter()
         bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False,
                    disable=(None if progress is None else not progress) if ddp.main else True)
-        for step, (image, mask) in enumerate(loader):
-            if step >= steps:
-                break
+        for image, mask in _cycle(loader, steps):
             image = image.to(torch_device, non_blocking=True)
             mask = mask.to(torch_device, non_blocking=True)
             if aug is not None:
@@ -306,6 +305,23 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
     if ddp.world_size > 1:
         dist.destroy_process_group()
     return best
+
+
+def _cycle(loader: DataLoader, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Exactly ``steps`` batches, going through the epoch's items again when they give fewer.
+
+    A fixed number of steps per epoch gives runs with different alphas the same budget.
+    """
+    produced = 0
+    while produced < steps:
+        before = produced
+        for batch in loader:
+            yield batch
+            produced += 1
+            if produced == steps:
+                return
+        if produced == before:
+            return  # an empty epoch: nothing to cycle through
 
 
 def _log(out: Path, writer: Any, row: dict[str, Any]) -> None:

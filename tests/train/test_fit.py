@@ -77,3 +77,11 @@ def test_two_processes_under_torchrun(store, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp/best/model.safetensors").is_file()
     assert torch.load(tmp_path / "ddp/last.pt", weights_only=True)["epoch"] == 1
+
+
+def test_steps_per_epoch_is_exact_and_cycles_short_epochs():
+    from train.fit import _cycle
+
+    assert list(_cycle([1, 2], 5)) == [1, 2, 1, 2, 1]
+    assert list(_cycle([1, 2, 3], 2)) == [1, 2]
+    assert list(_cycle([], 3)) == []
