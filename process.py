@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+import SimpleITK as sitk
 from evalutils import SegmentationAlgorithm
 
 from model import InputError, Predictor, segment
 from model.checkpoint import atomic_write_bytes
-from model.geometry import read_image, write_image_atomic
+from model.geometry import read_images, write_image_atomic
 from model.inference import CaseTimings, lesion_volume_ml
 
 OUTPUT_SLUG = "automated-petct-lesion-segmentation"
@@ -79,8 +80,7 @@ class AutoPETLesionSegmentation(SegmentationAlgorithm):
         timings = self.predictor.timings
         try:
             start = time.perf_counter()
-            pet = read_image(pet_path, "PET")
-            ct = read_image(ct_path, "CT")
+            pet, ct = read_images([(pet_path, "PET", sitk.sitkUnknown), (ct_path, "CT", sitk.sitkUnknown)])
             timings.read = time.perf_counter() - start
             mask = self.predict(pet=pet, ct=ct, pet_name=str(pet_path), ct_name=str(ct_path))
             start = time.perf_counter()

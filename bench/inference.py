@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from model import ModelConfig, Predictor, build_network, save_checkpoint, segment
 from model.config import NormalisationConfig
-from model.geometry import read_image, write_image_atomic
+from model.geometry import read_images, write_image_atomic
 from model.inference import CaseTimings, cpu_supports_bf16
 from train.phantom import PhantomSpec, make_phantom
 
@@ -67,7 +67,7 @@ def seed_way(network: torch.nn.Module, pet_path: Path, ct_path: Path, out_path: 
 def project_way(predictor: Predictor, pet_path: Path, ct_path: Path, out_path: Path) -> CaseTimings:
     predictor.timings = timings = CaseTimings()
     start = time.perf_counter()
-    pet, ct = read_image(pet_path, "PET"), read_image(ct_path, "CT")
+    pet, ct = read_images([(pet_path, "PET", sitk.sitkUnknown), (ct_path, "CT", sitk.sitkUnknown)])
     timings.read = time.perf_counter() - start
     mask = segment(pet, ct, predictor, progress=False)
     start = time.perf_counter()

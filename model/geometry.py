@@ -10,6 +10,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,8 @@ def _captured_native_stderr() -> Iterator[list[str]]:
             lines.extend(line for line in sink.read().decode(errors="replace").splitlines() if line.strip())
 
 
-def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sitk.Image:
-    """Read a 3D scalar image or raise InputError naming the file and the problem."""
-    path = Path(path)
+def _check_complete(path: Path, role: str) -> None:
+    """Refuse missing files, and truncated NIfTI that SimpleITK would read without a word."""
     if not path.is_file():
         raise InputError(f"{path}: {role} file missing")
     if path.name.endswith(".nii.gz"):
@@ -104,13 +104,9 @@ def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sit
             expected = _nifti_payload_bytes(handle.read(540))
         if expected is not None and path.stat().st_size < expected:
             raise InputError(f"{path}: truncated file ({path.stat().st_size} of {expected} bytes)")
-    try:
-        with _captured_native_stderr() as native:
-            image = sitk.ReadImage(str(path), pixel_type)
-    except RuntimeError:
-        details = [line for line in native if "ideal" in line or "not read completely" in line]
-        reason = details[-1].strip() if details else "not a readable image"
-        raise InputError(f"{path}: unreadable or truncated {role} image ({reason[:160]})") from None
+
+
+def _check_volume(image: sitk.Image, path: Path, role: str) -> sitk.Image:
     if image.GetDimension() != 3:
         raise InputError(f"{path}: {role} image is {image.GetDimension()}D, expected 3D")
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -119,6 +115,35 @@ def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sit
     if min(image.GetSize()) < 1 or np.prod(image.GetSize()) == 0:
         raise InputError(f"{path}: {role} image is empty (size {image.GetSize()})")
     return image
+
+
+def read_images(requests: list[tuple[Path, str, int]]) -> list[sitk.Image]:
+    """Read several (path, role, pixel type) at once, one thread each (SimpleITK releases the GIL while it
+    decodes, so a PET and a CT read together take about the time of the PET alone). Each must be a 3D
+    scalar image, else InputError names the first bad file and the problem."""
+    paths = [Path(path) for path, _, _ in requests]
+    for path, (_, role, _) in zip(paths, requests, strict=True):
+        _check_complete(path, role)
+    # One capture around all reads: redirecting file descriptor 2 is process-wide, not per thread.
+    with _captured_native_stderr() as native, ThreadPoolExecutor(max_workers=len(requests)) as pool:
+        futures = [pool.submit(sitk.ReadImage, str(path), pixel_type)
+                   for path, (_, _, pixel_type) in zip(paths, requests, strict=True)]
+        outcomes = [future.exception() or future.result() for future in futures]
+    images = []
+    for path, (_, role, _), outcome in zip(paths, requests, outcomes, strict=True):
+        if isinstance(outcome, RuntimeError):
+            details = [line for line in native if str(path) in line or "ideal" in line]
+            reason = details[-1].strip() if details else "not a readable image"
+            raise InputError(f"{path}: unreadable or truncated {role} image ({reason[:160]})")
+        if isinstance(outcome, BaseException):
+            raise outcome
+        images.append(_check_volume(outcome, path, role))
+    return images
+
+
+def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sitk.Image:
+    """Read a 3D scalar image or raise InputError naming the file and the problem."""
+    return read_images([(Path(path), role, pixel_type)])[0]
 
 
 def write_image_atomic(image: sitk.Image, path: Path) -> None:
