@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,16 +20,11 @@ from evalutils import SegmentationAlgorithm
 
 from model import InputError, Predictor, segment
 from model.checkpoint import atomic_write_bytes
-from model.geometry import read_images, write_image_atomic
+from model.geometry import IMAGE_SUFFIXES, image_stem, read_images, write_image_atomic
 from model.inference import CaseTimings, lesion_volume_ml
 
 OUTPUT_SLUG = "automated-petct-lesion-segmentation"
-IMAGE_SUFFIXES = (".mha", ".nii.gz", ".nii")
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
-
-
-def image_stem(path: Path) -> str:
-    return re.sub(r"(\.nii\.gz|\.nii|\.mha)$", "", path.name)
 
 
 def list_images(folder: Path, role: str) -> list[Path]:

@@ -20,7 +20,13 @@ from model.checkpoint import publish
 from model.errors import InputError
 
 CT_FILL_HU = -1024.0
-READABLE_SUFFIXES = (".mha", ".mhd", ".nii.gz", ".nii", ".nrrd")
+IMAGE_SUFFIXES = (".mha", ".nii.gz", ".nii")
+
+
+def image_stem(path: Path) -> str:
+    """File name without its image suffix: the case name (grand-challenge: the uuid)."""
+    name = Path(path).name
+    return next((name[: -len(s)] for s in IMAGE_SUFFIXES if name.endswith(s)), name)
 
 
 def _nifti_payload_bytes(header: bytes) -> int | None:

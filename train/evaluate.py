@@ -5,27 +5,20 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from model.errors import InputError
-from model.geometry import read_image
+from model.geometry import IMAGE_SUFFIXES, image_stem, read_image
 from train.metrics import aggregate, case_metrics
-
-SUFFIXES = (".mha", ".nii.gz", ".nii")
-
-
-def _stem(path: Path) -> str:
-    return re.sub(r"(\.nii\.gz|\.nii|\.mha)$", "", path.name)
 
 
 def _images(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: folder missing")
-    return {_stem(p): p for p in sorted(folder.iterdir()) if p.name.endswith(SUFFIXES)}
+    return {image_stem(p): p for p in sorted(folder.iterdir()) if p.name.endswith(IMAGE_SUFFIXES)}
 
 
 def _pair_pets(pets: dict[str, Path], gt_stems: list[str]) -> dict[str, Path]:
