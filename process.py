@@ -43,7 +43,7 @@ def find_cases(input_dir: Path) -> list[tuple[Path, Path]]:
     if len(pets) != len(cts):
         raise InputError(f"{input_dir / 'images'}: {len(pets)} PET and {len(cts)} CT images; "
                          "each PET needs one CT (paired by sorted file name)")
-    return list(zip(pets, cts, strict=False))
+    return list(zip(pets, cts, strict=True))
 
 
 class AutoPETLesionSegmentation(SegmentationAlgorithm):

@@ -196,7 +196,7 @@ class Predictor:
                 start = time.perf_counter()
                 summed = torch.zeros((z1 - z0, *padded_shape), device=self.device)
                 counts = torch.zeros_like(summed)
-                for (i, y, x), prob in zip(owners, probs, strict=False):
+                for (i, y, x), prob in zip(owners, probs, strict=True):
                     summed[i, y:y + crop, x:x + crop] += prob
                     counts[i, y:y + crop, x:x + crop] += 1.0
                 prob_slices = (summed / counts.clamp(min=1.0))[:, top:top + height, left:left + width]
