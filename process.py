@@ -19,7 +19,7 @@ import SimpleITK as sitk
 from evalutils import SegmentationAlgorithm
 
 from model import InputError, Predictor, segment
-from model.checkpoint import atomic_write_bytes
+from model.files import atomic_write_bytes
 from model.geometry import IMAGE_SUFFIXES, image_stem, read_images, write_image_atomic
 from model.inference import CaseTimings, lesion_volume_ml
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig
 from model.errors import InputError
+from model.files import atomic_target, atomic_write_bytes
 from model.network import build_network
 
 FORMAT = "autopet-unet2d"
@@ -40,42 +39,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def publish(tmp: str | Path, path: Path) -> None:
-    """Give a finished temporary file the usual permissions (mkstemp makes it 0600) and rename it."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(network: torch.nn.Module, config: ModelConfig, stem: Path) -> Path:
     """Write ``stem.safetensors`` and ``stem.json``; returns the weights path."""
     stem = Path(stem)
     weights_path = stem.with_suffix(".safetensors")
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=weights_path.parent, prefix=f".{weights_path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_target(weights_path) as tmp:
         save_file(state, tmp, metadata={"format": FORMAT})
-        sha = _sha256(Path(tmp))
-        publish(tmp, weights_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        sha = _sha256(tmp)
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": sha,
                 "model": config.to_dict()}
     atomic_write_bytes(stem.with_suffix(".json"), json.dumps(document, indent=2).encode())

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from model.checkpoint import publish
 from model.errors import InputError
+from model.files import atomic_target
 
 CT_FILL_HU = -1024.0
 IMAGE_SUFFIXES = (".mha", ".nii.gz", ".nii")
@@ -155,16 +155,8 @@ def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sit
 def write_image_atomic(image: sitk.Image, path: Path) -> None:
     """Write beside the target and rename, so no half-written mask is ever where a result is expected."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".mha"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    try:
-        sitk.WriteImage(image, tmp, useCompression=True)
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_target(path, suffix="".join(path.suffixes) or ".mha") as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-3) -> bool:

@@ -25,7 +25,7 @@ from model.geometry import (
     resample_onto,
     same_grid,
 )
-from model.postprocessing import remove_small_components
+from model.postprocessing import remove_small_components, voxel_ml
 from model.preprocessing import body_boxes, normalise, pad_to_crop, sanitise, tile_windows
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -225,9 +225,10 @@ def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, min_lesion
     cfg = predictor.config
     timings = predictor.timings
     start = time.perf_counter()
-    if overlap_fraction(pet, ct) < MIN_OVERLAP:
+    covered = overlap_fraction(pet, ct)
+    if covered < MIN_OVERLAP:
         raise InputError(f"{ct_name}: CT does not overlap the PET {pet_name} in space "
-                         f"(covers {100 * overlap_fraction(pet, ct):.0f} % of its extent)")
+                         f"(covers {100 * covered:.0f} % of its extent)")
     if not same_grid(pet, ct):
         ct = resample_onto(ct, pet, CT_FILL_HU)
     resample = needs_inplane_resampling(pet, cfg.spacing_mm)
@@ -256,5 +257,4 @@ def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, min_lesion
 
 
 def lesion_volume_ml(mask: sitk.Image) -> float:
-    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
-    return float(sitk.GetArrayViewFromImage(mask).sum(dtype=np.int64)) * voxel_ml
+    return float(sitk.GetArrayViewFromImage(mask).sum(dtype=np.int64)) * voxel_ml(mask.GetSpacing())

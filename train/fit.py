@@ -20,9 +20,10 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from model.checkpoint import Checkpoint, atomic_write_bytes, save_checkpoint
+from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.errors import InputError
+from model.files import atomic_target, atomic_write_bytes
 from model.inference import Predictor, cpu_supports_bf16
 from model.network import build_network
 from train.augment import augment, build_augmentation
@@ -137,9 +138,8 @@ def training_precision(device: torch.device) -> tuple[torch.dtype, bool]:
 
 
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_target(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def validate(network: torch.nn.Module, config: ModelConfig, data: Path, studies: list[dict], device: torch.device,

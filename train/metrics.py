@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import cc3d
 import numpy as np
 
-CONNECTIVITY = 18  # as the official evaluation script
+from model.postprocessing import CONNECTIVITY, voxel_ml
 
 
 @dataclass
@@ -24,19 +24,19 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> 
     """Metrics of one case; ``spacing`` in mm (any order: only the voxel volume is used)."""
     pred = pred.astype(bool)
     gt = gt.astype(bool)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
+    voxel = voxel_ml(spacing)
     gt_sum, pred_sum = int(gt.sum()), int(pred.sum())
     pred_labels = cc3d.connected_components(pred.astype(np.uint8), connectivity=CONNECTIVITY)
     touched = np.unique(pred_labels[gt])
     fp_voxels = int(np.count_nonzero(pred_labels[~np.isin(pred_labels, touched)]))
     if gt_sum == 0:
-        return CaseMetrics(dice=None, fpv_ml=pred_sum * voxel_ml, fnv_ml=None, gt_ml=0.0, pred_ml=pred_sum * voxel_ml)
+        return CaseMetrics(dice=None, fpv_ml=pred_sum * voxel, fnv_ml=None, gt_ml=0.0, pred_ml=pred_sum * voxel)
     gt_labels = cc3d.connected_components(gt.astype(np.uint8), connectivity=CONNECTIVITY)
     hit = np.unique(gt_labels[pred])
     fn_voxels = int(np.count_nonzero(gt_labels[~np.isin(gt_labels, hit)]))
     dice = 2.0 * np.count_nonzero(pred & gt) / (gt_sum + pred_sum)
-    return CaseMetrics(dice=float(dice), fpv_ml=fp_voxels * voxel_ml, fnv_ml=fn_voxels * voxel_ml,
-                       gt_ml=gt_sum * voxel_ml, pred_ml=pred_sum * voxel_ml)
+    return CaseMetrics(dice=float(dice), fpv_ml=fp_voxels * voxel, fnv_ml=fn_voxels * voxel,
+                       gt_ml=gt_sum * voxel, pred_ml=pred_sum * voxel)
 
 
 def aggregate(cases: Sequence[CaseMetrics]) -> dict[str, float]:

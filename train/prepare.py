@@ -23,9 +23,9 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm.auto import tqdm
 
-from model.checkpoint import atomic_write_bytes
 from model.config import NormalisationConfig
 from model.errors import InputError
+from model.files import atomic_write_bytes
 from model.geometry import (
     CT_FILL_HU,
     inplane_grid,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from model.checkpoint import atomic_write_bytes
 from model.errors import InputError
+from model.files import atomic_write_bytes
 
 
 def make_splits(index: list[dict], folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
