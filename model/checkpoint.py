@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +17,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig
-from model.errors import InputError
+from model.errors import InputError, shown
 from model.files import atomic_target, atomic_write_bytes
 from model.network import build_network
 
 FORMAT = "autopet-unet2d"
 FORMAT_VERSION = 1
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -54,56 +56,88 @@ def save_checkpoint(network: torch.nn.Module, config: ModelConfig, stem: Path) -
     return weights_path
 
 
-def read_config(json_path: Path) -> tuple[ModelConfig, str | None]:
-    """The ModelConfig and recorded weights hash of a checkpoint's JSON."""
+def read_config(json_path: Path) -> tuple[ModelConfig, str]:
+    """The ModelConfig and recorded weights hash of a checkpoint's JSON; a JSON without its hash is refused:
+    the hash is what ties the weights to the config and catches a truncated, swapped or tampered file."""
     try:
         document = json.loads(Path(json_path).read_text())
+        if not isinstance(document, dict):
+            raise ValueError(f"a JSON object is expected, got {type(document).__name__}")
         if document.get("format") != FORMAT:
             raise ValueError(f"format is {document.get('format')!r}, expected {FORMAT!r}")
-        return ModelConfig.from_dict(document["model"]), document.get("weights_sha256")
+        sha = document.get("weights_sha256")
+        if not (isinstance(sha, str) and SHA256_HEX.fullmatch(sha)):
+            raise ValueError(f"weights_sha256 is {sha!r}, expected the 64 hex digits of the weights' SHA-256 "
+                             "(a checkpoint without its hash is not loaded)")
+        if not isinstance(document.get("model"), dict):
+            raise ValueError("no 'model' object")
+        return ModelConfig.from_dict(document["model"]), sha
     except FileNotFoundError:
-        raise InputError(f"{json_path}: config missing (each .safetensors needs its .json)") from None
+        raise InputError(f"{shown(json_path)}: config missing (each .safetensors needs its .json)") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{shown(json_path)}: unreadable checkpoint config ({error})") from None
     except (ValueError, KeyError, TypeError) as error:
-        raise InputError(f"{json_path}: not a valid checkpoint config: {error}") from None
+        raise InputError(f"{shown(json_path)}: not a valid checkpoint config: {error}") from None
 
 
 def load_checkpoint(weights_path: Path, verify_hash: bool = True) -> Checkpoint:
     """Rebuild the network from the JSON and fill it from the safetensors file (strict)."""
     weights_path = Path(weights_path)
     if not weights_path.is_file():
-        raise InputError(f"{weights_path}: weights file missing")
-    config, sha = read_config(weights_path.with_suffix(".json"))
-    if verify_hash and sha is not None and _sha256(weights_path) != sha:
-        raise InputError(f"{weights_path}: weights file is corrupt or not the one its config describes "
+        raise InputError(f"{shown(weights_path)}: weights file missing")
+    json_path = weights_path.with_suffix(".json")
+    config, sha = read_config(json_path)
+    if verify_hash and _sha256(weights_path) != sha:
+        raise InputError(f"{shown(weights_path)}: weights file is corrupt or not the one its config describes "
                          "(SHA-256 differs)")
+    check_encoder_known(config, json_path)
     try:
         state = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as error:
-        raise InputError(f"{weights_path}: unreadable safetensors file: {error}") from None
-    network = build_network(config)
+        raise InputError(f"{shown(weights_path)}: unreadable safetensors file: {error}") from None
+    try:
+        network = build_network(config)
+    except (RuntimeError, ValueError, AssertionError) as error:  # e.g. an encoder without feature stages
+        raise InputError(f"{shown(json_path)}: cannot build a U-Net on encoder {config.encoder!r}: "
+                         f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}"
+                         ) from None
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-        raise InputError(f"{weights_path}: weights do not match their config "
+        raise InputError(f"{shown(weights_path)}: weights do not match their config "
                          f"(encoder {config.encoder}): {first}") from None
     network.eval()
     return Checkpoint(config=config, network=network, path=weights_path)
 
 
 def find_checkpoints(path: Path) -> list[Path]:
-    """The weights files a path names: itself, or every ``*.safetensors`` in a folder (an ensemble)."""
+    """The weights files a path names: itself (or its .json's), or every ``*.safetensors`` in a folder (an
+    ensemble)."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("*.safetensors"))
+        found = sorted(p for p in path.glob("*.safetensors") if not p.name.startswith("."))
         if not found:
-            raise InputError(f"{path}: no *.safetensors checkpoint in this folder")
+            raise InputError(f"{shown(path)}: no *.safetensors checkpoint in this folder")
         return found
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")
+    elif path.suffix != ".safetensors":
+        # A training run's last.pt or any pickle: never unpickled here, and not silently taken for its .json.
+        raise InputError(f"{shown(path)}: not a .safetensors checkpoint (give NAME.safetensors beside NAME.json, "
+                         "or a folder of them; .pt/.pth files are not loaded)")
     if not path.exists():
-        raise InputError(f"{path}: weights not found")
+        raise InputError(f"{shown(path)}: weights not found")
     return [path]
+
+
+def check_encoder_known(config: ModelConfig, json_path: Path) -> None:
+    """The encoder must be one this timm builds offline; otherwise one line instead of timm's traceback."""
+    import timm  # imported late: slow, and not needed to read a config
+
+    if not timm.is_model(config.encoder):
+        raise InputError(f"{shown(json_path)}: unknown encoder {config.encoder!r} (not a model of the installed "
+                         f"timm {timm.__version__})")
 
 
 def load_ensemble(path: Path) -> list[Checkpoint]:

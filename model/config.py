@@ -4,23 +4,42 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-NormalisationScheme = Literal["zscore_per_slice", "fixed"]
+# The names of the normalisation schemes; model/preprocessing.py holds one function per name (NORMALISERS).
+NORMALISATION_SCHEMES = ("zscore_per_slice", "fixed")
 CHANNEL_ORDER = ("PET_SUV", "CT_HU")
+# timm model names, with an optional pretrained tag (regnety_160, regnety_160.swag_ft_in1k).
+ENCODER_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
 class NormalisationConfig:
-    """How raw SUV and HU become network input.
+    """How raw SUV and HU become network input (model/preprocessing.py NORMALISERS has one function per scheme).
 
-    ``zscore_per_slice`` is the seed code's scheme: CT clipped to ``ct_clip``, then each channel z-scored
-    per slice over the body's voxels. ``fixed`` is one global scaling for every slice:
+    ``zscore_per_slice``: CT clipped to ``ct_clip``, then each channel z-scored per slice over the body's
+    voxels (CT above ``body_threshold_hu``), so a slice normalises the same however it is cropped or tiled.
+    A slice with fewer body voxels than model.preprocessing.MIN_BODY_PIXELS takes its statistics from the
+    whole slice instead, and the standard deviation is floored at about the noise of each modality
+    (model.preprocessing.ZSCORE_STD_FLOOR), so every slice gives finite, bounded values. This is not the
+    seed code's scheme: the seed z-scores PET over its voxels with PET != 0 and CT over its voxels with
+    CT != -1000, within its 256x256 crop, so its statistics depend on where the crop falls.
+    ``fixed`` is one global scaling for every slice:
     ``clip(SUV, 0, pet_clip) / pet_scale`` and ``(clip(HU, *ct_clip) - ct_center) / ct_scale``.
     """
 
-    scheme: NormalisationScheme = "fixed"
+    scheme: str = "fixed"  # one of NORMALISATION_SCHEMES
     ct_clip: tuple[float, float] = (-1000.0, 1000.0)
     pet_clip: float = 50.0
     pet_scale: float = 5.0
@@ -28,6 +47,15 @@ class NormalisationConfig:
     ct_scale: float = 500.0
     # A voxel belongs to the body where CT is above this; the crop and the z-score statistics use it.
     body_threshold_hu: float = -500.0
+
+    def __post_init__(self) -> None:
+        if self.scheme not in NORMALISATION_SCHEMES:
+            raise ValueError(f"normalisation scheme must be one of {list(NORMALISATION_SCHEMES)}, "
+                             f"got {self.scheme!r}")
+        if not self.ct_clip[0] < self.ct_clip[1]:
+            raise ValueError(f"normalisation ct_clip must be (low, high) with low < high, got {list(self.ct_clip)}")
+        if self.pet_scale <= 0 or self.ct_scale <= 0 or self.pet_clip <= 0:
+            raise ValueError("normalisation pet_clip, pet_scale and ct_scale must be positive")
 
 
 @dataclass(frozen=True)
@@ -45,12 +73,24 @@ class ModelConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # A checkpoint's JSON is input: every value is checked here, so that a bad one is one line, not a
+        # traceback from deep inside the network or the preprocessing.
+        if not isinstance(self.encoder, str) or not ENCODER_NAME.fullmatch(self.encoder):
+            raise ValueError(f"encoder must be a timm model name (letters, digits, '_' and '.'; nothing is "
+                             f"downloaded, so no 'hf-hub:' names), got {self.encoder!r}")
+        # One decoder stage per encoder stage; segmentation_models_pytorch builds U-Nets of depth 3 to 5.
+        if not (3 <= len(self.decoder_channels) <= 5 and all(_is_int(c) and c > 0 for c in self.decoder_channels)):
+            raise ValueError(f"decoder_channels must be 3 to 5 positive integers, got {list(self.decoder_channels)}")
         if tuple(self.channels) != CHANNEL_ORDER:
             raise ValueError(f"channels must be {list(CHANNEL_ORDER)}, got {list(self.channels)}")
-        if self.crop_size % 32:
-            raise ValueError(f"crop_size must be a multiple of 32, got {self.crop_size}")
-        if not 0.0 < self.threshold < 1.0:
-            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold}")
+        if not _is_int(self.crop_size) or self.crop_size <= 0 or self.crop_size % 32:
+            raise ValueError(f"crop_size must be a positive multiple of 32, got {self.crop_size!r}")
+        if not (len(self.spacing_mm) == 2 and all(_is_number(s) and 0 < s < math.inf for s in self.spacing_mm)):
+            raise ValueError(f"spacing_mm must be two positive finite numbers (mm), got {list(self.spacing_mm)}")
+        if not (_is_number(self.threshold) and 0.0 < self.threshold < 1.0):
+            raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
+        if not isinstance(self.provenance, dict):
+            raise ValueError(f"provenance must be a JSON object, got {self.provenance!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

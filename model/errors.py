@@ -1,5 +1,60 @@
-"""The one exception type for problems a user can fix: its message is printed as a single line."""
+"""The exception types for problems a user can fix, and the one way a message becomes one printable line."""
+
+from __future__ import annotations
+
+import os
+
+
+def one_line(text: object) -> str:
+    """``text`` as one printable line: control characters (a newline in a file name) are escaped, and bytes
+    that are not UTF-8 (a file name from another system, held by Python as surrogates) are shown as \\xNN."""
+    try:
+        raw = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
+        raw = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(ch.encode("unicode_escape").decode("ascii") if _is_control(ch) else ch for ch in raw)
+
+
+def _is_control(ch: str) -> bool:
+    # C0, DEL and C1 controls, and the Unicode line and paragraph separators that split lines too.
+    return ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029"
+
+
+def reason_of(error: BaseException) -> str:
+    """The telling part of an exception's message, one line: ITK's are several lines whose last says why
+    ("sitk::ERROR: Failed to allocate memory for image"); Python's are one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = lines[-1] if lines else ""
+    for prefix in ("sitk::ERROR: ", "ITK ERROR: "):
+        text = text.split(prefix, 1)[-1]
+    return one_line(text)
+
+
+def describe(error: BaseException) -> str:
+    """An unexpected exception as one line: its type and reason (MemoryError has no message)."""
+    reason = reason_of(error)
+    return f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+
+
+def shown(path: os.PathLike | str) -> str:
+    """A file name for a message: one line, whatever bytes the name holds."""
+    return one_line(os.fspath(path))
 
 
 class InputError(Exception):
-    """Bad input (image, weights, configuration); the message names the file and the problem."""
+    """Bad input (image, weights, configuration, folders); the message names the file and the problem, and is
+    kept to one line whatever the names in it hold."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(one_line(message))
+
+
+class WriteError(OSError):
+    """A file could not be written completely (full disk, file size limit, I/O error); nothing was left under
+    its final name. An OSError, so that callers which handle failed writes handle this one too."""
+
+    def __init__(self, message: object) -> None:
+        super().__init__(one_line(message))
+
+    def __str__(self) -> str:
+        return str(self.args[0])

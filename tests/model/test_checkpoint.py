@@ -1,11 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from model import InputError, build_network, load_checkpoint, load_ensemble, save_checkpoint
 from model.config import ModelConfig
-from tests.conftest import TINY
+from tests.conftest import ROOT, TINY
 
 
 def test_round_trip_gives_the_same_outputs(tiny_weights):
@@ -77,3 +78,65 @@ def test_written_files_are_readable_by_others(tiny_weights):
     """mkstemp makes 0600 files; the container's non-root user must still read weights and masks."""
     assert tiny_weights.stat().st_mode & 0o044 == 0o044
     assert tiny_weights.with_suffix(".json").stat().st_mode & 0o044 == 0o044
+
+
+def tampered(tmp_path, tiny_weights, change=None, document=None) -> Path:
+    """A copy of the tiny checkpoint whose JSON document went through ``change``, or is ``document``."""
+    (tmp_path / "t.safetensors").write_bytes(tiny_weights.read_bytes())
+    if document is None:
+        document = json.loads(tiny_weights.with_suffix(".json").read_text())
+        change(document)
+    (tmp_path / "t.json").write_text(json.dumps(document))
+    return tmp_path / "t.safetensors"
+
+
+@pytest.mark.parametrize("change", [lambda d: d.pop("weights_sha256"), lambda d: d.update(weights_sha256=None),
+                                    lambda d: d.update(weights_sha256="abc")])
+def test_a_checkpoint_without_its_hash_is_refused(tmp_path, tiny_weights, change):
+    with pytest.raises(InputError, match=r"weights_sha256 is .*a checkpoint without its hash is not loaded"):
+        load_checkpoint(tampered(tmp_path, tiny_weights, change))
+
+
+@pytest.mark.parametrize(("document", "needle"), [([], "a JSON object is expected, got list"),
+                                                  ("x", "a JSON object is expected, got str"),
+                                                  ({}, "format is None")])
+def test_a_json_that_is_not_a_checkpoint_config_is_one_line(tmp_path, tiny_weights, document, needle):
+    with pytest.raises(InputError, match="not a valid checkpoint config") as error:
+        load_checkpoint(tampered(tmp_path, tiny_weights, document=document))
+    assert needle in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("key", "value", "needle"), [
+    ("encoder", "no_such_net", "unknown encoder 'no_such_net'"),
+    ("encoder", "hf-hub:timm/resnet18.a1_in1k", "no 'hf-hub:' names"),
+    ("crop_size", 0, "crop_size must be a positive multiple of 32, got 0"),
+    ("crop_size", -64, "crop_size must be a positive multiple of 32, got -64"),
+    ("crop_size", 48, "got 48"),
+    ("spacing_mm", [0, 0], "spacing_mm must be two positive finite numbers"),
+    ("spacing_mm", [-2.0, 2.0], "spacing_mm must be two positive finite numbers"),
+    ("decoder_channels", [], "decoder_channels must be 3 to 5 positive integers"),
+    ("threshold", "0.5", "threshold must lie in (0, 1)"),
+])
+def test_bad_model_values_are_refused_before_the_network_is_built(tmp_path, tiny_weights, key, value, needle):
+    with pytest.raises(InputError) as error:
+        load_checkpoint(tampered(tmp_path, tiny_weights, lambda d: d["model"].update({key: value})))
+    assert needle in str(error.value) and "t.json" in str(error.value)
+
+
+def test_model_config_validates_itself():
+    with pytest.raises(ValueError, match="crop_size"):
+        ModelConfig(crop_size=0)
+    with pytest.raises(ValueError, match="spacing_mm"):
+        ModelConfig(spacing_mm=(float("nan"), 2.0))
+    assert ModelConfig(encoder="regnety_160.swag_ft_in1k").encoder == "regnety_160.swag_ft_in1k"
+
+
+def test_a_pickle_is_not_taken_for_a_checkpoint(tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"\x80\x04not loaded")
+    with pytest.raises(InputError, match=r"last\.pt: not a \.safetensors checkpoint"):
+        load_ensemble(tmp_path / "last.pt")
+
+
+def test_the_shipped_demo_weights_carry_a_matching_hash():
+    loaded = load_checkpoint(ROOT / "weights" / "demo.safetensors")
+    assert loaded.config.encoder == "regnety_002"

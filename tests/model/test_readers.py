@@ -1,0 +1,200 @@
+"""Reading images: whatever ITK reports, whatever a header points to, whatever bytes a name holds, one line that
+names the file; and writing masks that read back whole or not at all."""
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import model.readers
+from model.errors import InputError, WriteError
+from model.readers import image_stem, is_image_name, read_image, read_images, write_image_atomic
+from tests.model.test_files import leftovers, run_with_file_size_limit, small_tmpfs
+
+
+def volume(seed: int = 0, shape=(6, 20, 24)) -> sitk.Image:
+    image = sitk.GetImageFromArray(np.random.default_rng(seed).uniform(0, 10, shape).astype(np.float32))
+    image.SetSpacing((2.0, 2.0, 3.0))
+    return image
+
+
+def one_line(error: pytest.ExceptionInfo) -> str:
+    text = str(error.value)
+    assert "\n" not in text and "\r" not in text
+    return text
+
+
+def header_with_data_file(tmp_path: Path, data_file: str, name: str = "x.mha") -> Path:
+    """A MetaImage header (no voxels of its own) that names ``data_file``."""
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    sitk.WriteImage(volume(), str(folder / "ref.mhd"))  # ref.mhd + ref.raw
+    lines = (folder / "ref.mhd").read_text().splitlines()
+    text = "\n".join(line for line in lines if not line.startswith("ElementDataFile"))
+    (folder / name).write_text(f"{text}\nElementDataFile = {data_file}\n")
+    return folder / name
+
+
+def test_stems_and_names():
+    assert [image_stem(Path(name)) for name in ("a/b.nii.gz", "c.nii", "d.mha")] == ["b", "c", "d"]
+    assert is_image_name("case.mha") and is_image_name("case.nii") and is_image_name("case.nii.gz")
+    assert not is_image_name("._case.mha")  # macOS AppleDouble companion
+    assert not is_image_name(".case.mha.abc123.mha") and not is_image_name("notes.txt")
+
+
+def test_a_header_may_name_a_file_beside_it(tmp_path):
+    path = header_with_data_file(tmp_path, "ref.raw")
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(path, "PET")), sitk.GetArrayFromImage(volume()))
+
+
+@pytest.mark.parametrize(("data_file", "reason"), [
+    ("/etc/hostname", "relative path inside the header's folder"),
+    ("/dev/urandom", "relative path inside the header's folder"),
+    ("../outside.raw", "relative path inside the header's folder"),
+    ("sub/../../outside.raw", "relative path inside the header's folder"),
+    ("link.raw", "leads outside the header's folder"),
+    ("fifo.raw", "not a regular file"),
+    ("missing.raw", "No such file or directory"),
+    ("LIST", "file lists and patterns are not read"),
+    ("slice%03d.raw 1 6 1", "file lists and patterns are not read"),
+])
+def test_a_header_cannot_make_itk_read_elsewhere(tmp_path, data_file, reason):
+    path = header_with_data_file(tmp_path, data_file)
+    (tmp_path / "outside.raw").write_bytes(b"\x00" * 20000)
+    os.symlink(tmp_path / "outside.raw", path.parent / "link.raw")
+    os.mkfifo(path.parent / "fifo.raw")  # ITK would wait on it forever
+    with pytest.raises(InputError, match="PET header names the data file") as error:
+        read_image(path, "PET")
+    assert reason in one_line(error) and "x.mha" in str(error.value)
+
+
+def test_a_file_without_a_metaimage_header_is_refused(tmp_path):
+    (tmp_path / "g.mha").write_bytes(b"garbage")
+    with pytest.raises(InputError, match=r"g\.mha: unreadable CT image .*no ElementDataFile") as error:
+        read_image(tmp_path / "g.mha", "CT")
+    one_line(error)
+
+
+def _corrupt_compressed(path: Path) -> None:
+    data = path.read_bytes()
+    start = data.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+    path.write_bytes(data[:start] + bytes(len(data) - start))  # the zlib stream zeroed
+
+
+def test_what_itk_reports_while_reading_is_an_error(tmp_path):
+    sitk.WriteImage(volume(), str(tmp_path / "pet.mha"), useCompression=True)
+    sitk.WriteImage(volume(1), str(tmp_path / "ct.mha"), useCompression=True)
+    _corrupt_compressed(tmp_path / "pet.mha")
+    with pytest.raises(InputError, match=r"pet\.mha: corrupt PET image \(ITK: Uncompress failed\)") as error:
+        read_image(tmp_path / "pet.mha", "PET")
+    one_line(error)
+    # Read together with a good CT, the complaint (which names no file) is still pinned on the PET.
+    with pytest.raises(InputError, match=r"pet\.mha: corrupt PET image"):
+        read_images([(tmp_path / "ct.mha", "CT", sitk.sitkUnknown), (tmp_path / "pet.mha", "PET", sitk.sitkUnknown)])
+
+
+def _nifti_with_offset(path: Path, offset: float) -> None:
+    sitk.WriteImage(volume(), str(path))
+    data = bytearray(path.read_bytes())
+    data[108:112] = struct.pack("<f", offset)
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("name", "make", "needle"), [
+    ("zero.nii", lambda p: p.write_bytes(b""), "unreadable or truncated PET image"),
+    ("zero.nii.gz", lambda p: p.write_bytes(b""), "unreadable or truncated gzip file"),
+    ("empty.nii.gz", lambda p: p.write_bytes(gzip.compress(b"")), "unreadable or truncated"),
+    ("nan.nii", lambda p: _nifti_with_offset(p, float("nan")), "invalid NIfTI header (vox_offset nan"),
+    ("short.nii", lambda p: p.write_bytes(b"\x5c\x01\x00\x00" + b"\x00" * 100), "unreadable or truncated PET image"),
+    ("zero.mha", lambda p: p.write_bytes(b""), "no ElementDataFile"),
+])
+def test_empty_and_malformed_files_are_one_line(tmp_path, name, make, needle):
+    make(tmp_path / name)
+    with pytest.raises(InputError) as error:
+        read_image(tmp_path / name, "PET")
+    assert needle in one_line(error) and name in str(error.value)
+
+
+def test_a_name_that_is_not_utf8_is_refused_not_a_crash(tmp_path):
+    raw = os.fsencode(tmp_path) + b"/x\xff.mha"
+    sitk.WriteImage(volume(), str(tmp_path / "ok.mha"))
+    os.rename(tmp_path / "ok.mha", raw)
+    with pytest.raises(InputError, match=r"x\\xff\.mha: PET file name is not valid UTF-8") as error:
+        read_image(Path(os.fsdecode(raw)), "PET")
+    one_line(error)
+
+
+def test_control_characters_in_names_stay_on_one_line(tmp_path):
+    with pytest.raises(InputError, match=r"a\\nb\\r\.mha: PET file missing") as error:
+        read_image(tmp_path / "a\nb\r.mha", "PET")
+    one_line(error)
+
+
+def test_a_mask_is_written_and_reads_back(tmp_path):
+    mask = sitk.Cast(volume() > 5, sitk.sitkUInt8)
+    for name in ("m.mha", "m.nii.gz"):
+        write_image_atomic(mask, tmp_path / name)
+        back = sitk.ReadImage(str(tmp_path / name))
+        assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(mask))
+    assert leftovers(tmp_path) == ["m.mha", "m.nii.gz"]
+
+
+def test_a_write_that_itk_gets_wrong_never_reaches_the_final_name(tmp_path, monkeypatch):
+    mask = sitk.Cast(volume() > 5, sitk.sitkUInt8)
+    real_write = sitk.WriteImage
+    monkeypatch.setattr(model.readers.sitk, "WriteImage",
+                        lambda image, name, **kw: real_write(sitk.Cast(volume(1) > 5, sitk.sitkUInt8), name, **kw))
+    with pytest.raises(WriteError, match=r"m\.mha: written incompletely \(it reads back as another image\)"):
+        write_image_atomic(mask, tmp_path / "m.mha")
+    assert leftovers(tmp_path) == []
+
+
+def sparse_mask(blobs: int) -> sitk.Image:
+    """A lesion mask of small boxes: it compresses to about 1 KB, as the test phantoms' masks do."""
+    array = np.zeros((40, 72, 72), np.uint8)
+    rng = np.random.default_rng(0)
+    for _ in range(blobs):
+        z, y, x = rng.integers(2, 38), rng.integers(5, 67), rng.integers(5, 67)
+        array[z - 2 : z + 2, y - 4 : y + 4, x - 3 : x + 5] = 1
+    return sitk.GetImageFromArray(array)
+
+
+@pytest.mark.parametrize(("blobs", "needle"), [(15, "written incompletely (reading it back: MetaImage"),
+                                               (40, "not written (ITK: MetaImage")])
+def test_a_mask_cut_short_by_ulimit_is_refused(tmp_path, blobs, needle):
+    """A mask of about 1.1 KB past `ulimit -f 1`: ITK says nothing and leaves a 1024-byte stump, which only the
+    read-back catches; a larger one makes ITK itself complain."""
+    sitk.WriteImage(sparse_mask(blobs), str(tmp_path / "mask.mha"))
+    (tmp_path / "out").mkdir()
+    result = run_with_file_size_limit(f"""
+        import SimpleITK as sitk
+        from model.errors import WriteError
+        from model.readers import write_image_atomic
+        try:
+            write_image_atomic(sitk.ReadImage({str(tmp_path / 'mask.mha')!r}), {str(tmp_path / 'out/m.mha')!r})
+        except WriteError as error:
+            print(error)
+    """, limit=1024)
+    assert result.returncode == 0, result.stderr
+    assert f"m.mha: {needle}" in result.stdout
+    assert leftovers(tmp_path / "out") == []
+
+
+def test_a_mask_on_a_full_disk_is_refused(tmp_path):
+    mask = sitk.GetImageFromArray((np.random.default_rng(0).random((20, 100, 100)) > 0.5).astype(np.uint8))
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+        with open(disk / "filler", "wb") as handle:
+            handle.write(b"\x00" * (64 * 1024 - 8192))  # leaves less room than the mask needs
+        with pytest.raises(WriteError):
+            write_image_atomic(mask, disk / "m.mha")
+        assert leftovers(disk) == ["filler"]
+
+
+def test_an_output_name_that_is_not_utf8_is_refused_not_a_crash(tmp_path):
+    path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/m\xff.mha"))
+    with pytest.raises(WriteError, match=r"m\\xff\.mha"):
+        write_image_atomic(sitk.Image([4, 4, 4], sitk.sitkUInt8), path)
