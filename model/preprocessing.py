@@ -6,6 +6,7 @@ Everything works on torch tensors of shape (N, H, W), so it runs on whichever de
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -13,8 +14,12 @@ import torch
 from model.config import NormalisationConfig
 from model.geometry import CT_FILL_HU
 
-# Slices with fewer body pixels than this count as empty (specks of noise, a sliver of couch).
+# Slices with fewer body pixels than this count as empty (specks of noise, a sliver of couch): training
+# never samples them and inference does not segment them.
 MIN_BODY_PIXELS = 16
+# Floors of the z-score's standard deviation (PET in SUV, CT in HU), about the noise of each modality: a
+# slice that varies less than its noise has no structure to stretch, and its values stay bounded.
+ZSCORE_STD_FLOOR = (0.1, 20.0)
 
 
 def sanitise(pet: torch.Tensor, ct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,27 +33,42 @@ def body_mask(ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
     return ct > norm.body_threshold_hu
 
 
-def normalise(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
-    """(N, H, W) SUV and HU to the network's (N, 2, H, W) input, as ``norm`` says.
+def slices_with_body(ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    """(N,) bool: the slices with at least MIN_BODY_PIXELS body pixels, the only ones trained on or segmented."""
+    return body_mask(ct, norm).sum(dim=(1, 2)) >= MIN_BODY_PIXELS
 
-    For ``zscore_per_slice`` the statistics come from the body's voxels only, so a slice and its
-    body-cropped version normalise identically (training reads body-cropped slices).
-    """
-    ct = ct.clamp(norm.ct_clip[0], norm.ct_clip[1])
-    if norm.scheme == "fixed":
-        pet_n = pet.clamp(0.0, norm.pet_clip) / norm.pet_scale
-        ct_n = (ct - norm.ct_center) / norm.ct_scale
-        return torch.stack((pet_n, ct_n), dim=1)
-    if norm.scheme != "zscore_per_slice":
-        raise ValueError(f"unknown normalisation scheme {norm.scheme!r}")
-    body = body_mask(ct, norm).float()
-    count = body.sum(dim=(1, 2), keepdim=True).clamp(min=1.0)
+
+def _fixed(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    pet_n = pet.clamp(0.0, norm.pet_clip) / norm.pet_scale
+    ct_n = (ct - norm.ct_center) / norm.ct_scale
+    return torch.stack((pet_n, ct_n), dim=1)
+
+
+def _zscore_per_slice(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    """Statistics over the body's voxels, so a slice and its body-cropped version normalise identically
+    (training reads body-cropped slices). A slice without body (air, or PET beyond the CT's range) takes
+    the whole slice's statistics; the floors keep every value finite and bounded."""
+    body = body_mask(ct, norm)
+    region = torch.where(slices_with_body(ct, norm)[:, None, None], body, torch.ones_like(body)).float()
+    count = region.sum(dim=(1, 2), keepdim=True)
     channels = []
-    for channel in (pet, ct):
-        mean = (channel * body).sum(dim=(1, 2), keepdim=True) / count
-        var = (((channel - mean) ** 2) * body).sum(dim=(1, 2), keepdim=True) / count
-        channels.append((channel - mean) / var.sqrt().clamp(min=1e-6))
+    for channel, floor in zip((pet, ct), ZSCORE_STD_FLOOR, strict=True):
+        mean = (channel * region).sum(dim=(1, 2), keepdim=True) / count
+        var = (((channel - mean) ** 2) * region).sum(dim=(1, 2), keepdim=True) / count
+        channels.append((channel - mean) / var.sqrt().clamp(min=floor))
     return torch.stack(channels, dim=1)
+
+
+# The normalisation schemes, by the names NormalisationConfig accepts (model.config.NORMALISATION_SCHEMES).
+NORMALISERS: dict[str, Callable[[torch.Tensor, torch.Tensor, NormalisationConfig], torch.Tensor]] = {
+    "zscore_per_slice": _zscore_per_slice,
+    "fixed": _fixed,
+}
+
+
+def normalise(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    """(N, H, W) SUV and HU to the network's (N, 2, H, W) input, as ``norm`` says (CT clipped to ct_clip)."""
+    return NORMALISERS[norm.scheme](pet, ct.clamp(norm.ct_clip[0], norm.ct_clip[1]), norm)
 
 
 def body_boxes(ct: torch.Tensor, norm: NormalisationConfig) -> np.ndarray:
@@ -56,7 +76,7 @@ def body_boxes(ct: torch.Tensor, norm: NormalisationConfig) -> np.ndarray:
     body = body_mask(ct, norm)
     n = body.shape[0]
     boxes = np.full((n, 4), -1, dtype=np.int64)
-    has_body = (body.sum(dim=(1, 2)) >= MIN_BODY_PIXELS).cpu().numpy()
+    has_body = slices_with_body(ct, norm).cpu().numpy()
     rows = body.any(dim=2).cpu().numpy()
     cols = body.any(dim=1).cpu().numpy()
     for i in np.flatnonzero(has_body):

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+sys.path.insert(0, str(Path.cwd()))  # model/ is in the working directory: the repository or the image's /opt/app
+from model.metrics import dice
+
 SLUG = "images/automated-petct-lesion-segmentation"
 
 
@@ -45,10 +48,10 @@ def main(output: Path, expected: Path, input_dir: Path) -> list[str]:
         if not set(np.unique(a).tolist()) <= {0, 1}:
             problems.append(f"{out_path}: values {np.unique(a)[:5].tolist()} are not 0/1")
         a = a.astype(bool)
-        dice = 1.0 if not a.any() and not b.any() else 2 * np.count_nonzero(a & b) / (a.sum() + b.sum())
-        print(f"{name}: {a.sum()} lesion voxels, expected {b.sum()}, Dice {dice:.4f}")
-        if dice < 0.99:
-            problems.append(f"{out_path}: Dice {dice:.4f} against the expected mask is below 0.99")
+        agreement = dice(a, b)
+        print(f"{name}: {a.sum()} lesion voxels, expected {b.sum()}, Dice {agreement:.4f}")
+        if agreement < 0.99:
+            problems.append(f"{out_path}: Dice {agreement:.4f} against the expected mask is below 0.99")
     return problems
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
@@ -13,6 +12,7 @@ from model import ModelConfig, build_network, save_checkpoint
 from model.checkpoint import Checkpoint
 from model.config import NormalisationConfig
 from model.inference import Predictor
+from model.metrics import dice  # noqa: F401  (tests import it from here)
 from train.phantom import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,9 +62,3 @@ def write_case(folder: Path, pet: sitk.Image, ct: sitk.Image, stem: str = "case0
     sitk.WriteImage(ct, str(ct_path))
     return pet_path, ct_path
 
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(bool), b.astype(bool)
-    if not a.any() and not b.any():
-        return 1.0
-    return 2.0 * np.count_nonzero(a & b) / (a.sum() + b.sum())

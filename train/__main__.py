@@ -9,66 +9,101 @@ from pathlib import Path
 
 from model.errors import InputError
 
+CONFIGS = Path(__file__).parent / "configs"
 
-def main(argv: list[str] | None = None) -> int:
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    synth = sub.add_parser("synth", help="write synthetic whole-body PET/CT phantoms")
-    synth.add_argument("--out", type=Path, required=True)
-    synth.add_argument("--cases", type=int, default=8)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--layout", choices=["tcia", "grand-challenge"], default="tcia")
-    synth.add_argument("--size", type=int, default=400, help="in-plane matrix (square)")
-    synth.add_argument("--spacing", type=float, default=2.0364, help="in-plane spacing, mm")
-    synth.add_argument("--slices", type=int, default=326)
-    synth.add_argument("--thickness", type=float, default=3.0, help="slice spacing, mm")
-    synth.add_argument("--negative-fraction", type=float, default=0.3)
+    synth = sub.add_parser("synth", help="write synthetic whole-body PET/CT phantoms with lesions",
+                           description="Write synthetic whole-body FDG PET/CT studies (train.phantom).")
+    synth.add_argument("--out", type=Path, required=True, help="folder to write the studies to")
+    synth.add_argument("--cases", type=int, default=8, help="number of studies (default 8)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--layout", choices=["tcia", "grand-challenge"], default="tcia",
+                       help="tcia: Patient/Study/{SUV,CTres,SEG}.nii.gz and Metadata.csv (what prepare reads); "
+                            "grand-challenge: images/{pet,ct} and labels .mha (what process.py reads)")
+    synth.add_argument("--size", type=int, default=400, help="in-plane matrix, square (default 400)")
+    synth.add_argument("--spacing", type=float, default=2.0364, help="in-plane spacing, mm (default 2.0364)")
+    synth.add_argument("--slices", type=int, default=326, help="number of slices (default 326)")
+    synth.add_argument("--thickness", type=float, default=3.0, help="slice spacing, mm (default 3)")
+    synth.add_argument("--negative-fraction", type=float, default=0.5,
+                       help="share of studies without lesions (default 0.5, as in autoPET)")
+    synth.add_argument("--feet-fraction", type=float, default=0.0,
+                       help="share of studies whose field of view runs on to the feet; they get more slices "
+                            "(default 0)")
+    synth.add_argument("--preview", type=Path, default=None, metavar="PNG",
+                       help="also write a grid of coronal PET MIPs of the first eight studies, lesions outlined")
 
-    prep = sub.add_parser("prepare", help="source studies to the training store")
-    prep.add_argument("--source", type=Path, required=True)
-    prep.add_argument("--layout", choices=["tcia", "nnunet"], default="tcia")
-    prep.add_argument("--out", type=Path, required=True)
-    prep.add_argument("--workers", type=int, default=1)
+    prep = sub.add_parser("prepare", help="source studies to the training store (resumable)",
+                          description="Check, crop and store the studies of a release for training; prints the "
+                                      "studies per diagnosis.")
+    prep.add_argument("--source", type=Path, required=True,
+                      help="the release's folder (the FDG-PET-CT-Lesions NIfTI tree, or an nnU-Net dataset)")
+    prep.add_argument("--layout", choices=["tcia", "nnunet"], default="tcia",
+                      help="tcia: Patient/Study/{SUV,CTres,SEG}.nii.gz anywhere under --source; nnunet: "
+                           "imagesTr, labelsTr and dataset.json (autoPET III: <tracer>_<patient>_<study>)")
+    prep.add_argument("--out", type=Path, required=True, help="the store's folder")
+    prep.add_argument("--workers", type=int, default=1, help="studies prepared in parallel (default 1)")
     prep.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("X", "Y"),
-                      help="resample in-plane to this spacing (mm)")
+                      help="resample in-plane to this spacing (mm); fit refuses a store more than 10 %% off "
+                           "its config's model.spacing_mm")
+    prep.add_argument("--tracer", choices=["fdg", "psma", "all"], default="all",
+                      help="keep the studies of one tracer (default all)")
+    prep.add_argument("--metadata", type=Path, default=None,
+                      help="the metadata CSV giving each study's diagnosis (default: every CSV under --source: "
+                           "TCIA's collection CSV, autoPETmeta.csv, fdg_metadata.csv, psma_metadata.csv)")
 
-    splits = sub.add_parser("splits", help="write DATA/splits.json (patient-grouped, diagnosis-stratified)")
-    splits.add_argument("--data", type=Path, required=True)
-    splits.add_argument("--folds", type=int, default=5)
-    splits.add_argument("--seed", type=int, default=0)
+    splits = sub.add_parser("splits", help="write DATA/splits.json (patient-grouped, diagnosis-stratified)",
+                            description="Write the folds: no patient in two folds, diagnoses spread evenly.")
+    splits.add_argument("--data", type=Path, required=True, help="the store written by prepare")
+    splits.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    splits.add_argument("--seed", type=int, default=0, help="random seed of the split (default 0)")
 
-    fit = sub.add_parser("fit", help="train one fold")
-    fit.add_argument("--data", type=Path, required=True)
-    fit.add_argument("--fold", type=int, default=0)
-    fit.add_argument("--config", type=Path, default=Path(__file__).parent / "configs" / "paper.json")
-    fit.add_argument("--out", type=Path, required=True)
-    fit.add_argument("--resume", action="store_true")
-    fit.add_argument("--device", default="auto")
+    fit = sub.add_parser("fit", help="train one fold",
+                         description="Train one fold; RUN/best holds the best checkpoint in the weights format.")
+    fit.add_argument("--data", type=Path, required=True, help="the store written by prepare")
+    fit.add_argument("--fold", type=int, default=0, help="the fold to train (default 0)")
+    fit.add_argument("--config", type=Path, default=CONFIGS / "paper.json",
+                     help="training config (default train/configs/paper.json: the paper's regnety_160 recipe, "
+                          "for GPUs; train/configs/demo.json is the small CPU demo)")
+    fit.add_argument("--out", type=Path, required=True, help="the run's folder (RUN)")
+    fit.add_argument("--resume", action="store_true", help="continue from RUN/last.pt, exactly")
+    fit.add_argument("--device", default="auto", help="cpu, cuda or cuda:N (default auto)")
     fit.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                      help="override a config key (JSON value; model.encoder=... for nested keys)")
 
-    ev = sub.add_parser("evaluate", help="official autoPET metrics of predictions against ground truth")
-    ev.add_argument("--pred", type=Path, required=True)
-    ev.add_argument("--gt", type=Path, required=True)
+    ev = sub.add_parser("evaluate", help="official autoPET metrics of predictions against ground truth",
+                        description="Dice, false positive and false negative volume per case and on average.")
+    ev.add_argument("--pred", type=Path, required=True, help="folder of predicted masks")
+    ev.add_argument("--gt", type=Path, required=True, help="folder of ground truth masks (matched by file stem)")
     ev.add_argument("--out", type=Path, default=None, help="CSV (a JSON is written beside it)")
     ev.add_argument("--figures", type=Path, default=None, help="folder for one coronal MIP PNG per case")
     ev.add_argument("--pet", type=Path, default=None, help="PET folder for the figures' background")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from train.notices import one_line_warnings
+
+    one_line_warnings()
     try:
         if args.command == "synth":
             from train.phantom import PhantomSpec, write_dataset
 
             spec = PhantomSpec(size=args.size, spacing=args.spacing, slices=args.slices,
-                               slice_thickness=args.thickness)
-            rows = write_dataset(args.out, args.cases, args.seed, args.layout, spec, args.negative_fraction)
+                               slice_thickness=args.thickness, feet_fraction=args.feet_fraction)
+            rows = write_dataset(args.out, args.cases, args.seed, args.layout, spec, args.negative_fraction,
+                                 preview=args.preview)
             print(f"wrote {len(rows)} phantom studies to {args.out} ({args.layout} layout)")
         elif args.command == "prepare":
             from train.prepare import prepare
 
             print(json.dumps(prepare(args.source, args.layout, args.out, args.workers,
-                                     tuple(args.spacing) if args.spacing else None)))
+                                     tuple(args.spacing) if args.spacing else None, tracer=args.tracer,
+                                     metadata=args.metadata)))
         elif args.command == "splits":
             from train.prepare import load_index
             from train.splits import write_splits

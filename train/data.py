@@ -37,7 +37,11 @@ class StoreVolumes:
 
 
 class SliceDataset(Dataset):
-    """Item (study position, slice) -> (2, crop, crop) network input and (1, crop, crop) mask."""
+    """Item (study position, slice) -> (2, crop, crop) network input and (1, crop, crop) mask.
+
+    The sampler never asks for a slice without body (the index's ``bodyless_slices``), as inference never
+    segments one; asked anyway, it normalises to finite values and its crop falls anywhere on the slice.
+    """
 
     def __init__(self, data: Path, studies: list[dict], config: ModelConfig, seed: int = 0):
         self.volumes = StoreVolumes(data, studies)

@@ -11,17 +11,18 @@ import numpy as np
 import SimpleITK as sitk
 
 from model.errors import InputError
-from model.geometry import IMAGE_SUFFIXES, image_stem, read_image
-from train.metrics import aggregate, case_metrics
+from model.figures import Outline, mip_figure
+from model.metrics import aggregate, case_metrics
+from model.readers import IMAGE_SUFFIXES, image_stem, read_image
 
 
-def _images(folder: Path) -> dict[str, Path]:
+def images_by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
         raise InputError(f"{folder}: folder missing")
     return {image_stem(p): p for p in sorted(folder.iterdir()) if p.name.endswith(IMAGE_SUFFIXES)}
 
 
-def _pair_pets(pets: dict[str, Path], gt_stems: list[str]) -> dict[str, Path]:
+def pair_pets(pets: dict[str, Path], gt_stems: list[str]) -> dict[str, Path]:
     """PET of each case: the file whose stem starts with the case's, else by sorted order as process.py pairs
     PET and CT (grand-challenge names PET and CT by different uuids)."""
     paired = {stem: next((p for s, p in pets.items() if s.startswith(stem)), None) for stem in gt_stems}
@@ -32,38 +33,15 @@ def _pair_pets(pets: dict[str, Path], gt_stems: list[str]) -> dict[str, Path]:
     return paired
 
 
-def mip_figure(pet: np.ndarray, gt: np.ndarray, pred: np.ndarray, spacing: tuple[float, float, float],
-               path: Path, title: str) -> None:
-    """Coronal maximum-intensity projection of the PET, ground truth in green and prediction in red."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    mip = pet.max(axis=1)[::-1]
-    aspect = spacing[2] / spacing[0]
-    fig, ax = plt.subplots(figsize=(4, 4 * mip.shape[0] * aspect / mip.shape[1] + 0.6))
-    ax.imshow(mip, cmap="gray_r", vmin=0, vmax=10.0, aspect=aspect)  # the usual SUV 0-10 window of FDG MIPs
-    for volume, colour in ((gt, "limegreen"), (pred, "red")):
-        projection = volume.max(axis=1)[::-1]
-        if projection.any():
-            ax.contour(projection, levels=[0.5], colors=colour, linewidths=0.8)
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures: Path | None = None,
              pet_dir: Path | None = None) -> dict:
     """Per-case and aggregated metrics; predictions and ground truth are matched by file stem."""
-    preds, gts = _images(pred_dir), _images(gt_dir)
+    preds, gts = images_by_stem(pred_dir), images_by_stem(gt_dir)
     missing = sorted(set(gts) - set(preds))
     if missing:
         raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s), e.g. {missing[0]}")
     rows, cases = [], []
-    pets = _pair_pets(_images(pet_dir), list(gts)) if pet_dir else {}
+    pets = pair_pets(images_by_stem(pet_dir), list(gts)) if pet_dir else {}
     if figures:
         figures.mkdir(parents=True, exist_ok=True)
     for stem, gt_path in gts.items():
@@ -77,9 +55,14 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
         rows.append({"case": stem, **dataclasses.asdict(metrics)})
         if figures:
             pet_path = pets.get(stem)
-            pet = sitk.GetArrayFromImage(read_image(pet_path, "PET")) if pet_path else 10.0 * gt.astype(np.float32)
+            if pet_path:
+                pet_img = read_image(pet_path, "PET")
+            else:  # no PET given: the ground truth itself, at SUV 10, as the background
+                pet_img = sitk.GetImageFromArray(10.0 * gt.astype(np.float32))
+                pet_img.CopyInformation(gt_img)
             dice = "n/a" if metrics.dice is None else f"{metrics.dice:.3f}"
-            mip_figure(pet, gt, pred, gt_img.GetSpacing(), figures / f"{stem}.png",
+            mip_figure(figures / f"{stem}.png", pet_img,
+                       [Outline(gt_img, "limegreen", "ground truth"), Outline(pred_img, "red", "prediction")],
                        f"{stem}\nDice {dice}  FPV {metrics.fpv_ml:.2f} ml  FNV {metrics.fnv_ml or 0:.2f} ml")
     summary = aggregate(cases)
     if out_csv:

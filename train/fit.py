@@ -1,20 +1,27 @@
-"""``train fit``: one fold of the whole-body strategy, resumable, on one device or several (torchrun)."""
+"""``train fit``: one fold of the whole-body strategy, resumable, on one device or several (torchrun).
+
+fit() runs named steps: select_studies (the fold, checked against the config), build_optimisation
+(network, optimiser, schedule, precision), then per epoch train_one_epoch, validate_and_export and
+save_state; load_state resumes. Everything a run needs is built once into a Run.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
@@ -24,23 +31,29 @@ from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.errors import InputError
 from model.files import atomic_target, atomic_write_bytes
+from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
 from model.inference import Predictor, cpu_supports_bf16
-from model.network import build_network
-from train.augment import augment, build_augmentation
+from model.metrics import aggregate, case_metrics
+from model.network import IMAGENET, PRETRAINED_SUFFIXES, build_training_network
+from train.augment import AUGMENTATIONS, augment, build_augmentation
 from train.data import SliceDataset, StoreVolumes
 from train.loss import TERMS, UncertaintyWeightedLoss
-from train.metrics import aggregate, case_metrics
-from train.prepare import load_index
+from train.notices import warn
+from train.prepare import bodyless_slices, load_index
 from train.sampler import WholeBodySampler
 from train.splits import read_fold, write_splits
 
-# Tests simulate a crash (a kill -9) at this global step to check that --resume is exact.
-KILL_AT_STEP_ENV = "AUTOPET_TEST_KILL_AT_STEP"
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# metrics.csv: one row per epoch under this fixed header; validation columns stay empty between validations.
+METRICS_FIELDS = ("epoch", "steps", "seconds", "lr", "loss", *TERMS, *(f"s_{name}" for name in TERMS),
+                  "nonfinite_steps", "val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases", "val_positive_cases")
+StepCallback = Callable[[int], None]
 
 
 @dataclass
 class FitConfig:
-    """Everything a run depends on; saved in RUN/config.json. ``model`` holds ModelConfig fields."""
+    """Everything a run depends on; saved in RUN/config.json. ``model`` holds ModelConfig fields and the
+    training-only ``pretrained`` (null, "imagenet" or a local weights file of the encoder)."""
 
     model: dict[str, Any] = field(default_factory=dict)
     epochs: int = 80
@@ -56,14 +69,43 @@ class FitConfig:
     overlap: float = 0.25
     whole_body_negatives: bool = False
     positive_studies_only: bool = True
-    augment: bool = True
+    # "seed" (the seed's imgaug set), "light", or false; true is read as "light", what it meant before.
+    augment: str | bool = "seed"
     workers: int = 4
     seed: int = 0
     folds: int = 5
     steps_per_epoch: int | None = None  # exact when set (items are cycled); else one pass over the epoch
+    # Validation after every val_every-th epoch and always after the last one, so a run always has a best.
     val_every: int = 1
     val_max_studies: int | None = None
     val_batch_size: int = 16
+    # Steps whose loss is not finite are skipped; a run with more than this many stops.
+    max_nonfinite_steps: int = 20
+    # Autocast: "auto" (bf16 where the device has it, else fp16 with a GradScaler on CUDA, fp32 on CPU), or
+    # one of "fp32", "bf16", "fp16" (CUDA only), so that one machine can train both ways.
+    precision: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.augment is True:
+            self.augment = "light"
+        if self.augment not in (False, *AUGMENTATIONS):
+            raise ValueError(f"augment must be one of {[*AUGMENTATIONS, False]}, got {self.augment!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        for name in ("epochs", "val_every", "batch_size", "beta", "max_nonfinite_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        pretrained = self.pretrained
+        if pretrained not in (None, IMAGENET) and not (
+                isinstance(pretrained, str) and Path(pretrained).suffix in PRETRAINED_SUFFIXES
+                and Path(pretrained).is_file()):
+            raise ValueError(f"model.pretrained {pretrained!r}: expected null, \"imagenet\" or an existing weights "
+                             f"file ({', '.join(PRETRAINED_SUFFIXES)})")
+        self.model_config()  # a bad model section fails here, before any work
+
+    @property
+    def pretrained(self) -> str | None:
+        return self.model.get("pretrained")
 
     @classmethod
     def load(cls, path: Path, overrides: list[str]) -> FitConfig:
@@ -90,12 +132,15 @@ class FitConfig:
             raise InputError(f"{path}: unknown training config keys {sorted(unknown)}")
         if "betas" in data:
             data["betas"] = tuple(data["betas"])
-        config = cls(**data)
-        ModelConfig.from_dict(config.model)  # fail early on a bad model section
-        return config
+        try:
+            return cls(**data)
+        except (ValueError, TypeError) as error:
+            raise InputError(f"{path}: {error}") from None
 
     def model_config(self, **provenance: Any) -> ModelConfig:
-        return dataclasses.replace(ModelConfig.from_dict(self.model), provenance=provenance)
+        """The checkpoint's architecture and input contract: the model section without ``pretrained``."""
+        architecture = {k: v for k, v in self.model.items() if k != "pretrained"}
+        return dataclasses.replace(ModelConfig.from_dict(architecture), provenance=provenance)
 
 
 class TrainModule(torch.nn.Module):
@@ -129,58 +174,99 @@ class Distributed:
         if self.world_size > 1:
             dist.barrier()
 
+    def all_finite(self, value: torch.Tensor) -> bool:
+        """Whether ``value`` is finite on every rank (all ranks must skip a step together)."""
+        flag = torch.isfinite(value.detach()).all().float().reshape(1)
+        if self.world_size > 1:
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        return bool(flag.item())
 
-def training_precision(device: torch.device) -> tuple[torch.dtype, bool]:
-    """Autocast dtype and whether a GradScaler is needed: bf16 where supported, else fp16 (CUDA) or fp32."""
+
+def training_precision(device: torch.device, precision: str = "auto") -> tuple[torch.dtype, bool]:
+    """Autocast dtype and whether a GradScaler is needed: ``precision`` when given, else (auto) bf16 where
+    supported, else fp16 (CUDA) or fp32."""
+    if precision == "fp16" and device.type != "cuda":
+        raise InputError(f"precision fp16 trains on CUDA only (device {device}); use fp32 or bf16")
+    if precision != "auto":
+        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision], precision == "fp16"
     if device.type == "cuda":
         return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
     return (torch.bfloat16, False) if cpu_supports_bf16() else (torch.float32, False)
 
 
-def _atomic_torch_save(obj: dict, path: Path) -> None:
-    with atomic_target(path) as tmp:
-        torch.save(obj, tmp)
+@dataclass
+class Studies:
+    train: list[dict]
+    val: list[dict]
 
 
-def validate(network: torch.nn.Module, config: ModelConfig, data: Path, studies: list[dict], device: torch.device,
-             batch_size: int) -> dict[str, float]:
-    """Whole validation volumes through the inference code path (Predictor.predict_volume)."""
-    predictor = Predictor.from_checkpoints([Checkpoint(config, network, data)], device=str(device),
-                                           batch_size=batch_size)
-    volumes = StoreVolumes(data, studies)
-    cases = []
-    for i, row in enumerate(studies):
-        pet, ct, gt = volumes[i]
-        pred = predictor.predict_volume(pet, ct, progress=False)
-        cases.append(case_metrics(pred, np.asarray(gt), row["spacing"]))
-    network.train()
-    return aggregate(cases)
+@dataclass
+class Optimisation:
+    module: TrainModule
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype
 
 
-def _better(metrics: dict[str, float], best: dict[str, float] | None) -> bool:
-    """Best by Dice, ties broken by the smaller false positive volume."""
-    if best is None:
-        return True
-    dice, best_dice = metrics["dice"], best["dice"]
-    if math.isnan(best_dice):
-        return not math.isnan(dice) or metrics["fpv_ml"] < best["fpv_ml"]
-    if math.isnan(dice):
-        return False
-    return dice > best_dice + 1e-9 or (abs(dice - best_dice) <= 1e-9 and metrics["fpv_ml"] < best["fpv_ml"])
+@dataclass
+class RunState:
+    """What a resume needs besides the weights: written to RUN/last.pt after every epoch."""
+
+    next_epoch: int = 0
+    best: dict[str, Any] | None = None
+    global_step: int = 0
+    nonfinite_steps: int = 0
 
 
-def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = False,
-        device: str = "auto", progress: bool | None = None) -> dict[str, float] | None:
-    """Train one fold; RUN/best holds the best checkpoint in the weights format. Returns its metrics."""
-    ddp = Distributed.from_env()
-    if ddp.world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    if device == "auto":
-        device = f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu"
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda":
-        torch.cuda.set_device(torch_device)
+@dataclass
+class Run:
+    """Everything one fold's training works with, built once by fit()."""
 
+    config: FitConfig
+    model_config: ModelConfig
+    data: Path
+    fold: int
+    out: Path
+    device: torch.device
+    ddp: Distributed
+    studies: Studies
+    optimisation: Optimisation
+    provenance: dict[str, Any]
+    on_step: StepCallback | None = None
+    progress: bool | None = None
+
+
+def check_store_spacing(rows: list[dict], model_config: ModelConfig, data: Path) -> None:
+    """Stop when a study's in-plane spacing is further from model.spacing_mm than inference tolerates: the
+    network would train at one spacing and be run at another."""
+    for row in rows:
+        grid = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+        grid.SetSpacing([float(s) for s in row["spacing"]])
+        if needs_inplane_resampling(grid, model_config.spacing_mm):
+            x, y = row["spacing"][:2]
+            raise InputError(
+                f"{data}: study {row['study']} has in-plane spacing {x:.4g} x {y:.4g} mm, more than "
+                f"{SPACING_TOLERANCE:.0%} off the config's model.spacing_mm {list(model_config.spacing_mm)}; "
+                f"prepare the store with --spacing {model_config.spacing_mm[0]} {model_config.spacing_mm[1]}")
+
+
+def with_bodyless_slices(rows: list[dict], data: Path, model_config: ModelConfig) -> list[dict]:
+    """Rows that say which slices have no body under this config's body threshold (read from the store
+    where prepare recorded them with another threshold, or did not record them)."""
+    threshold = model_config.normalisation.body_threshold_hu
+    filled = []
+    for row in rows:
+        if "bodyless_slices" not in row or row.get("body_threshold_hu") != threshold:
+            ct = np.load(Path(data) / "studies" / row["study"] / "ct.npy")
+            row = {**row, "bodyless_slices": bodyless_slices(ct, model_config.normalisation),
+                   "body_threshold_hu": threshold}
+        filled.append(row)
+    return filled
+
+
+def select_studies(data: Path, fold: int, config: FitConfig, ddp: Distributed) -> Studies:
+    """The fold's training and validation studies (splits.json is written on first use)."""
     index = load_index(data)
     splits_path = Path(data) / "splits.json"
     if not splits_path.is_file():
@@ -199,112 +285,220 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
         val_rows = val_rows[: config.val_max_studies]
     if not train_rows:
         raise InputError(f"{data}: fold {fold} has no training studies")
-
-    out.mkdir(parents=True, exist_ok=True)
     model_config = config.model_config()
+    check_store_spacing(train_rows + val_rows, model_config, data)
+    return Studies(train=with_bodyless_slices(train_rows, data, model_config), val=val_rows)
+
+
+def build_optimisation(config: FitConfig, model_config: ModelConfig, device: torch.device, ddp: Distributed,
+                       pretrained: str | None) -> Optimisation:
+    """Network (from ``pretrained``), learned loss weights, AdamW in two groups, cosine schedule, precision."""
     torch.manual_seed(config.seed)
-    module = TrainModule(build_network(model_config)).to(torch_device).to(memory_format=torch.channels_last)
+    if not ddp.main:
+        ddp.barrier()  # the main rank fetches ImageNet weights into the hub's cache first
+    network = build_training_network(model_config, pretrained)
+    if ddp.main:
+        ddp.barrier()
+    module = TrainModule(network).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         [{"params": module.network.parameters(), "lr": config.lr, "weight_decay": config.weight_decay},
          {"params": module.loss.parameters(), "lr": config.loss_lr, "weight_decay": 0.0}],
         betas=config.betas)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.cosine_epochs, eta_min=config.lr_min)
-    amp_dtype, needs_scaler = training_precision(torch_device)
-    scaler = torch.amp.GradScaler("cuda", enabled=needs_scaler)
+    amp_dtype, needs_scaler = training_precision(device, config.precision)
+    return Optimisation(module, optimizer, scheduler, torch.amp.GradScaler("cuda", enabled=needs_scaler), amp_dtype)
 
-    start_epoch, best, global_step = 0, None, 0
-    last_path = out / "last.pt"
-    if resume and last_path.is_file():
-        state = torch.load(last_path, map_location="cpu", weights_only=True)
-        module.load_state_dict(state["module"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, best, global_step = state["epoch"] + 1, state["best"], state["global_step"]
-        torch.set_rng_state(state["torch_rng"])
-    if ddp.main:
-        atomic_write_bytes(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2).encode())
 
-    train_module = module
-    if ddp.world_size > 1:
-        train_module = torch.nn.parallel.DistributedDataParallel(
-            module, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
-    sampler = WholeBodySampler(train_rows, config.alpha, config.beta, config.overlap, config.seed, ddp.rank,
-                               ddp.world_size, config.whole_body_negatives)
-    dataset = SliceDataset(data, train_rows, model_config, config.seed)
-    aug = build_augmentation().to(torch_device) if config.augment else None
-    writer = None
-    if ddp.main:
-        from torch.utils.tensorboard import SummaryWriter
+def save_state(path: Path, optimisation: Optimisation, state: RunState) -> None:
+    with atomic_target(path) as tmp:
+        torch.save({"module": optimisation.module.state_dict(), "optimizer": optimisation.optimizer.state_dict(),
+                    "scheduler": optimisation.scheduler.state_dict(), "scaler": optimisation.scaler.state_dict(),
+                    "epoch": state.next_epoch - 1, "best": state.best, "global_step": state.global_step,
+                    "nonfinite_steps": state.nonfinite_steps, "torch_rng": torch.get_rng_state()}, tmp)
 
-        writer = SummaryWriter(str(out / "tensorboard"))
-    kill_at = int(os.environ.get(KILL_AT_STEP_ENV, "0"))
 
-    for epoch in range(start_epoch, config.epochs):
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        torch.manual_seed(config.seed * 100_003 + epoch)  # augmentation draws are a function of the epoch
-        loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                            drop_last=True, pin_memory=torch_device.type == "cuda",
-                            persistent_workers=False, multiprocessing_context="spawn" if config.workers else None)
-        steps = config.steps_per_epoch or len(loader)
-        module.train()
-        sums = {"loss": 0.0, "dice": 0.0, "lovasz": 0.0, "bce": 0.0}
-        started = time.perf_counter()
-        bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False,
-                   disable=(None if progress is None else not progress) if ddp.main else True)
-        for image, mask in _cycle(loader, steps):
-            image = image.to(torch_device, non_blocking=True)
-            mask = mask.to(torch_device, non_blocking=True)
-            if aug is not None:
-                image, mask = augment(aug, image, mask)
-            image = image.contiguous(memory_format=torch.channels_last)
-            autocast = (torch.autocast(torch_device.type, dtype=amp_dtype) if amp_dtype != torch.float32
-                        else contextlib.nullcontext())
-            with autocast:
-                loss, terms = train_module(image, mask)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            global_step += 1
+def load_state(path: Path, optimisation: Optimisation) -> RunState:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    optimisation.module.load_state_dict(state["module"])
+    optimisation.optimizer.load_state_dict(state["optimizer"])
+    optimisation.scheduler.load_state_dict(state["scheduler"])
+    optimisation.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    return RunState(next_epoch=state["epoch"] + 1, best=state["best"], global_step=state["global_step"],
+                    nonfinite_steps=state.get("nonfinite_steps", 0))
+
+
+def validate(network: torch.nn.Module, config: ModelConfig, data: Path, studies: list[dict], device: torch.device,
+             batch_size: int) -> dict[str, float]:
+    """Whole validation volumes through the inference code path (Predictor.predict_volume)."""
+    predictor = Predictor.from_checkpoints([Checkpoint(config, network, data)], device=str(device),
+                                           batch_size=batch_size)
+    volumes = StoreVolumes(data, studies)
+    cases = []
+    for i, row in enumerate(studies):
+        pet, ct, gt = volumes[i]
+        pred = predictor.predict_volume(pet, ct, progress=False)
+        cases.append(case_metrics(pred, np.asarray(gt), row["spacing"]))
+    return aggregate(cases)
+
+
+def _better(metrics: dict[str, float], best: dict[str, float] | None) -> bool:
+    """Best by Dice, ties broken by the smaller false positive volume."""
+    if best is None:
+        return True
+    dice, best_dice = metrics["dice"], best["dice"]
+    if math.isnan(best_dice):
+        return not math.isnan(dice) or metrics["fpv_ml"] < best["fpv_ml"]
+    if math.isnan(dice):
+        return False
+    return dice > best_dice + 1e-9 or (abs(dice - best_dice) <= 1e-9 and metrics["fpv_ml"] < best["fpv_ml"])
+
+
+def train_one_epoch(run: Run, state: RunState, epoch: int, train_module: torch.nn.Module,
+                    sampler: WholeBodySampler, dataset: SliceDataset, aug: torch.nn.Module | None) -> dict[str, Any]:
+    """One epoch of steps; returns its metrics row. Steps with a non-finite loss are skipped (no update)."""
+    config, opt, device = run.config, run.optimisation, run.device
+    sampler.set_epoch(epoch)
+    dataset.set_epoch(epoch)
+    torch.manual_seed(config.seed * 100_003 + epoch)  # augmentation draws are a function of the epoch
+    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                        drop_last=True, pin_memory=device.type == "cuda", persistent_workers=False,
+                        multiprocessing_context="spawn" if config.workers else None)
+    steps = config.steps_per_epoch or len(loader)
+    opt.module.train()
+    sums = {"loss": 0.0, **dict.fromkeys(TERMS, 0.0)}
+    skipped = 0
+    started = time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False,
+               disable=(None if run.progress is None else not run.progress) if run.ddp.main else True)
+    for image, mask in _cycle(loader, steps):
+        image = image.to(device, non_blocking=True)
+        mask = mask.to(device, non_blocking=True)
+        if aug is not None:
+            image, mask = augment(aug, image, mask)
+        image = image.contiguous(memory_format=torch.channels_last)
+        autocast = (torch.autocast(device.type, dtype=opt.amp_dtype) if opt.amp_dtype != torch.float32
+                    else contextlib.nullcontext())
+        with autocast:
+            loss, terms = train_module(image, mask)
+        state.global_step += 1
+        if run.ddp.all_finite(loss):
+            opt.optimizer.zero_grad(set_to_none=True)
+            opt.scaler.scale(loss).backward()
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
             sums["loss"] += float(loss.detach())
-            for k, v in terms.items():
-                sums[k] += v
-            bar.update()
-            if kill_at and global_step == kill_at:
-                os._exit(137)
-        bar.close()
-        scheduler.step()
-        seconds = time.perf_counter() - started
-        row: dict[str, Any] = {"epoch": epoch, "steps": steps, "seconds": round(seconds, 2),
-                               "lr": optimizer.param_groups[0]["lr"]}
-        row.update({k: v / max(steps, 1) for k, v in sums.items()})
-        row.update({f"s_{name}": float(s) for name, s in zip(TERMS, module.loss.s.detach(), strict=True)})
+            for name, value in terms.items():
+                sums[name] += value
+        else:
+            skipped += 1
+            state.nonfinite_steps += 1
+            if state.nonfinite_steps > config.max_nonfinite_steps:
+                raise InputError(f"{run.data}: {state.nonfinite_steps} training steps had a non-finite loss, more "
+                                 f"than max_nonfinite_steps = {config.max_nonfinite_steps}; check the store's "
+                                 "studies (skipped.json, prepare's warnings) or lower lr")
+        bar.update()
+        if run.on_step is not None:
+            run.on_step(state.global_step)
+    bar.close()
+    opt.scheduler.step()
+    if skipped:
+        warn(f"epoch {epoch}: {skipped} of {steps} steps skipped with a non-finite loss ({state.nonfinite_steps} in "
+             f"this run; it stops after max_nonfinite_steps = {config.max_nonfinite_steps})")
+    done = max(steps - skipped, 1)
+    return {"epoch": epoch, "steps": steps, "seconds": round(time.perf_counter() - started, 2),
+            "lr": opt.optimizer.param_groups[0]["lr"], **{k: v / done for k, v in sums.items()},
+            **{f"s_{name}": float(s) for name, s in zip(TERMS, opt.module.loss.s.detach(), strict=True)},
+            "nonfinite_steps": skipped}
+
+
+def validation_due(epoch: int, config: FitConfig) -> bool:
+    """After every val_every-th epoch and after the last: when val_every exceeds epochs, the last epoch is
+    the one validated (and exported)."""
+    return (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+
+
+def validate_and_export(run: Run, state: RunState, epoch: int) -> dict[str, Any]:
+    """Validate when due and export RUN/best when the network is the best so far (by Dice, ties by FPV);
+    without validation studies the last epoch is exported. Returns the val_* columns of the row."""
+    if not validation_due(epoch, run.config):
+        return {}
+    network, stem = run.optimisation.module.network, run.out / "best" / "model"
+    provenance = {**run.provenance, "epoch": epoch}
+    if not run.studies.val:
+        if epoch + 1 == run.config.epochs:
+            save_checkpoint(network, run.config.model_config(**provenance, metrics=None), stem)
+        return {}
+    metrics = validate(network, run.model_config, run.data, run.studies.val, run.device, run.config.val_batch_size)
+    if _better(metrics, state.best):
+        state.best = {**metrics, "epoch": epoch}
+        save_checkpoint(network, run.config.model_config(**provenance, metrics=metrics), stem)
+    return {f"val_{k}": v for k, v in metrics.items()}
+
+
+def _pretrained_provenance(pretrained: str | None) -> dict[str, Any]:
+    if pretrained in (None, IMAGENET):
+        return {"pretrained": pretrained}
+    digest = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()
+    return {"pretrained": str(Path(pretrained).resolve()), "pretrained_sha256": digest}
+
+
+def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = False, device: str = "auto",
+        progress: bool | None = None, on_step: StepCallback | None = None) -> dict[str, float] | None:
+    """Train one fold; RUN/best holds the best checkpoint in the weights format. Returns its metrics.
+
+    ``on_step`` is called with the global step after every step (tests use it to interrupt a run).
+    """
+    ddp = Distributed.from_env()
+    if ddp.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if device == "auto":
+        device = f"cuda:{ddp.local_rank}" if torch.cuda.is_available() else "cpu"
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda":
+        torch.cuda.set_device(torch_device)
+    writer = None
+    try:
+        studies = select_studies(data, fold, config, ddp)
+        out.mkdir(parents=True, exist_ok=True)
+        last_path = out / "last.pt"
+        resuming = resume and last_path.is_file()
+        model_config = config.model_config()
+        # A resumed run loads every weight: it needs no initial weights (nor the hub).
+        optimisation = build_optimisation(config, model_config, torch_device, ddp,
+                                          None if resuming else config.pretrained)
+        state = load_state(last_path, optimisation) if resuming else RunState()
+        provenance = {"data": str(Path(data).resolve().name), "fold": fold,
+                      "train_config": str(out / "config.json"), **_pretrained_provenance(config.pretrained)}
+        run = Run(config, model_config, Path(data), fold, out, torch_device, ddp, studies, optimisation,
+                  provenance, on_step, progress)
         if ddp.main:
-            if val_rows and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-                metrics = validate(module.network, model_config, data, val_rows, torch_device, config.val_batch_size)
-                row.update({f"val_{k}": v for k, v in metrics.items()})
-                if _better(metrics, best):
-                    best = {**metrics, "epoch": epoch}
-                    provenance = {"data": str(Path(data).resolve().name), "fold": fold, "epoch": epoch,
-                                  "metrics": metrics, "train_config": str(out / "config.json")}
-                    save_checkpoint(module.network, config.model_config(**provenance), out / "best" / "model")
-            _log(out, writer, row)
-            _atomic_torch_save({"module": module.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                "epoch": epoch, "best": best, "global_step": global_step,
-                                "sampler_epoch": epoch, "torch_rng": torch.get_rng_state()}, last_path)
-        ddp.barrier()
-    if ddp.main and not val_rows:
-        # Without validation studies the last epoch is exported.
-        provenance = {"data": str(Path(data).resolve().name), "fold": fold, "epoch": config.epochs - 1}
-        save_checkpoint(module.network, config.model_config(**provenance), out / "best" / "model")
-    if writer is not None:
-        writer.close()
-    if ddp.world_size > 1:
-        dist.destroy_process_group()
-    return best
+            atomic_write_bytes(out / "config.json", json.dumps(dataclasses.asdict(config), indent=2).encode())
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(str(out / "tensorboard"))
+        train_module: torch.nn.Module = optimisation.module
+        if ddp.world_size > 1:
+            train_module = torch.nn.parallel.DistributedDataParallel(
+                optimisation.module, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
+        sampler = WholeBodySampler(studies.train, config.alpha, config.beta, config.overlap, config.seed, ddp.rank,
+                                   ddp.world_size, config.whole_body_negatives)
+        dataset = SliceDataset(data, studies.train, model_config, config.seed)
+        aug = build_augmentation(config.augment).to(torch_device) if config.augment else None
+        for epoch in range(state.next_epoch, config.epochs):
+            row = train_one_epoch(run, state, epoch, train_module, sampler, dataset, aug)
+            state.next_epoch = epoch + 1
+            if ddp.main:
+                row.update(validate_and_export(run, state, epoch))
+                log_epoch(out, writer, row)
+                save_state(last_path, optimisation, state)
+            ddp.barrier()
+        return state.best
+    finally:
+        if writer is not None:
+            writer.close()
+        if ddp.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _cycle(loader: DataLoader, steps: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -324,16 +518,20 @@ def _cycle(loader: DataLoader, steps: int) -> Iterator[tuple[torch.Tensor, torch
             return  # an empty epoch: nothing to cycle through
 
 
-def _log(out: Path, writer: Any, row: dict[str, Any]) -> None:
+def log_epoch(out: Path, writer: Any, row: dict[str, Any]) -> None:
+    """Append the epoch to RUN/metrics.csv (fixed header; rows of epochs being redone after a resume are
+    dropped), to TensorBoard and to stdout."""
     csv_path = out / "metrics.csv"
-    existing = csv_path.read_text().splitlines() if csv_path.is_file() else []
-    fields = list(row)
-    kept = [line for line in existing[1:] if line.split(",")[0] != str(row["epoch"])]
-    with open(csv_path, "w", newline="") as handle:
-        handle.write(",".join(fields) + "\n")
-        for line in kept:
-            handle.write(line + "\n")
-        csv.DictWriter(handle, fieldnames=fields).writerow(row)
+    kept = []
+    if csv_path.is_file():
+        with open(csv_path, newline="") as handle:
+            kept = [r for r in csv.DictReader(handle) if (r.get("epoch") or "").isdigit()
+                    and int(r["epoch"]) < row["epoch"]]
+    with atomic_target(csv_path) as tmp, open(tmp, "w", newline="") as handle:
+        table = csv.DictWriter(handle, fieldnames=METRICS_FIELDS, restval="", extrasaction="ignore")
+        table.writeheader()
+        table.writerows(kept)
+        table.writerow(row)
     for key, value in row.items():
         if key != "epoch" and isinstance(value, (int, float)) and not math.isnan(float(value)):
             writer.add_scalar(key, value, row["epoch"])

@@ -2,15 +2,16 @@
 
 Store layout (DATA/):
   studies/<study_id>/{pet.npy (float16 SUV), ct.npy (int16 HU), mask.npy (uint8), meta.json}
-  index.json   one row per prepared study: study, patient, diagnosis, slices, lesion_slices, spacing, ...
+  index.json   one row per prepared study: study, patient, tracer, diagnosis, slices, lesion_slices,
+               bodyless_slices (fewer than MIN_BODY_PIXELS body pixels: never trained on), spacing, ...
   skipped.json every study that was skipped, and why
 Each study is cropped to the body's 3D bounding box (offsets kept in meta.json). meta.json is written
-last, so a study with a meta.json is complete and a rerun skips it (resumable).
+last, so a study with a meta.json is complete and a rerun skips it (resumable). Patient, tracer and
+diagnosis are looked up again on every run, so a metadata CSV given later reaches index.json.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from tqdm.auto import tqdm
 
 from model.config import NormalisationConfig
@@ -30,18 +32,31 @@ from model.geometry import (
     CT_FILL_HU,
     inplane_grid,
     needs_inplane_resampling,
-    read_image,
     resample_onto,
     same_grid,
 )
+from model.preprocessing import slices_with_body
+from model.readers import read_image
+from train.metadata import (
+    Diagnoses,
+    diagnosis_table,
+    metadata_csvs,
+    patient_key,
+    read_metadata,
+    warn_if_mostly_unknown,
+)
 
 BODY_MARGIN_PX = 8
+TRACERS = ("fdg", "psma")
+# autoPET III nnU-Net case names: <tracer>_<patient>_<study>, e.g. fdg_0011f3deaf_03-23-2003-NA-PET-CT ...
+_NNUNET_CASE = re.compile(r"^(fdg|psma)_([^_]+)_(.+)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class SourceStudy:
     study_id: str
     patient: str
+    tracer: str  # fdg, psma, or unknown
     diagnosis: str
     pet: Path
     ct: Path
@@ -52,29 +67,42 @@ def _safe_id(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-def find_tcia(source: Path) -> list[SourceStudy]:
-    """Patient/Study/{SUV,CTres,SEG}.nii.gz with the diagnosis from the metadata CSV when present."""
-    diagnoses: dict[str, str] = {}
-    for csv_path in sorted(source.glob("*.csv")):
-        with open(csv_path, newline="") as handle:
-            for row in csv.DictReader(handle):
-                location = row.get("File Location") or ""
-                key = "/".join(Path(location.replace("\\", "/")).parts[-2:])
-                if key and row.get("diagnosis"):
-                    diagnoses[key] = row["diagnosis"].strip().upper()
+def find_tcia(source: Path, diagnoses: Diagnoses) -> list[SourceStudy]:
+    """<patient>/<study>/{SUV,CTres,SEG}.nii.gz anywhere under ``source`` (the FDG-PET-CT-Lesions NIfTI
+    release: FDG studies)."""
     studies = []
-    for suv in sorted(source.glob("*/*/SUV.nii.gz")):
+    for suv in sorted(source.rglob("SUV.nii.gz")):
         folder = suv.parent
-        key = f"{folder.parent.name}/{folder.name}"
-        studies.append(SourceStudy(study_id=_safe_id(key), patient=folder.parent.name,
-                                   diagnosis=diagnoses.get(key, "UNKNOWN"), pet=suv,
+        patient, study = folder.parent.name, folder.name
+        studies.append(SourceStudy(study_id=_safe_id(f"{patient}/{study}"), patient=patient, tracer="fdg",
+                                   diagnosis=diagnoses.lookup(patient_key(patient), study), pet=suv,
                                    ct=folder / "CTres.nii.gz", mask=folder / "SEG.nii.gz"))
     return studies
 
 
-def find_nnunet(source: Path) -> list[SourceStudy]:
+def nnunet_case(case: str) -> tuple[str, str, str]:
+    """(patient, tracer, study) of an nnU-Net case name.
+
+    autoPET III: ``fdg_0011f3deaf_<study>`` -> (fdg_0011f3deaf, fdg, <study>); the patient keeps its tracer,
+    as the two cohorts are different people. autoPET 2022 style ``PETCT_<patient>_<study>``: FDG. Other
+    names: the patient is the name without a trailing ``_<number>``.
+    """
+    named = _NNUNET_CASE.match(case)
+    if named:
+        tracer = named[1].lower()
+        return f"{tracer}_{named[2]}", tracer, named[3]
+    if case.upper().startswith("PETCT_") and case.count("_") >= 2:
+        prefix, patient, study = case.split("_", 2)
+        return f"{prefix}_{patient}", "fdg", study
+    return re.sub(r"_\d+$", "", case), "unknown", case
+
+
+def find_nnunet(source: Path, diagnoses: Diagnoses) -> list[SourceStudy]:
     """imagesTr/<case>_000k.nii.gz and labelsTr/<case>.nii.gz, channel order from dataset.json."""
-    dataset = json.loads((source / "dataset.json").read_text())
+    try:
+        dataset = json.loads((source / "dataset.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(f"{source / 'dataset.json'}: cannot read the nnU-Net dataset description: {error}") from None
     names = {str(v).upper(): int(k) for k, v in dataset.get("channel_names", dataset.get("modality", {})).items()}
     pet_channel = next((i for n, i in names.items() if "PET" in n or "SUV" in n), None)
     ct_channel = next((i for n, i in names.items() if "CT" in n), None)
@@ -84,8 +112,9 @@ def find_nnunet(source: Path) -> list[SourceStudy]:
     studies = []
     for label in sorted((source / "labelsTr").glob(f"*{ending}")):
         case = label.name[: -len(ending)]
-        patient = re.sub(r"_\d+$", "", case) if re.search(r"_\d+$", case) else case
-        studies.append(SourceStudy(study_id=_safe_id(case), patient=patient, diagnosis="UNKNOWN",
+        patient, tracer, study = nnunet_case(case)
+        studies.append(SourceStudy(study_id=_safe_id(case), patient=patient, tracer=tracer,
+                                   diagnosis=diagnoses.lookup(patient_key(patient), study),
                                    pet=source / "imagesTr" / f"{case}_{pet_channel:04d}{ending}",
                                    ct=source / "imagesTr" / f"{case}_{ct_channel:04d}{ending}", mask=label))
     return studies
@@ -126,16 +155,23 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
     folder = out / "studies" / study.study_id
     folder.mkdir(parents=True, exist_ok=True)
     np.save(folder / "pet.npy", np.clip(pet_a[:, ys, xs], 0, 65000).astype(np.float16))
-    np.save(folder / "ct.npy", np.clip(np.round(ct_a[:, ys, xs]), -32768, 32767).astype(np.int16))
+    ct_c = np.clip(np.round(ct_a[:, ys, xs]), -32768, 32767).astype(np.int16)
+    np.save(folder / "ct.npy", ct_c)
     mask_c = np.ascontiguousarray(mask_a[:, ys, xs])
     np.save(folder / "mask.npy", mask_c)
     lesion_slices = np.flatnonzero(mask_c.any(axis=(1, 2))).tolist()
-    row = {"study": study.study_id, "patient": study.patient, "diagnosis": study.diagnosis,
-           "slices": int(pet_a.shape[0]), "shape": list(mask_c.shape), "lesion_slices": lesion_slices,
-           "spacing": list(pet.GetSpacing()), "crop_offset_yx": [int(ys.start), int(xs.start)],
-           "source_shape": list(pet_a.shape)}
+    row = {"study": study.study_id, "patient": study.patient, "tracer": study.tracer,
+           "diagnosis": study.diagnosis, "slices": int(pet_a.shape[0]), "shape": list(mask_c.shape),
+           "lesion_slices": lesion_slices, "bodyless_slices": bodyless_slices(ct_c, norm),
+           "body_threshold_hu": norm.body_threshold_hu, "spacing": list(pet.GetSpacing()),
+           "crop_offset_yx": [int(ys.start), int(xs.start)], "source_shape": list(pet_a.shape)}
     atomic_write_bytes(folder / "meta.json", json.dumps(row).encode())
     return row
+
+
+def bodyless_slices(ct: np.ndarray, norm: NormalisationConfig) -> list[int]:
+    """Slices with fewer body pixels than model.preprocessing.MIN_BODY_PIXELS (inference skips them too)."""
+    return np.flatnonzero(~slices_with_body(torch.from_numpy(np.array(ct)), norm).numpy()).tolist()
 
 
 def _prepare_one(args: tuple) -> tuple[str, dict | None, str | None]:
@@ -151,13 +187,29 @@ def iter_prepared(out: Path) -> Iterator[dict]:
         yield json.loads(meta.read_text())
 
 
-def prepare(source: Path, layout: str, out: Path, workers: int = 1, spacing_mm: tuple[float, float] | None = None,
-            norm: NormalisationConfig | None = None, progress: bool | None = None) -> dict:
-    """Prepare every study of ``source``; returns counts. Corrupt or missing files skip that study only."""
-    norm = norm or NormalisationConfig()
-    studies = find_tcia(source) if layout == "tcia" else find_nnunet(source)
+def find_studies(source: Path, layout: str, tracer: str = "all", metadata: Path | None = None) -> list[SourceStudy]:
+    """The studies of ``source`` (of one tracer, or all), with their diagnoses; prints studies per diagnosis."""
+    if tracer != "all" and tracer not in TRACERS:
+        raise InputError(f"--tracer {tracer}: expected one of {[*TRACERS, 'all']}")
+    diagnoses = read_metadata(metadata_csvs(source, metadata))
+    studies = find_tcia(source, diagnoses) if layout == "tcia" else find_nnunet(source, diagnoses)
+    if tracer != "all":
+        studies = [s for s in studies if s.tracer == tracer]
     if not studies:
-        raise InputError(f"{source}: no studies found for layout {layout}")
+        raise InputError(f"{source}: no studies found for layout {layout}" + (f" and tracer {tracer}"
+                                                                               if tracer != "all" else ""))
+    print(diagnosis_table((s.patient, s.diagnosis) for s in studies))
+    warn_if_mostly_unknown([s.diagnosis for s in studies], diagnoses.sources)
+    return studies
+
+
+def prepare(source: Path, layout: str, out: Path, workers: int = 1, spacing_mm: tuple[float, float] | None = None,
+            norm: NormalisationConfig | None = None, progress: bool | None = None, tracer: str = "all",
+            metadata: Path | None = None) -> dict:
+    """Prepare every study of ``source`` (of ``tracer``); returns counts. Corrupt or missing files skip that
+    study only. index.json lists this run's studies, with patient, tracer and diagnosis as found now."""
+    norm = norm or NormalisationConfig()
+    studies = find_studies(source, layout, tracer, metadata)
     out.mkdir(parents=True, exist_ok=True)
     done = {row["study"] for row in iter_prepared(out)}
     todo = [s for s in studies if s.study_id not in done]
@@ -180,7 +232,10 @@ def prepare(source: Path, layout: str, out: Path, workers: int = 1, spacing_mm: 
                 skipped[study_id] = reason
             bar.update()
     bar.close()
-    rows = list(iter_prepared(out))
+    current = {s.study_id: s for s in studies}
+    rows = [{**row, "patient": current[row["study"]].patient, "tracer": current[row["study"]].tracer,
+             "diagnosis": current[row["study"]].diagnosis}
+            for row in iter_prepared(out) if row["study"] in current]
     atomic_write_bytes(out / "index.json", json.dumps(rows).encode())
     atomic_write_bytes(out / "skipped.json", json.dumps(skipped, indent=2).encode())
     for study_id, reason in sorted(skipped.items()):

@@ -1,10 +1,13 @@
 """The whole-body strategy: every lesion slice each epoch, plus every slice of a rotating set of patients.
 
-Training patients are shuffled once (seed) and cut into consecutive whole-body sets of m patients, with m
-chosen so that whole-body slices are about alpha x lesion slices. Each set also takes ``overlap`` of its
-size at random from the previous set (the first from the last: circular). The set changes every beta
-epochs, so over the run every training patient's whole body is seen. alpha = 0 is plain lesion-slice
-training. Deterministic for a seed and an epoch, and sharded disjointly across DDP ranks.
+Training patients are shuffled once (seed) and cut into whole-body sets of m patients in all, m chosen so
+that a set's slices are about alpha x the lesion slices: m - lap new patients, plus lap = int(overlap x m)
+drawn at random from the previous set (the first set draws from the last patients: circular), as the
+seed builds them. The set changes every beta epochs, so over the run every training patient's whole body
+is seen. alpha = 0 is plain lesion-slice training. Slices without body (fewer than
+model.preprocessing.MIN_BODY_PIXELS body pixels: the index's ``bodyless_slices``) are never drawn, as
+inference never segments them. Deterministic for a seed and an epoch, and sharded disjointly across DDP
+ranks.
 """
 
 from __future__ import annotations
@@ -23,10 +26,15 @@ class WholeBodySampler(Sampler[SliceRef]):
                  seed: int = 0, rank: int = 0, world_size: int = 1, whole_body_negatives: bool = False):
         if beta < 1:
             raise ValueError("beta must be at least 1")
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError("overlap must lie in [0, 1)")
         self.studies, self.alpha, self.beta, self.overlap = studies, alpha, beta, overlap
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
-        self.lesion_slices: list[SliceRef] = [(i, s) for i, row in enumerate(studies) for s in row["lesion_slices"]]
+        self.body_slices = [sorted(set(range(row["slices"])) - set(row.get("bodyless_slices", [])))
+                            for row in studies]
+        self.lesion_slices: list[SliceRef] = [(i, s) for i, row in enumerate(studies)
+                                              for s in sorted(set(row["lesion_slices"]) & set(self.body_slices[i]))]
         pool = [i for i, row in enumerate(studies) if whole_body_negatives or row["lesion_slices"]]
         by_patient: dict[str, list[int]] = {}
         for i in pool:
@@ -40,16 +48,20 @@ class WholeBodySampler(Sampler[SliceRef]):
             return []
         rng = np.random.default_rng(self.seed)
         order = [self.patients[i] for i in rng.permutation(len(self.patients))]
-        slices = sum(self.studies[i]["slices"] for p in order for i in self.studies_of[p])
+        slices = sum(len(self.body_slices[i]) for p in order for i in self.studies_of[p])
         per_patient = slices / len(order)
-        size = min(max(math.ceil(self.alpha * len(self.lesion_slices) / per_patient), 1), len(order))
-        base = [order[k:k + size] for k in range(0, len(order), size)]
-        carried = max(round(self.overlap * size), 0) if len(base) > 1 else 0
-        sets = []
-        for k, members in enumerate(base):
-            previous = base[k - 1]  # k = 0 takes from the last set: circular
-            pick = rng.choice(len(previous), size=min(carried, len(previous)), replace=False)
-            sets.append(members + [previous[j] for j in sorted(pick) if previous[j] not in members])
+        size = min(max(round(self.alpha * len(self.lesion_slices) / per_patient), 1), len(order))
+        if size == len(order):
+            return [order]  # one set holds every patient: nothing to carry over
+        carried = int(self.overlap * size)
+        fresh = max(size - carried, 1)
+        chunks = [list(c) for c in np.array_split(np.array(order, dtype=object), math.ceil(len(order) / fresh))]
+        sets: list[list[str]] = []
+        for k, chunk in enumerate(chunks):
+            previous = sets[k - 1] if k else chunks[-1]  # the first set draws from the last patients: circular
+            candidates = [p for p in previous if p not in chunk]
+            pick = rng.choice(len(candidates), size=min(carried, len(candidates)), replace=False)
+            sets.append(chunk + [candidates[j] for j in sorted(pick)])
         return sets
 
     def set_epoch(self, epoch: int) -> None:
@@ -64,8 +76,7 @@ class WholeBodySampler(Sampler[SliceRef]):
     def epoch_items(self, epoch: int | None = None) -> list[SliceRef]:
         """All items of an epoch for all ranks, shuffled deterministically."""
         epoch = self.epoch if epoch is None else epoch
-        whole_body = [(i, s) for p in self.current_set(epoch) for i in self.studies_of[p]
-                      for s in range(self.studies[i]["slices"])]
+        whole_body = [(i, s) for p in self.current_set(epoch) for i in self.studies_of[p] for s in self.body_slices[i]]
         items = self.lesion_slices + whole_body
         order = np.random.default_rng((self.seed, epoch)).permutation(len(items))
         return [items[j] for j in order]

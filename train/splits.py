@@ -1,9 +1,8 @@
-"""Five folds grouped by patient (no patient in two folds) and stratified by diagnosis."""
+"""Folds grouped by patient (no patient in two folds) and stratified by diagnosis."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,19 +10,42 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from model.errors import InputError
 from model.files import atomic_write_bytes
+from train.notices import warn
+
+
+def strata(index: list[dict], folds: int) -> list[str]:
+    """The stratum of each study: its diagnosis, where that diagnosis has at least ``folds`` patients.
+
+    Rarer diagnoses cannot be spread over the folds; they are pooled into one stratum, and when the pool
+    is still too small it joins the largest stratum (with one stratum left, the split is grouped only).
+    """
+    patients: dict[str, set[str]] = {}
+    for row in index:
+        patients.setdefault(row["diagnosis"], set()).add(row["patient"])
+    rare = sorted(d for d, members in patients.items() if len(members) < folds)
+    if not rare:
+        return [row["diagnosis"] for row in index]
+    common = sorted((d for d in patients if d not in rare), key=lambda d: (-len(patients[d]), d))
+    pooled = set().union(*(patients[d] for d in rare))
+    target = "+".join(rare) if len(pooled) >= folds or not common else common[0]
+    counts = ", ".join(f"{d} ({len(patients[d])})" for d in rare)
+    warn(f"diagnoses with fewer patients than folds ({folds}): {counts}; they are stratified together as "
+         f"{target}")
+    return [target if row["diagnosis"] in rare else row["diagnosis"] for row in index]
 
 
 def make_splits(index: list[dict], folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
     """Per fold, the training and validation study ids."""
     studies = [row["study"] for row in index]
     patients = [row["patient"] for row in index]
-    if len(set(patients)) < folds:
-        raise InputError(f"{len(set(patients))} patients cannot fill {folds} folds")
+    distinct = len(set(patients))
+    if distinct < 2:
+        raise InputError(f"folds: {distinct} patient(s) cannot make folds; cross-validation needs at least 2")
+    if not 2 <= folds <= distinct:
+        raise InputError(f"folds = {folds} with {distinct} patients: set folds between 2 and {distinct} "
+                         "(--set folds=N for fit, --folds N for splits)")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        # Small data sets have classes with fewer members than folds; the grouping still holds.
-        warnings.filterwarnings("ignore", message="The least populated class")
-        parts = list(splitter.split(np.zeros(len(studies)), [r["diagnosis"] for r in index], patients))
+    parts = list(splitter.split(np.zeros(len(studies)), strata(index, folds), patients))
     return [{"train": sorted(studies[i] for i in train), "val": sorted(studies[i] for i in val)}
             for train, val in parts]
 

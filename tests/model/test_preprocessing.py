@@ -1,11 +1,25 @@
 import itertools
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from model.config import NormalisationConfig
-from model.preprocessing import body_boxes, normalise, pad_to_crop, sanitise, tile_windows, window_starts
+from model.checkpoint import FORMAT, read_config
+from model.config import NORMALISATION_SCHEMES, ModelConfig, NormalisationConfig
+from model.errors import InputError
+from model.preprocessing import (
+    MIN_BODY_PIXELS,
+    NORMALISERS,
+    ZSCORE_STD_FLOOR,
+    body_boxes,
+    normalise,
+    pad_to_crop,
+    sanitise,
+    slices_with_body,
+    tile_windows,
+    window_starts,
+)
 
 
 @pytest.mark.parametrize("lo,hi,length,crop", [(10, 50, 100, 64), (0, 300, 400, 256), (5, 395, 400, 128),
@@ -32,7 +46,7 @@ def test_zscore_uses_body_voxels_and_ignores_the_crop():
     norm = NormalisationConfig(scheme="zscore_per_slice")
     g = torch.Generator().manual_seed(0)
     ct = torch.full((2, 80, 80), -1000.0)
-    ct[:, 20:60, 10:70] = torch.randn(2, 40, 60, generator=g) * 50
+    ct[:, 20:60, 10:70] = torch.randn(2, 40, 60, generator=g) * 150
     pet = torch.rand(2, 80, 80, generator=g) * 4
     full = normalise(pet, ct, norm)
     body = ct > norm.body_threshold_hu
@@ -62,3 +76,47 @@ def test_padding_a_small_matrix_and_finding_the_body():
     assert ct_p[0, :top].eq(-1024).all()
     assert body_boxes(ct_p, NormalisationConfig()).tolist() == [[22, 32, 12, 52]]
     assert body_boxes(torch.full((1, 64, 64), -1000.0), NormalisationConfig()).tolist() == [[-1, -1, -1, -1]]
+
+
+def _bodyless_slices() -> tuple[torch.Tensor, torch.Tensor]:
+    """All air; PET beyond the CT's range (a hot brain, no CT); and a sliver of body below MIN_BODY_PIXELS."""
+    ct = torch.full((3, 64, 64), -1024.0)
+    pet = torch.zeros(3, 64, 64)
+    pet[1, 20:40, 20:40] = 8.0
+    ct[2, 30, 30 : 30 + MIN_BODY_PIXELS - 1] = 40.0
+    pet[2, 30, 30 : 30 + MIN_BODY_PIXELS - 1] = 2.0
+    return pet, ct
+
+
+@pytest.mark.parametrize("scheme", NORMALISATION_SCHEMES)
+def test_slices_without_body_normalise_to_finite_bounded_values(scheme):
+    pet, ct = _bodyless_slices()
+    assert not slices_with_body(ct, NormalisationConfig()).any()
+    out = normalise(pet, ct, NormalisationConfig(scheme=scheme))
+    assert torch.isfinite(out).all() and out.abs().max() < 20
+
+
+def test_the_zscore_floor_bounds_a_tiny_uniform_body():
+    norm = NormalisationConfig(scheme="zscore_per_slice")
+    ct = torch.full((1, 64, 64), -1000.0)
+    ct[0, 10:20, 10:20] = 40.0  # 100 pixels of uniform soft tissue: a body, with a standard deviation of 0
+    pet = torch.zeros(1, 64, 64)
+    pet[0, 10:20, 10:20] = 1.0
+    out = normalise(pet, ct, norm)
+    pet_floor, ct_floor = ZSCORE_STD_FLOOR
+    assert torch.allclose(out[0, 1, 0, 0], torch.tensor((-1000.0 - 40.0) / ct_floor))
+    assert torch.allclose(out[0, 0, 0, 0], torch.tensor(-1.0 / pet_floor))
+    assert out[0, :, 15, 15].abs().max() == 0
+
+
+def test_one_function_per_scheme_name_and_unknown_schemes_are_refused(tmp_path):
+    assert tuple(NORMALISERS) == NORMALISATION_SCHEMES
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        NormalisationConfig(scheme="zscore")
+    document = {"format": FORMAT, "weights_sha256": "0" * 64,
+                "model": {**ModelConfig().to_dict(), "normalisation": {"scheme": "zscore"}}}
+    (tmp_path / "m.json").write_text(json.dumps(document))
+    with pytest.raises(InputError) as error:
+        read_config(tmp_path / "m.json")
+    assert "m.json" in str(error.value) and "scheme must be one of" in str(error.value)
+    assert "\n" not in str(error.value)

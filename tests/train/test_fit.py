@@ -1,20 +1,31 @@
-"""fit end to end on tiny phantoms: resume after a kill is exact, and two processes under torchrun."""
+"""fit end to end on tiny phantoms: exact resume, the metrics log, the spacing contract, non-finite steps,
+encoder initialisation, small datasets from the command line, and two processes under torchrun."""
 
+import csv
 import json
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from model import Predictor
+from model.errors import InputError
+from model.network import build_network, build_training_network
 from tests.conftest import ROOT, TINY
-from train.fit import KILL_AT_STEP_ENV
+from train.__main__ import main as train_main
+from train.fit import METRICS_FIELDS, FitConfig, TrainModule, fit, training_precision
+from train.notices import TrainingWarning
 from train.phantom import PhantomSpec, write_dataset
 from train.prepare import prepare
 
 SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)
+TINY_RUN = {"model": TINY.to_dict(), "epochs": 3, "cosine_epochs": 3, "batch_size": 4, "lr": 1e-3,
+            "steps_per_epoch": 3, "workers": 0, "alpha": 1.0, "beta": 1, "val_max_studies": 1, "val_batch_size": 8}
 
 
 @pytest.fixture(scope="module")
@@ -22,20 +33,24 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
     write_dataset(root / "src", 10, seed=5, layout="tcia", spec=SPEC, negative_fraction=0.2)
     prepare(root / "src", "tcia", root / "data")
-    config = {"model": TINY.to_dict(), "epochs": 3, "cosine_epochs": 3, "batch_size": 4, "lr": 1e-3,
-              "steps_per_epoch": 3, "workers": 0, "alpha": 1.0, "beta": 1, "val_max_studies": 1,
-              "val_batch_size": 8}
-    (root / "tiny.json").write_text(json.dumps(config))
+    (root / "tiny.json").write_text(json.dumps(TINY_RUN))
     return root
 
 
-def _fit(store, out, *extra, env=None, torchrun=False):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun \
-        else [sys.executable]
-    command = [*launcher, "-m", "train", "fit", "--data", str(store / "data"), "--fold", "0", "--config",
-               str(store / "tiny.json"), "--out", str(out), "--device", "cpu", *extra]
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=600)
+def _config(**changes) -> FitConfig:
+    return FitConfig(**{**TINY_RUN, **changes})
+
+
+class Killed(Exception):
+    """Stands for a kill -9 in the middle of an epoch."""
+
+
+def _kill_at(step: int):
+    def on_step(global_step: int) -> None:
+        if global_step == step:
+            raise Killed
+
+    return on_step
 
 
 def _weights(run):
@@ -43,37 +58,195 @@ def _weights(run):
 
 
 def test_a_run_killed_mid_epoch_and_resumed_matches_an_uninterrupted_one(store, tmp_path):
-    straight = _fit(store, tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = _fit(store, tmp_path / "killed", env={KILL_AT_STEP_ENV: "5"})  # mid epoch 1
-    assert killed.returncode == 137
+    data = store / "data"
+    fit(data, 0, _config(), tmp_path / "straight", device="cpu")
+    with pytest.raises(Killed):
+        fit(data, 0, _config(), tmp_path / "killed", device="cpu", on_step=_kill_at(5))  # mid epoch 1
     assert torch.load(tmp_path / "killed/last.pt", weights_only=True)["epoch"] == 0
-    resumed = _fit(store, tmp_path / "killed", "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    fit(data, 0, _config(), tmp_path / "killed", resume=True, device="cpu")
     a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "killed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with open(tmp_path / "killed/metrics.csv", newline="") as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["0", "1", "2"]
 
     # The exported best checkpoint is a deployment: process.py's predictor loads it as it is.
     predictor = Predictor.from_path(tmp_path / "straight/best", device="cpu")
     provenance = predictor.config.provenance
-    assert provenance["fold"] == 0 and "dice" in provenance["metrics"]
-    assert (tmp_path / "straight/metrics.csv").read_text().count("\n") == 4
+    assert provenance["fold"] == 0 and "dice" in provenance["metrics"] and provenance["pretrained"] is None
     assert list((tmp_path / "straight/tensorboard").iterdir())
     saved = json.loads((tmp_path / "straight/config.json").read_text())
     assert saved["batch_size"] == 4 and saved["model"]["encoder"] == "regnety_002"
 
 
-def test_overrides_reach_the_saved_config(store, tmp_path):
-    result = _fit(store, tmp_path / "run", "--set", "epochs=1", "--set", "model.threshold=0.4")
-    assert result.returncode == 0, result.stderr[-2000:]
+def test_metrics_csv_has_a_fixed_header_and_the_last_epoch_is_always_validated(store, tmp_path):
+    best = fit(store / "data", 0, _config(val_every=2), tmp_path / "run", device="cpu")
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == METRICS_FIELDS
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    assert rows[0]["val_dice"] == "" and all(not math.isnan(float(r["val_fpv_ml"])) for r in rows[1:])
+    assert float(rows[2]["loss"]) > 0 and rows[2]["nonfinite_steps"] == "0"
+    assert best["epoch"] in (1, 2)
+
+    # val_every beyond the run: the last epoch is validated and exported.
+    best = fit(store / "data", 0, _config(epochs=2, val_every=5), tmp_path / "late", device="cpu")
+    assert best["epoch"] == 1
+    assert Predictor.from_path(tmp_path / "late/best", device="cpu").config.provenance["epoch"] == 1
+
+
+def test_overrides_reach_the_saved_config_and_bad_keys_are_one_line(store, tmp_path, capsys):
+    args = ["fit", "--data", str(store / "data"), "--config", str(store / "tiny.json"), "--device", "cpu"]
+    assert train_main([*args, "--out", str(tmp_path / "run"), "--set", "epochs=1", "--set", "model.threshold=0.4"]) == 0
     saved = json.loads((tmp_path / "run/config.json").read_text())
-    assert saved["epochs"] == 1 and saved["model"]["threshold"] == 0.4
-    bad = _fit(store, tmp_path / "bad", "--set", "epochz=1")
-    assert bad.returncode == 2 and "unknown training config keys ['epochz']" in bad.stderr
+    assert saved["epochs"] == 1 and saved["model"]["threshold"] == 0.4 and saved["augment"] == "seed"
+    assert train_main([*args, "--out", str(tmp_path / "bad"), "--set", "epochz=1"]) == 2
+    assert "unknown training config keys ['epochz']" in capsys.readouterr().err
+    assert train_main([*args, "--out", str(tmp_path / "bad"), "--set", "augment=heavy"]) == 2
+    assert "augment must be one of" in capsys.readouterr().err
+
+
+def test_old_configs_load_and_keep_their_meaning():
+    assert FitConfig(**{**TINY_RUN, "augment": True}).augment == "light"
+    assert FitConfig(**{**TINY_RUN, "augment": False}).augment is False
+    assert "pretrained" not in FitConfig(**TINY_RUN).model_config().to_dict()
+
+
+def test_precision_is_the_configs_when_given():
+    cpu = torch.device("cpu")
+    assert training_precision(cpu, "fp32") == (torch.float32, False)
+    assert training_precision(cpu, "bf16") == (torch.bfloat16, False)
+    assert training_precision(cpu, "auto")[0] in (torch.float32, torch.bfloat16)
+    with pytest.raises(InputError, match="fp16 trains on CUDA only"):
+        training_precision(cpu, "fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        FitConfig(**{**TINY_RUN, "precision": "fp8"})
+
+
+def test_a_store_at_another_spacing_is_refused(store, tmp_path):
+    config = _config(model={**TINY.to_dict(), "spacing_mm": [6.0, 6.0]})
+    with pytest.raises(InputError, match=r"more than 10% off the config's model.spacing_mm \[6.0, 6.0\]; prepare "
+                                         r"the store with --spacing 6.0 6.0"):
+        fit(store / "data", 0, config, tmp_path / "run", device="cpu")
+    config = _config(model={**TINY.to_dict(), "spacing_mm": [8.6, 8.6]}, epochs=1)  # within inference's 10 %
+    fit(store / "data", 0, config, tmp_path / "near", device="cpu")
+
+
+def _nan_loss_at(monkeypatch, steps: set[int] | None):
+    original, calls = TrainModule.forward, []
+
+    def forward(self, image, mask):
+        loss, terms = original(self, image, mask)
+        calls.append(1)
+        return (loss * float("nan"), terms) if steps is None or len(calls) in steps else (loss, terms)
+
+    monkeypatch.setattr(TrainModule, "forward", forward)
+
+
+def test_a_non_finite_loss_skips_its_step_with_a_warning(store, tmp_path, monkeypatch):
+    _nan_loss_at(monkeypatch, {2})
+    with pytest.warns(TrainingWarning, match=r"epoch 0: 1 of 3 steps skipped with a non-finite loss"):
+        fit(store / "data", 0, _config(epochs=1), tmp_path / "run", device="cpu")
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["nonfinite_steps"] == "1" and math.isfinite(float(row["loss"]))
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "run").values() if v.is_floating_point())
+
+
+def test_too_many_non_finite_steps_stop_the_run_with_one_line(store, tmp_path, monkeypatch):
+    _nan_loss_at(monkeypatch, None)
+    with pytest.raises(InputError, match=r"3 training steps had a non-finite loss, more than max_nonfinite_steps = 2"):
+        fit(store / "data", 0, _config(max_nonfinite_steps=2), tmp_path / "run", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def encoder_file(tmp_path_factory):
+    """A local weights file of the timm encoder, as a machine without internet would be given."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(7)
+    source = timm.create_model("regnety_002").state_dict()
+    path = tmp_path_factory.mktemp("encoder") / "regnety_002.safetensors"
+    save_file({k: v.contiguous() for k, v in source.items()}, str(path))
+    return path, source
+
+
+def test_a_local_encoder_file_lands_in_the_network_with_timms_stem_rule(encoder_file):
+    path, source = encoder_file
+    encoder = build_training_network(TINY, str(path)).encoder.model.state_dict()
+    assert set(encoder) <= set(source)
+    # timm's adapt_input_conv for 2 input channels: the first two of the three, scaled by 3/2.
+    assert torch.allclose(encoder["stem.conv.weight"], source["stem.conv.weight"][:, :2] * 1.5)
+    assert all(torch.equal(encoder[k], source[k]) for k in encoder if k != "stem.conv.weight")
+    random = build_network(TINY).encoder.model.state_dict()
+    assert not torch.equal(random["s1.b1.conv1.conv.weight"], source["s1.b1.conv1.conv.weight"])
+
+
+def test_pretrained_is_training_only_and_recorded(store, tmp_path, encoder_file):
+    path, _ = encoder_file
+    config = _config(model={**TINY.to_dict(), "pretrained": str(path)}, epochs=1)
+    fit(store / "data", 0, config, tmp_path / "run", device="cpu")
+    document = json.loads((tmp_path / "run/best/model.json").read_text())
+    assert "pretrained" not in document["model"]
+    assert document["model"]["provenance"]["pretrained"] == str(path.resolve())
+    assert len(document["model"]["provenance"]["pretrained_sha256"]) == 64
+
+
+def test_a_weights_file_of_another_encoder_is_one_line(tmp_path, encoder_file):
+    path, _ = encoder_file
+    other = TINY.__class__.from_dict({**TINY.to_dict(), "encoder": "regnety_004"})
+    with pytest.raises(InputError, match=r"model.pretrained is not a weights file of the timm encoder regnety_004"):
+        build_training_network(other, str(path))
+    with pytest.raises(ValueError, match=r"model\.pretrained 'missing\.safetensors'"):
+        _config(model={**TINY.to_dict(), "pretrained": "missing.safetensors"})
+
+
+def test_imagenet_offline_fails_at_once_naming_the_setting(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(InputError, match=r"^model.pretrained \"imagenet\": cannot fetch .*--set model.pretrained="):
+        build_training_network(TINY, "imagenet")
+    # Online mode with the hub unreachable: one short probe instead of the client's minute of retries.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(InputError, match=r"^model.pretrained \"imagenet\": cannot fetch"):
+        build_training_network(TINY, "imagenet")
+
+
+def test_six_phantom_studies_synth_prepare_fit_from_the_command_line(tmp_path):
+    """The README's smallest run; one study has PET slices beyond its CT (air in CTres)."""
+    small = ["--size", "64", "--spacing", "8", "--slices", "30", "--thickness", "24"]
+    assert train_main(["synth", "--out", str(tmp_path / "src"), "--cases", "6", "--seed", "3", *small]) == 0
+    ctres = sorted((tmp_path / "src").rglob("CTres.nii.gz"))[0]
+    ct = sitk.ReadImage(str(ctres))
+    air = sitk.GetArrayFromImage(ct)
+    air[-4:] = -1024
+    beyond = sitk.GetImageFromArray(air)
+    beyond.CopyInformation(ct)
+    sitk.WriteImage(beyond, str(ctres))
+    assert train_main(["prepare", "--source", str(tmp_path / "src"), "--out", str(tmp_path / "data")]) == 0
+    config = {**TINY_RUN, "model": {**TINY.to_dict(), "normalisation": {"scheme": "zscore_per_slice"}},
+              "steps_per_epoch": None, "alpha": 3.0}
+    (tmp_path / "tiny.json").write_text(json.dumps(config))
+    with pytest.warns(TrainingWarning, match="fewer patients than folds"):
+        code = train_main(["fit", "--data", str(tmp_path / "data"), "--config", str(tmp_path / "tiny.json"),
+                           "--out", str(tmp_path / "run"), "--device", "cpu", "--set", "epochs=1"])
+    assert code == 0
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert int(row["steps"]) > 5 and row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"]))
+    assert (tmp_path / "run/best/model.safetensors").is_file()
 
 
 def test_two_processes_under_torchrun(store, tmp_path):
-    result = _fit(store, tmp_path / "ddp", "--set", "epochs=2", torchrun=True)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "train",
+               "fit", "--data", str(store / "data"), "--fold", "0", "--config", str(store / "tiny.json"),
+               "--out", str(tmp_path / "ddp"), "--device", "cpu", "--set", "epochs=2"]
+    result = subprocess.run(command, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                            text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp/best/model.safetensors").is_file()
     assert torch.load(tmp_path / "ddp/last.pt", weights_only=True)["epoch"] == 1

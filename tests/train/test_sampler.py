@@ -24,14 +24,42 @@ def test_whole_body_slices_are_about_alpha_times_lesion_slices():
         assert abs(n_whole - alpha * n_lesion) <= 100  # within one patient's slices
 
 
-def test_every_patient_lands_in_a_set_and_sets_overlap_by_a_quarter_circularly():
+def test_every_patient_lands_in_a_set_and_sets_carry_a_quarter_of_their_size_circularly():
     sampler = WholeBodySampler(_studies(), alpha=1.0, overlap=0.25)
-    assert set().union(*map(set, sampler.sets)) == set(sampler.patients)
-    size = len(sampler.sets[0]) - round(0.25 * len(sampler.sets[0]) / 1.25)
+    assert len(sampler.sets) > 2 and set().union(*map(set, sampler.sets)) == set(sampler.patients)
+    size = max(len(s) for s in sampler.sets)  # m, carried patients included
     for k in range(len(sampler.sets)):
         shared = set(sampler.sets[k]) & set(sampler.sets[k - 1])  # k = 0 pairs the first with the last
-        assert shared, f"set {k} shares nobody with set {k - 1}"
-        assert abs(len(shared) / size - 0.25) <= 0.15
+        assert len(shared) == int(0.25 * size), f"set {k} shares {len(shared)} patients with set {k - 1}"
+        assert len(sampler.sets[k]) in (size - 1, size)
+
+
+def test_whole_body_slices_are_about_alpha_times_lesion_slices_overlap_included():
+    """400 simulated studies (some patients with two), the paper's overlap: the sets hold m patients in all."""
+    rng = np.random.default_rng(1)
+    rows, patient = [], 0
+    for s in range(400):
+        patient += rng.random() > 0.12  # about one patient in nine has a second study
+        slices = int(rng.integers(280, 340))
+        lesions = sorted(rng.choice(slices, size=int(rng.integers(1, 25)), replace=False).tolist())
+        rows.append({"study": f"s{s}", "patient": f"p{patient}", "slices": slices, "lesion_slices": lesions})
+    for alpha in (0.5, 1.0, 2.0):
+        sampler = WholeBodySampler(rows, alpha=alpha, overlap=0.25)
+        n_lesion = len(sampler.lesion_slices)
+        ratios = [(len(sampler.epoch_items(k * sampler.beta)) - n_lesion) / n_lesion
+                  for k in range(len(sampler.sets))]
+        assert abs(np.mean(ratios) / alpha - 1) < 0.1, (alpha, np.mean(ratios))
+        assert max(abs(r / alpha - 1) for r in ratios) < 0.35
+
+
+def test_slices_without_body_are_never_drawn():
+    studies = _studies(6)
+    studies[0]["bodyless_slices"] = list(range(0, 10))
+    studies[0]["lesion_slices"] = [5, 50]
+    sampler = WholeBodySampler(studies, alpha=5.0)  # a set holds everybody: every body slice is drawn
+    items = set(sampler.epoch_items(0))
+    assert (0, 50) in items and not {(0, s) for s in range(10)} & items
+    assert (1, 0) in items
 
 
 def test_the_set_changes_exactly_every_beta_epochs():

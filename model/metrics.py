@@ -1,4 +1,4 @@
-"""The official autoPET metrics: Dice, false positive volume and false negative volume (ml)."""
+"""The one Dice, and the official autoPET case metrics: Dice, false positive and false negative volume (ml)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,18 @@ import numpy as np
 from model.postprocessing import CONNECTIVITY, voxel_ml
 
 
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """2|P and T| / (|P| + |T|) over nonzero voxels; 1.0 when both are empty (they agree).
+
+    Arrays of any shape and dtype (a CPU torch tensor works too); nonzero counts as foreground.
+    """
+    pred, truth = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
+    total = int(np.count_nonzero(pred)) + int(np.count_nonzero(truth))
+    if total == 0:
+        return 1.0
+    return 2.0 * np.count_nonzero(pred & truth) / total
+
+
 @dataclass
 class CaseMetrics:
     dice: float | None  # None for a negative case (empty ground truth)
@@ -21,9 +33,10 @@ class CaseMetrics:
 
 
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> CaseMetrics:
-    """Metrics of one case; ``spacing`` in mm (any order: only the voxel volume is used)."""
-    pred = pred.astype(bool)
-    gt = gt.astype(bool)
+    """Metrics of one case as the challenge's script computes them; ``spacing`` in mm (any order: only the
+    voxel volume is used). Components are 18-connected."""
+    pred = np.asarray(pred).astype(bool)
+    gt = np.asarray(gt).astype(bool)
     voxel = voxel_ml(spacing)
     gt_sum, pred_sum = int(gt.sum()), int(pred.sum())
     pred_labels = cc3d.connected_components(pred.astype(np.uint8), connectivity=CONNECTIVITY)
@@ -34,8 +47,7 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> 
     gt_labels = cc3d.connected_components(gt.astype(np.uint8), connectivity=CONNECTIVITY)
     hit = np.unique(gt_labels[pred])
     fn_voxels = int(np.count_nonzero(gt_labels[~np.isin(gt_labels, hit)]))
-    dice = 2.0 * np.count_nonzero(pred & gt) / (gt_sum + pred_sum)
-    return CaseMetrics(dice=float(dice), fpv_ml=fp_voxels * voxel, fnv_ml=fn_voxels * voxel,
+    return CaseMetrics(dice=dice(pred, gt), fpv_ml=fp_voxels * voxel, fnv_ml=fn_voxels * voxel,
                        gt_ml=gt_sum * voxel, pred_ml=pred_sum * voxel)
 
 

@@ -1,6 +1,7 @@
 import numpy as np
+import torch
 
-from train.metrics import aggregate, case_metrics
+from model.metrics import aggregate, case_metrics, dice
 
 
 def test_known_answers():
@@ -30,3 +31,14 @@ def test_negative_cases_count_for_fpv_only():
     pos = case_metrics(np.ones((2, 2, 2)), np.ones((2, 2, 2)), (10, 10, 10))
     summary = aggregate([neg, pos])
     assert summary["dice"] == 1.0 and summary["fpv_ml"] == 4.0 and summary["fnv_ml"] == 0.0
+
+
+def test_dice_known_values_any_dtype_and_empty_agreement():
+    a = np.zeros((4, 4), np.uint8)
+    b = np.zeros((4, 4), np.float32)
+    assert dice(a, b) == 1.0  # both empty: they agree
+    a[0, :2] = 1
+    assert dice(a, b) == 0.0
+    b[0, 1:4] = 0.7  # nonzero counts as foreground
+    assert np.isclose(dice(a, b), 2 * 1 / (2 + 3))
+    assert np.isclose(dice(torch.from_numpy(a), torch.from_numpy(b) > 0), 0.4)
