@@ -1,0 +1,495 @@
+"""The whole-body strategy's experiment on phantoms: alpha = 1 against alpha = 0, over several training seeds
+and two budgets, evaluated on held-out phantoms with the official metrics.
+
+    python -m train.alpha_experiment --work runs/alpha-experiment [--seeds 0 1 2] [--epochs 60] [--steps 25]
+
+- The phantoms and their split are fixed (training phantoms seed 1, held-out seed 99, split seed 0); only
+  the training seed varies. A work folder's phantoms are reused, and refused when train/phantom.py or the
+  grid changed since they were made (start a new --work then).
+- Budget ``steps``: every arm trains the same number of steps. Budget ``lesion``: every arm draws about as
+  many lesion slices as the largest alpha's arm of the steps budget (reused), so an arm whose epochs hold a
+  larger share of lesion slices trains for fewer steps (alpha = 0: that share is 1).
+- Each run validates only after its last epoch (val_every = epochs), so the exported weights are the last
+  epoch's (no selection by validation).
+- Every held-out phantom goes through process.py once per run; the ``--min-lesion-ml`` values above 0 apply
+  model.postprocessing (what process.py's --min-lesion-ml calls) to those masks; then the official metrics.
+- Training is bit-reproducible on one machine for a given thread count (``--threads``, recorded): runs are
+  spread over ``--jobs`` processes of that many threads each, which does not change a number.
+- Printed: per arm, mean and sample standard deviation over seeds of Dice (positives), FPV (all), FNV
+  (positives) and of the training loss's change over the last fifth of the epochs; per budget, a paired
+  per-case comparison of the largest and smallest alpha (case means over seeds; counts and a Wilcoxon
+  signed-rank test); the CPU, threads and precision. Done runs are reused, so a rerun prints the same
+  table; ``--check-determinism`` retrains the first run from scratch and compares the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model.errors import InputError
+
+CONFIG = Path(__file__).parent / "configs" / "demo.json"
+PHANTOM_CODE = Path(__file__).parent / "phantom.py"
+SPLIT_SEED = 0
+HELDOUT_NEGATIVE_FRACTION = 0.3
+# A run whose raw training loss changed by more than this over its last fifth of epochs has not flattened.
+FLAT_LOSS_CHANGE = 0.05
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run and its evaluation; everything a worker process needs."""
+
+    name: str
+    config: dict  # FitConfig fields
+    data: Path
+    heldout: Path
+    folder: Path
+    min_lesion_ml: tuple[float, ...]
+    threads: int
+    precision: str
+
+
+@dataclass(frozen=True)
+class Arm:
+    budget: str
+    alpha: float
+    steps_per_epoch: int
+    lesion_share: float  # share of lesion slices among the items this arm draws
+
+    @property
+    def name(self) -> str:
+        return f"{self.budget}-alpha{self.alpha:g}"
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:
+    """The training store (with its split) and the held-out cases (grand-challenge layout with labels), made
+    once per work folder; returns them and what they were made from."""
+    from train.phantom import PhantomSpec, write_dataset
+    from train.prepare import load_index, prepare
+    from train.splits import write_splits
+
+    made_from = {"generator_sha256": _sha256(PHANTOM_CODE), "size": args.size, "spacing": args.spacing,
+                 "slices": args.slices, "thickness": args.thickness, "train_cases": args.train_cases,
+                 "heldout_cases": args.heldout_cases, "train_seed": args.phantom_seeds[0],
+                 "heldout_seed": args.phantom_seeds[1], "split_seed": SPLIT_SEED}
+    record = work / "phantoms.json"
+    data, heldout = work / "data", work / "heldout"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        changed = sorted(key for key in made_from if before.get(key) != made_from[key])
+        if changed:
+            raise InputError(f"{work}: its phantoms were made with other {', '.join(changed)} (train/phantom.py or "
+                             "the flags changed); give a new --work")
+        return data, heldout, made_from
+    spec = PhantomSpec(size=args.size, spacing=args.spacing, slices=args.slices, slice_thickness=args.thickness)
+    for folder in (work / "phantoms", data, heldout):  # what an interrupted first attempt left
+        shutil.rmtree(folder, ignore_errors=True)
+    _log(f"alpha experiment: making {args.train_cases} training and {args.heldout_cases} held-out phantoms")
+    with open(work / "prepare.log", "w") as log, contextlib.redirect_stdout(log):
+        write_dataset(work / "phantoms", args.train_cases, args.phantom_seeds[0], "tcia", spec, progress=False)
+        prepare(work / "phantoms", "tcia", data, progress=False)
+        write_dataset(heldout, args.heldout_cases, args.phantom_seeds[1], "grand-challenge", spec,
+                      HELDOUT_NEGATIVE_FRACTION, progress=False)
+    write_splits(load_index(data), data / "splits.json", seed=SPLIT_SEED)
+    record.write_text(json.dumps(made_from, indent=1))
+    return data, heldout, made_from
+
+
+def lesion_share(data: Path, config: dict, alpha: float, seeds: Sequence[int]) -> float:
+    """Share of lesion slices among the items of an epoch (the whole-body sets' own lesion slices included),
+    averaged over a full turn of the sets and over the training seeds."""
+    from train.fit import Distributed, FitConfig, select_studies
+    from train.sampler import WholeBodySampler
+
+    fit_config = FitConfig(**{**config, "alpha": alpha})
+    studies = select_studies(data, 0, fit_config, Distributed())
+    shares = []
+    for seed in seeds:
+        sampler = WholeBodySampler(studies.train, alpha, fit_config.beta, fit_config.overlap, seed,
+                                   whole_body_negatives=fit_config.whole_body_negatives)
+        lesion = set(sampler.lesion_slices)
+        for epoch in range(0, max(len(sampler.sets), 1) * fit_config.beta, fit_config.beta):
+            items = sampler.epoch_items(epoch)
+            shares.append(sum(item in lesion for item in items) / len(items))
+    return statistics.fmean(shares)
+
+
+def make_arms(budgets: Sequence[str], alphas: Sequence[float], steps: int, shares: dict[float, float]) -> list[Arm]:
+    """The arms of each budget; the lesion budget gives alpha a the steps that draw as many lesion slices as
+    ``steps`` steps of the largest alpha."""
+    reference = max(alphas)
+    arms = []
+    for budget in budgets:
+        for alpha in alphas:
+            arm_steps = steps if budget == "steps" else max(round(steps * shares[reference] / shares[alpha]), 1)
+            arms.append(Arm(budget, alpha, arm_steps, shares[alpha]))
+    return arms
+
+
+def run_config(base: dict, alpha: float, seed: int, epochs: int, steps: int, precision: str) -> dict:
+    """The FitConfig of one run: validated only after the last epoch, which is therefore the one exported."""
+    return {**base, "alpha": alpha, "seed": seed, "epochs": epochs, "cosine_epochs": epochs,
+            "steps_per_epoch": steps, "val_every": epochs, "precision": precision}
+
+
+def run_name(config: dict) -> str:
+    """Readable, and unique for the configuration: a changed setting gives a new run, never a stale one."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=list).encode()).hexdigest()[:8]
+    return f"alpha{config['alpha']:g}-steps{config['steps_per_epoch']}-seed{config['seed']}-{digest}"
+
+
+def loss_change_last_fifth(metrics_csv: Path) -> float:
+    """Relative change of the raw training loss (Dice + Lovasz + BCE, without the learned weights, which move
+    the weighted total on their own) from the second-last fifth of the epochs to the last: near 0 when flat."""
+    from train.loss import TERMS
+
+    with open(metrics_csv, newline="") as handle:
+        losses = [sum(float(row[name]) for name in TERMS) for row in csv.DictReader(handle)]
+    fifth = max(len(losses) // 5, 1)
+    last, before = losses[-fifth:], losses[-2 * fifth:-fifth]
+    if not before:
+        return float("nan")
+    return (statistics.fmean(last) - statistics.fmean(before)) / statistics.fmean(before)
+
+
+def weights_digest(weights: Path) -> str:
+    return _sha256(weights)[:16]
+
+
+def postprocessed(predictions: Path, out: Path, min_ml: float) -> Path:
+    """process.py's masks with components under ``min_ml`` dropped by model.postprocessing, as process.py's
+    --min-lesion-ml does after segmenting; returns the folder of the new masks."""
+    import SimpleITK as sitk
+
+    from model.postprocessing import remove_small_components
+    from model.readers import image_stem, is_image_name, read_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(predictions.iterdir()):
+        if not is_image_name(path.name):
+            continue
+        image = read_image(path, "prediction")
+        kept = sitk.GetImageFromArray(remove_small_components(sitk.GetArrayFromImage(image), image.GetSpacing(),
+                                                              min_ml))
+        kept.CopyInformation(image)
+        sitk.WriteImage(kept, str(out / f"{image_stem(path)}.mha"), useCompression=True)
+    return out
+
+
+def train_and_score(spec: RunSpec) -> dict:
+    """Train one run (resumed or reused when done), run process.py on the held-out phantoms, score every
+    post-processing value. Returns the run's result; also written to RUN/result.json."""
+    import process
+    from train.evaluate import evaluate
+    from train.fit import FitConfig, fit
+
+    torch.set_num_threads(spec.threads)
+    result_path = spec.folder / "result.json"
+    if result_path.is_file():
+        result = json.loads(result_path.read_text())
+        if all(f"{min_ml:g}" in result["scores"] for min_ml in spec.min_lesion_ml):
+            return result
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    weights = spec.folder / "best" / "model.safetensors"
+    if not (spec.folder / "done").is_file():
+        with open(spec.folder / "fit.log", "a") as log, contextlib.redirect_stdout(log):
+            fit(spec.data, 0, FitConfig(**spec.config), spec.folder, resume=True, device="cpu", progress=False)
+        if not weights.is_file():
+            raise InputError(f"{spec.folder}: the run exported no weights")
+        (spec.folder / "done").write_text("")
+    predictions = spec.folder / "heldout"
+    with open(spec.folder / "process.log", "w") as log, contextlib.redirect_stdout(log):
+        code = process.main(["--input", str(spec.heldout), "--output", str(predictions), "--weights",
+                             str(weights.parent), "--device", "cpu", "--precision", spec.precision])
+    if code != 0:
+        raise InputError(f"{spec.folder / 'process.log'}: process.py failed with exit code {code}")
+    masks = predictions / "images" / process.OUTPUT_SLUG
+    scores = {}
+    for min_ml in spec.min_lesion_ml:
+        folder = masks if min_ml == 0 else postprocessed(masks, spec.folder / f"heldout-min{min_ml:g}ml", min_ml)
+        scores[f"{min_ml:g}"] = evaluate(folder, spec.heldout / "labels")
+    result = {"name": spec.name, "seed": spec.config["seed"], "weights_sha256": weights_digest(weights),
+              "loss_change_last_fifth": loss_change_last_fifth(spec.folder / "metrics.csv"), "scores": scores}
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run_all(specs: list[RunSpec], jobs: int) -> dict[str, dict]:
+    """Every run, ``jobs`` at a time in their own processes (or here when jobs is 1)."""
+    results: dict[str, dict] = {}
+    started = time.perf_counter()
+    if jobs == 1:
+        for k, spec in enumerate(specs, 1):
+            _log(f"alpha experiment: run {k}/{len(specs)} {spec.name}")
+            results[spec.name] = train_and_score(spec)
+        return results
+    with ProcessPoolExecutor(min(jobs, len(specs)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_score, spec): spec for spec in specs}
+        try:
+            for k, future in enumerate(as_completed(futures), 1):
+                results[futures[future].name] = future.result()
+                _log(f"alpha experiment: {k}/{len(specs)} runs done ({futures[future].name}), "
+                     f"{(time.perf_counter() - started) / 60:.1f} min")
+        except BaseException:
+            pool.shutdown(cancel_futures=True)  # the runs not started yet; a rerun resumes the others
+            raise
+    return results
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [v for v in values if v is not None and not math.isnan(v)]
+
+
+def _mean_sd(values: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
+    values = _finite(values)
+    if not values:
+        return "n/a"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * sd:.{digits}f}"
+
+
+def paired(a_runs: list[list[dict]], b_runs: list[list[dict]], key: str) -> dict:
+    """Per case, the mean over seeds of ``key`` in arm a and arm b; counts of cases where each is better and a
+    Wilcoxon signed-rank p value (better = higher Dice, lower FPV); None when fewer than 6 cases differ."""
+    from scipy.stats import wilcoxon
+
+    def case_means(runs: list[list[dict]]) -> dict[str, float]:
+        by_case: dict[str, list[float]] = {}
+        for cases in runs:
+            for row in cases:
+                if row[key] is not None:
+                    by_case.setdefault(row["case"], []).append(float(row[key]))
+        return {case: statistics.fmean(values) for case, values in by_case.items()}
+
+    a, b = case_means(a_runs), case_means(b_runs)
+    cases = sorted(set(a) & set(b))
+    sign = 1.0 if key == "dice" else -1.0
+    differences = [sign * (a[c] - b[c]) for c in cases]
+    nonzero = [d for d in differences if abs(d) > 1e-9]
+    p_value = float(wilcoxon(nonzero).pvalue) if len(nonzero) >= 6 else None
+    return {"cases": len(cases), "a_better": sum(d > 1e-9 for d in differences),
+            "b_better": sum(d < -1e-9 for d in differences), "p_wilcoxon": p_value,
+            "per_case": {c: [a[c], b[c]] for c in cases}}
+
+
+def machine(threads: int, precision: str) -> dict[str, str]:
+    """What the numbers depend on besides the code: CPU, threads, precisions, torch."""
+    from model.inference import cpu_supports_bf16, resolve_precision
+    from train.fit import training_precision
+
+    model_name = platform.processor()
+    with contextlib.suppress(OSError):
+        model_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                           if line.startswith("model name")), model_name)
+    cpu = torch.device("cpu")
+    return {"cpu": model_name, "threads": str(threads), "cpu_bf16": str(cpu_supports_bf16()),
+            "training_precision": str(training_precision(cpu, precision)[0]).replace("torch.", ""),
+            "inference_precision": str(resolve_precision(precision, cpu)).replace("torch.", ""),
+            "torch": torch.__version__}
+
+
+def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list[RunSpec]]) -> None:
+    """Per budget, one picture per held-out case: the first seed's masks of the largest and smallest alpha
+    (process.py's, no post-processing) over the PET MIP with the ground truth."""
+    import process
+    from model.figures import Outline, mip_figure
+    from model.readers import read_image
+    from train.evaluate import images_by_stem, pair_pets
+
+    labels = images_by_stem(heldout / "labels")
+    pets = pair_pets(images_by_stem(heldout / "images" / "pet"), list(labels))
+    for budget in dict.fromkeys(arm.budget for arm in arms):
+        budget_arms = sorted((arm for arm in arms if arm.budget == budget), key=lambda arm: -arm.alpha)
+        shown = [budget_arms[0], budget_arms[-1]]
+        folder = work / "figures" / budget
+        folder.mkdir(parents=True, exist_ok=True)
+        for stem, label in labels.items():
+            outlines = [Outline(read_image(label, "ground truth"), "limegreen", "ground truth")]
+            for arm, colour in zip(shown, ("red", "royalblue"), strict=True):
+                masks = runs_of[arm][0].folder / "heldout" / "images" / process.OUTPUT_SLUG
+                outlines.append(Outline(read_image(masks / label.name, "prediction"), colour, f"alpha {arm.alpha:g}"))
+            mip_figure(folder / f"{stem}.png", read_image(pets[stem], "PET"), outlines,
+                       f"{stem}: {budget} budget, seed {runs_of[shown[0]][0].config['seed']}")
+
+
+def run_experiment(args: argparse.Namespace) -> dict:
+    from train.fit import FitConfig
+
+    work: Path = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    base = dataclasses.asdict(FitConfig.load(args.config, args.set))
+    data, heldout, phantoms = make_phantoms(work, args)
+    shares = {alpha: lesion_share(data, base, alpha, args.seeds) for alpha in args.alphas}
+    arms = make_arms(args.budgets, args.alphas, args.steps, shares)
+    runs_of: dict[Arm, list[RunSpec]] = {}
+    specs: dict[str, RunSpec] = {}  # one run serves every arm with its alpha and steps (the lesion budget's reference)
+    for arm in arms:
+        for seed in args.seeds:
+            config = run_config(base, arm.alpha, seed, args.epochs, arm.steps_per_epoch, args.precision)
+            name = run_name(config)
+            specs.setdefault(name, RunSpec(name, config, data, heldout, work / "runs" / name,
+                                           tuple(args.min_lesion_ml), args.threads, args.precision))
+            runs_of.setdefault(arm, []).append(specs[name])
+    done = run_all(list(specs.values()), args.jobs)
+    batch = base["batch_size"]
+    results: dict = {"machine": machine(args.threads, args.precision), "phantoms": phantoms, "epochs": args.epochs,
+                     "seeds": args.seeds, "lesion_share": {f"{a:g}": s for a, s in shares.items()}, "arms": {}}
+    for arm in arms:
+        for min_ml in args.min_lesion_ml:
+            runs = [done[spec.name] for spec in runs_of[arm]]
+            results["arms"][f"{arm.name}-min{min_ml:g}ml"] = {
+                "budget": arm.budget, "alpha": arm.alpha, "steps_per_epoch": arm.steps_per_epoch,
+                "lesion_slices_drawn": round(args.epochs * arm.steps_per_epoch * batch * arm.lesion_share),
+                "min_lesion_ml": min_ml,
+                "runs": [{"seed": run["seed"], "run": run["name"], "weights_sha256": run["weights_sha256"],
+                          "loss_change_last_fifth": run["loss_change_last_fifth"],
+                          "mean": run["scores"][f"{min_ml:g}"]["mean"], "cases": run["scores"][f"{min_ml:g}"]["cases"]}
+                         for run in runs]}
+    high, low = max(args.alphas), min(args.alphas)
+    results["paired"] = {}
+    for budget in args.budgets:
+        for min_ml in args.min_lesion_ml:
+            a = results["arms"][f"{budget}-alpha{high:g}-min{min_ml:g}ml"]
+            b = results["arms"][f"{budget}-alpha{low:g}-min{min_ml:g}ml"]
+            results["paired"][f"{budget}-min{min_ml:g}ml"] = {
+                key: paired([r["cases"] for r in a["runs"]], [r["cases"] for r in b["runs"]], key)
+                for key in ("dice", "fpv_ml")}
+    if args.check_determinism:
+        first = next(iter(specs.values()))
+        again = dataclasses.replace(first, folder=work / "determinism" / first.name)
+        shutil.rmtree(again.folder, ignore_errors=True)  # from scratch, never a reused run
+        _log(f"alpha experiment: retraining {first.name} from scratch")
+        results["deterministic"] = train_and_score(again)["weights_sha256"] == done[first.name]["weights_sha256"]
+    if args.figures:
+        _figures(work, heldout, arms, runs_of)
+    (work / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def table(results: dict) -> str:
+    m, p = results["machine"], results["phantoms"]
+    shares = ", ".join(f"alpha {alpha} {share:.2f}" for alpha, share in results["lesion_share"].items())
+    lines = [f"machine: {m['cpu']}, {m['threads']} thread(s) per run (CPU bf16 {m['cpu_bf16']}); precision: training "
+             f"{m['training_precision']}, inference {m['inference_precision']}; torch {m['torch']}",
+             f"phantoms: {p['train_cases']} training (seed {p['train_seed']}, fold 0 of split seed {p['split_seed']}), "
+             f"{p['heldout_cases']} held-out (seed {p['heldout_seed']}), {p['size']}x{p['size']}x{p['slices']} at "
+             f"{p['spacing']:g} x {p['thickness']:g} mm, train/phantom.py {p['generator_sha256'][:12]}",
+             f"{results['epochs']} epochs; training seeds {results['seeds']}; lesion share of an epoch's items: "
+             f"{shares}",
+             "",
+             "| budget | alpha | steps/epoch | lesion slices drawn | min lesion ml | Dice (positives) | FPV ml (all) "
+             "| FNV ml (positives) | loss change, last fifth (%) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    changes = {r["run"]: r["loss_change_last_fifth"] for arm in results["arms"].values() for r in arm["runs"]}
+    unflattened = sum(abs(change) > FLAT_LOSS_CHANGE for change in _finite(list(changes.values())))
+    for arm in results["arms"].values():
+        runs = arm["runs"]
+        lines.append(f"| {arm['budget']} | {arm['alpha']:g} | {arm['steps_per_epoch']} | "
+                     f"{arm['lesion_slices_drawn']} | {arm['min_lesion_ml']:g} | "
+                     f"{_mean_sd([r['mean']['dice'] for r in runs])} | "
+                     f"{_mean_sd([r['mean']['fpv_ml'] for r in runs], digits=2)} | "
+                     f"{_mean_sd([r['mean']['fnv_ml'] for r in runs], digits=2)} | "
+                     f"{_mean_sd([r['loss_change_last_fifth'] for r in runs], scale=100, digits=1)} |")
+    lines += ["", "mean ± sample sd over the training seeds; paired per case (means over seeds):"]
+    alphas = sorted({arm["alpha"] for arm in results["arms"].values()}, reverse=True)
+    for name, comparison in results["paired"].items():
+        for key, what in (("dice", "higher Dice"), ("fpv_ml", "lower FPV")):
+            c = comparison[key]
+            p_text = "n/a (fewer than 6 differing cases)" if c["p_wilcoxon"] is None else f"{c['p_wilcoxon']:.3f}"
+            lines.append(f"- {name}: {what} with alpha = {alphas[0]:g} on {c['a_better']} of {c['cases']} cases, "
+                         f"with alpha = {alphas[-1]:g} on {c['b_better']}; Wilcoxon p {p_text}")
+    if unflattened:
+        lines.append(f"- the training loss still changed by more than {FLAT_LOSS_CHANGE:.0%} over the last fifth of "
+                     f"the epochs in {unflattened} run(s): train longer")
+    if "deterministic" in results:
+        lines.append(f"- retrained from scratch, the first run's weights are "
+                     f"{'bit-identical' if results['deterministic'] else 'DIFFERENT'}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m train.alpha_experiment", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/alpha-experiment"), help="working folder")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.0])
+    parser.add_argument("--budgets", nargs="+", choices=["steps", "lesion"], default=["steps", "lesion"])
+    parser.add_argument("--epochs", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=25, help="steps per epoch of the steps budget")
+    parser.add_argument("--min-lesion-ml", type=float, nargs="+", default=[0.0, 0.5, 2.0],
+                        help="post-processing values evaluated for every run")
+    parser.add_argument("--train-cases", type=int, default=30)
+    parser.add_argument("--heldout-cases", type=int, default=10)
+    parser.add_argument("--phantom-seeds", type=int, nargs=2, default=[1, 99], metavar=("TRAIN", "HELDOUT"),
+                        help="seeds of the training and held-out phantoms (default 1 99)")
+    parser.add_argument("--size", type=int, default=128, help="phantom in-plane matrix (default 128)")
+    parser.add_argument("--spacing", type=float, default=4.0728, help="phantom in-plane spacing, mm (default 4.0728)")
+    parser.add_argument("--slices", type=int, default=160, help="phantom slices (default 160)")
+    parser.add_argument("--thickness", type=float, default=6.0, help="phantom slice spacing, mm (default 6)")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="training config (default: demo.json)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="training config override for every run")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="training and inference precision (auto: bf16 where the CPU has it, else fp32)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per run (default 1); the numbers depend on it, so it is recorded")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs at a time, each in its own process (default: CPUs / threads); no number "
+                             "depends on it")
+    parser.add_argument("--check-determinism", action="store_true",
+                        help="retrain the first run from scratch and compare its weights")
+    parser.add_argument("--figures", action="store_true",
+                        help="per budget and held-out case, a MIP with the first seed's masks of both alphas")
+    args = parser.parse_args(argv)
+    if args.jobs is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        args.jobs = max(cpus // max(args.threads, 1), 1)
+    if len(set(args.alphas)) < 2 or any(not 0 <= a for a in args.alphas):
+        parser.error("--alphas needs at least two different values, none negative")
+    if min(args.threads, args.jobs, args.epochs, args.steps) < 1 or any(m < 0 for m in args.min_lesion_ml):
+        parser.error("--threads, --jobs, --epochs and --steps must be at least 1, --min-lesion-ml not negative")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        results = run_experiment(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
