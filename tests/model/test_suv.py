@@ -1,0 +1,192 @@
+"""SUVbw factors against values computed by hand, on headers shaped like real Siemens, GE and Philips series."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model.errors import InputError
+from model.suv import suv_conversion
+from tests.model.dicom_series import Grid, StudyIds, pet_datasets
+
+# 75 kg, 350 MBq injected at 09:15:00, series at 10:20:00: 3900 s of F-18 decay (Siemens half-life 6586.2 s).
+# factor = 75 x 1000 / (3.5e8 x 2^(-3900 / 6586.2))
+SIEMENS_FACTOR = 3.2303329936e-4
+
+
+def series(vendor: str = "siemens", slices: int = 2, **kwargs):
+    values = np.arange(1, slices * 4 + 1, dtype=float).reshape(slices, 2, 2) * 1000.0
+    grid = Grid(z=[3.0 * k for k in range(slices)], rows=2, columns=2)
+    return pet_datasets(values, grid, StudyIds(), vendor=vendor, **kwargs)
+
+
+def test_siemens_bqml_start_decays_the_dose_to_the_series_time():
+    conversion = suv_conversion(series())
+    assert conversion.factor == pytest.approx(SIEMENS_FACTOR, rel=1e-9)
+    assert conversion.factor == pytest.approx(75_000 / (3.5e8 * 2 ** (-3900 / 6586.2)), rel=1e-12)
+    assert conversion.decay_time_s == 3900
+    assert conversion.scan_time == "2020-01-01T10:20:00"
+    assert conversion.injection_time == "2020-01-01T09:15:00"
+    assert conversion.injection_time_source == "RadiopharmaceuticalStartDateTime"
+    assert conversion.scan_time_source == "SeriesDate/SeriesTime"
+    assert (conversion.units, conversion.decay_correction, conversion.weight_kg) == ("BQML", "START", 75.0)
+    document = conversion.to_dict()
+    assert document["corrected_image"] == ["NORM", "DTIM", "ATTN", "SCAT", "DECY", "RAN"]
+    assert document["half_life_s"] == 6586.2 and document["injected_dose_bq"] == 3.5e8
+
+
+def test_ge_series_recreated_after_the_scan_uses_the_private_scan_time():
+    # A GE series reprocessed at 11:30 keeps its acquisition at 10:05 and the scan start in (0009,100D).
+    headers = series("ge", series_time="113000", acquisition_times=["100500", "100500"])
+    block = headers[0].private_block(0x0009, "GEMS_PETD_01")
+    for ds in headers:
+        ds.private_block(0x0009, "GEMS_PETD_01")[0x0D].value = "20200101100430.00"
+    assert block[0x0D].value == "20200101100430.00"
+    conversion = suv_conversion(headers)
+    # 09:15:00 (time on the series date, GE writes no DateTime) to 10:04:30 = 2970 s; GE's half-life is 6588 s.
+    assert conversion.factor == pytest.approx(2.9288927094e-4, rel=1e-9)
+    assert conversion.scan_time_source.startswith("GE private scan time (0009,100D)")
+    assert conversion.injection_time_source == "RadiopharmaceuticalStartTime on the scan's date"
+
+
+def test_series_time_after_the_acquisition_without_ge_tag_uses_the_earliest_acquisition():
+    headers = series("siemens", series_time="113000", acquisition_times=["102500", "102000"])
+    conversion = suv_conversion(headers)
+    assert conversion.scan_time == "2020-01-01T10:20:00"
+    assert conversion.factor == pytest.approx(SIEMENS_FACTOR, rel=1e-9)
+    assert conversion.scan_time_source.startswith("earliest AcquisitionDate/Time")
+
+
+def test_philips_counts_use_the_suv_factor_else_the_activity_factor():
+    headers = series("philips")
+    for ds in headers:
+        block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
+        block.add_new(0x00, "DS", "0.000412")
+        block.add_new(0x09, "DS", "0.0125")
+    conversion = suv_conversion(headers)
+    assert conversion.factor == pytest.approx(0.000412)
+    assert conversion.vendor_factor_source == "Philips (7053,1000)"
+    for ds in headers:
+        del ds[ds.private_block(0x7053, "Philips PET Private Group").get_tag(0x00)]
+    conversion = suv_conversion(headers)
+    # (7053,1009) x the BQML factor; Philips writes no DateTime either: 09:15:00 on the series date.
+    assert conversion.factor == pytest.approx(0.0125 * SIEMENS_FACTOR, rel=1e-9)
+    assert conversion.vendor_factor_source == "Philips (7053,1009)"
+
+
+def test_philips_counts_without_private_factors_are_refused():
+    with pytest.raises(InputError, match=r"Units CNTS without the Philips SUV factor"):
+        suv_conversion(series("philips"))
+
+
+def test_admin_decay_correction_does_not_decay_the_dose():
+    headers = series()
+    for ds in headers:
+        ds.DecayCorrection = "ADMIN"
+    conversion = suv_conversion(headers)
+    assert conversion.factor == pytest.approx(75_000 / 3.5e8, rel=1e-12)
+    assert conversion.decay_time_s is None and "ADMIN" in conversion.rule
+
+
+@pytest.mark.parametrize(("keyword", "value", "message"), [
+    ("DecayCorrection", "NONE", "DecayCorrection NONE"),
+    ("CorrectedImage", ["NORM", "ATTN", "SCAT"], "lacks DECY"),
+    ("CorrectedImage", ["NORM", "DECY"], "lacks ATTN"),
+    ("Units", "PROPCNTS", "Units PROPCNTS"),
+])
+def test_unsupported_corrections_and_units_are_one_line(keyword, value, message):
+    headers = series()
+    for ds in headers:
+        setattr(ds, keyword, value)
+    with pytest.raises(InputError, match=message) as error:
+        suv_conversion(headers, source="/data/pet")
+    assert "\n" not in str(error.value) and str(error.value).startswith("/data/pet")
+
+
+def test_gml_is_already_suv():
+    headers = series()
+    for ds in headers:
+        ds.Units = "GML"
+        del ds.PatientWeight
+    assert suv_conversion(headers).factor == 1.0
+
+
+def test_scan_past_midnight_with_injection_before_it():
+    headers = series("ge", series_time="000500", injection_time="231000")
+    for ds in headers:
+        ds.SeriesDate = ds.AcquisitionDate = "20200102"
+        ds.AcquisitionTime = "000500"
+        ds.private_block(0x0009, "GEMS_PETD_01")[0x0D].value = "20200102000500"
+    conversion = suv_conversion(headers)
+    assert conversion.injection_time == "2020-01-01T23:10:00"
+    assert conversion.decay_time_s == 3300
+    assert conversion.factor == pytest.approx(75_000 / (3.5e8 * 2 ** (-3300 / 6588)), rel=1e-12)
+    assert any("midnight" in note for note in conversion.notes)
+
+
+def test_date_shifted_anonymised_study_keeps_the_time_of_day():
+    # The anonymiser shifted the DA elements by years but left the DT of the injection as it was.
+    headers = series()
+    for ds in headers:
+        ds.SeriesDate = ds.AcquisitionDate = ds.StudyDate = "20300315"
+        ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20190402091500.000000"
+    conversion = suv_conversion(headers)
+    assert conversion.decay_time_s == 3900
+    assert conversion.factor == pytest.approx(SIEMENS_FACTOR, rel=1e-9)
+    assert any("date-shifted" in note for note in conversion.notes)
+
+
+def test_missing_or_zero_weight_is_one_line_and_weight_kg_supplies_it():
+    headers = series()
+    for ds in headers:
+        ds.PatientWeight = "0"
+    with pytest.raises(InputError, match=r"PatientWeight missing or 0.*--weight-kg"):
+        suv_conversion(headers)
+    for ds in headers:
+        del ds.PatientWeight
+    with pytest.raises(InputError, match="PatientWeight missing"):
+        suv_conversion(headers)
+    conversion = suv_conversion(headers, weight_kg=82.0)
+    assert conversion.factor == pytest.approx(SIEMENS_FACTOR * 82 / 75, rel=1e-12)
+    assert (conversion.weight_kg, conversion.weight_source) == (82.0, "--weight-kg")
+
+
+def test_negative_decay_time_is_refused():
+    headers = series(injection_time="110000")
+    for ds in headers:
+        ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20200101110000"
+    with pytest.raises(InputError, match="negative decay time"):
+        suv_conversion(headers)
+
+
+def test_mixed_units_in_one_series_are_refused():
+    headers = series()
+    headers[1].Units = "CNTS"
+    with pytest.raises(InputError, match="Units differs"):
+        suv_conversion(headers)
+
+
+def test_autopet_decays_to_the_first_files_acquisition_time_on_a_multi_bed_series():
+    # Siemens whole body, 7 beds of 2.5 min from 10:20:00; each bed's images carry that bed's start time.
+    bed_starts = [f"10{20 + (150 * b) // 60:02d}{(150 * b) % 60:02d}" for b in range(7)]
+    times = [start for start in bed_starts for _ in range(2)]
+    headers = series(slices=14, acquisition_times=times)
+    qiba = suv_conversion(headers)
+    same = suv_conversion(headers, method="autopet")  # first file in the first bed: the same time
+    assert same.factor == pytest.approx(qiba.factor, rel=1e-12)
+    last_bed_first = headers[::-1]  # files named so that the last bed's come first
+    autopet = suv_conversion(last_bed_first, method="autopet")
+    assert autopet.scan_time == "2020-01-01T10:35:00"
+    assert autopet.scan_time_source.startswith("AcquisitionTime of the series' first file")
+    # 15 min more decay: the autoPET factor (and every SUV) is 2^(900 / 6586.2) = 1.0993 times QIBA's.
+    assert autopet.factor / qiba.factor == pytest.approx(2 ** (900 / 6586.2), rel=1e-12)
+    assert autopet.factor / qiba.factor == pytest.approx(1.0993, abs=1e-4)
+    assert suv_conversion(last_bed_first).factor == pytest.approx(qiba.factor, rel=1e-12)
+
+
+def test_unknown_method_and_bad_weight_are_refused():
+    with pytest.raises(InputError, match="SUV method"):
+        suv_conversion(series(), method="lbm")
+    for weight in (0.0, -70.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="must be a positive number"):
+            suv_conversion(series(), weight_kg=weight)
