@@ -20,6 +20,7 @@ from model import ModelConfig, Predictor, build_network, segment
 from model.checkpoint import Checkpoint
 from model.config import NormalisationConfig
 from model.inference import CaseTimings
+from model.metrics import dice
 from train.fit import TrainModule
 from train.phantom import PhantomSpec, make_phantom
 
@@ -76,7 +77,7 @@ def main() -> None:
         masks = run(inputs[:8]) > 0
         if reference is None:
             reference = masks
-        dice = float(2 * (masks & reference).sum() / (masks.sum() + reference.sum()).clamp(min=1))
+        agreement = dice(masks.cpu().numpy(), reference.cpu().numpy())
         for batch in batches:
             eager = slices_per_second(run, inputs[:batch], device, iterations)
             compiled_rate = float("nan")
@@ -84,7 +85,7 @@ def main() -> None:
             if not args.smoke and name == "fp16" and batch == 32 and device.type == "cuda":
                 compiled = torch.compile(run, mode="reduce-overhead")
                 compiled_rate = slices_per_second(compiled, inputs[:batch], device, iterations)
-            print(f"| {name} | {batch} | {eager:.0f} | {compiled_rate:.0f} | {dice:.4f} |", flush=True)
+            print(f"| {name} | {batch} | {eager:.0f} | {compiled_rate:.0f} | {agreement:.4f} |", flush=True)
 
     pet, ct, _ = phantom.images()
     member = Checkpoint(config=config, network=network, path=Path("random"))
@@ -92,12 +93,12 @@ def main() -> None:
         predictor = Predictor.from_checkpoints([member], device=str(device), batch_size=batch)
         segment(pet, ct, predictor, progress=False)  # warm-up
         sync(device)
-        predictor.timings = CaseTimings()
+        timings = CaseTimings()
         start = time.perf_counter()
-        segment(pet, ct, predictor, progress=False)
+        segment(pet, ct, predictor, timings=timings, progress=False)
         sync(device)
         print(f"end to end {pet.GetSize()} batch {batch}: {time.perf_counter() - start:.2f} s "
-              f"(network {predictor.timings.network:.2f} s of it)", flush=True)
+              f"(network {timings.network:.2f} s of it)", flush=True)
 
     module = TrainModule(build_network(config)).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-5)

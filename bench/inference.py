@@ -1,13 +1,14 @@
 """End-to-end inference on a whole-body phantom: this project's way against a re-creation of the seed code's.
 
-    python bench/inference.py [--size 400 --slices 326] [--repeats 1] [--encoder regnety_160]
+    python bench/inference.py [--size 400 --slices 326] [--repeats 1] [--encoder regnety_160] [--body-windows]
 
 Both ways use the same random weights (the head scaled so that logits are decisive and the two masks can be
 compared), the same input files and the same machine, in alternating runs. The seed's way: read with
 SimpleITK, then per slice: numpy z-score over the body, a 256x256 crop centred on the body, batch 1, fp32,
-no channels_last, paste back, write. Prints seconds per case, slices per second, the ratio, the split of the
-project's time, the network's FLOPs per slice and the share of the CPU's peak. Last line:
-``speedup <ratio> mask_dice <dice>``.
+no channels_last, paste back, write. The project's way is ``model.run_case`` (read, segment, write). Prints the
+CPU (model name and the vector/matrix extensions /proc/cpuinfo reports), seconds per case, slices per second,
+the ratio, the split of the project's time, the network's FLOPs per slice and the share of the CPU's peak.
+Last line: ``speedup <ratio> mask_dice <dice>``.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from model import ModelConfig, Predictor, build_network, save_checkpoint, segment
+from model import InferenceConfig, ModelConfig, Predictor, build_network, run_case, save_checkpoint
 from model.config import NormalisationConfig
-from model.geometry import read_images, write_image_atomic
-from model.inference import CaseTimings, cpu_supports_bf16
+from model.inference import CaseTimings
+from model.metrics import dice
 from train.phantom import PhantomSpec, make_phantom
 
 
@@ -65,15 +66,23 @@ def seed_way(network: torch.nn.Module, pet_path: Path, ct_path: Path, out_path: 
 
 
 def project_way(predictor: Predictor, pet_path: Path, ct_path: Path, out_path: Path) -> CaseTimings:
-    predictor.timings = timings = CaseTimings()
-    start = time.perf_counter()
-    pet, ct = read_images([(pet_path, "PET", sitk.sitkUnknown), (ct_path, "CT", sitk.sitkUnknown)])
-    timings.read = time.perf_counter() - start
-    mask = segment(pet, ct, predictor, progress=False)
-    start = time.perf_counter()
-    write_image_atomic(mask, out_path)
-    timings.write = time.perf_counter() - start
-    return timings
+    return run_case(pet_path, ct_path, out_path, predictor, progress=False).timings
+
+
+def cpu_flags() -> set[str]:
+    match = re.search(r"flags\s*:(.*)", Path("/proc/cpuinfo").read_text())
+    return set(match.group(1).split()) if match else set()
+
+
+def cpu_label() -> str:
+    """The CPU's model name and which of AVX2, AVX-512, AMX and native bf16 /proc/cpuinfo reports."""
+    info = Path("/proc/cpuinfo").read_text()
+    match = re.search(r"model name\s*:\s*(.*)", info)
+    flags = cpu_flags()
+    found = {"AVX2": "avx2" in flags, "AVX-512": "avx512f" in flags, "AMX": "amx_tile" in flags,
+             "bf16": bool({"avx512_bf16", "amx_bf16"} & flags)}
+    listed = ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in found.items())
+    return f"{match.group(1).strip() if match else 'unknown CPU'} ({os.cpu_count()} threads; {listed})"
 
 
 def flops_per_slice(network: torch.nn.Module, crop: int) -> int:
@@ -90,7 +99,7 @@ def cpu_peak_flops(dtype: torch.dtype) -> tuple[float, str]:
     info = Path("/proc/cpuinfo").read_text()
     mhz = max(float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", info))
     cores = os.cpu_count() or 1
-    flags = set(re.search(r"flags\s*:(.*)", info).group(1).split())
+    flags = cpu_flags()
     if dtype == torch.bfloat16 and "amx_bf16" in flags:
         per_cycle, how = 1024, "AMX: 1024 bf16 FLOP/cycle/core"
     elif "avx512f" in flags:
@@ -124,6 +133,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the project's network (the first run then includes compiling)")
+    parser.add_argument("--body-windows", action="store_true",
+                        help="windows shrunk to the body's box (fewer FLOPs; see bench/flops.py)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -140,13 +151,13 @@ def main() -> None:
     sitk.WriteImage(ct, str(ct_path), True)
     del phantom, pet, ct
 
-    predictor = Predictor.from_path(weights, device=args.device, batch_size=args.batch_size,
-                                    compile_network=args.compile)
+    predictor = Predictor.from_path(weights, InferenceConfig(device=args.device, batch_size=args.batch_size,
+                                                             compile=args.compile, body_windows=args.body_windows))
     depth = args.slices
-    print(f"machine: {os.cpu_count()} CPU threads, torch {torch.__version__}, bf16 native: {cpu_supports_bf16()}; "
-          f"study {args.size}x{args.size}x{depth}; encoder {args.encoder}")
+    print(f"machine: {cpu_label()}, torch {torch.__version__}; study {args.size}x{args.size}x{depth}; "
+          f"encoder {args.encoder}")
     print(f"project: device {predictor.device}, autocast {predictor.dtype}, batch {predictor.batch_size}, "
-          "channels_last, inference_mode")
+          f"channels_last, inference_mode, batch norm folded, body windows {args.body_windows}")
     seed_times, project_runs = [], []
     for _ in range(args.repeats):
         project_runs.append(project_way(predictor, pet_path, ct_path, work / "project.mha"))
@@ -156,7 +167,7 @@ def main() -> None:
     project_s, seed_s = best.total(), min(seed_times)
     a = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "project.mha"))).astype(bool)
     b = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "seed.mha"))).astype(bool)
-    dice = 1.0 if not (a.any() or b.any()) else 2 * np.count_nonzero(a & b) / (a.sum() + b.sum())
+    mask_dice = dice(a, b)
 
     flops = flops_per_slice(build_network(config).eval(), config.crop_size)
     peak, how = cpu_peak_flops(predictor.dtype)
@@ -170,7 +181,7 @@ def main() -> None:
           f"{100 * achieved / peak:.1f} % of peak ({how})")
     print(f"masks    : project {a.sum()} voxels, seed way {b.sum()} voxels")
     print_profile(predictor, config.crop_size)
-    print(f"speedup {seed_s / project_s:.2f} mask_dice {dice:.4f}")
+    print(f"speedup {seed_s / project_s:.2f} mask_dice {mask_dice:.4f}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,15 @@
 from model.checkpoint import Checkpoint, load_checkpoint, load_ensemble, save_checkpoint
 from model.config import ModelConfig, NormalisationConfig
 from model.errors import InputError
-from model.inference import Predictor, segment
+from model.inference import CaseTimings, InferenceConfig, Predictor, segment
 from model.network import build_network
+from model.runner import CaseResult, run_case, run_images
 
 __all__ = [
+    "CaseResult",
+    "CaseTimings",
     "Checkpoint",
+    "InferenceConfig",
     "InputError",
     "ModelConfig",
     "NormalisationConfig",
@@ -15,6 +19,8 @@ __all__ = [
     "build_network",
     "load_checkpoint",
     "load_ensemble",
+    "run_case",
+    "run_images",
     "save_checkpoint",
     "segment",
 ]

@@ -1,11 +1,24 @@
-"""Slice-wise inference: the Predictor (networks, device, precision) and ``segment``, which every entry
-point calls."""
+"""Slice-wise inference in stages, each a function of its own:
+
+    load_chunk   a chunk of slices, sanitised and padded to at least the crop
+    tile_chunk   the chunk normalised, and the windows that cover each slice's body
+    Predictor    the network on batches of windows of one shape (autocast, flips, ensemble mean)
+    stitch       the windows' probabilities averaged back into the chunk's slices
+
+``Predictor.predict_probabilities`` and ``Predictor.predict_volume`` run them over a volume on its own grid;
+``segment`` brings a study onto the model's grid and its mask back onto the PET's. Every setting lives in
+one InferenceConfig.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
+import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -19,19 +32,19 @@ from model.config import ModelConfig
 from model.errors import InputError
 from model.geometry import (
     CT_FILL_HU,
+    SPACING_TOLERANCE,
     inplane_grid,
     needs_inplane_resampling,
     overlap_fraction,
     resample_onto,
     same_grid,
 )
+from model.network import fold_batch_norm
 from model.postprocessing import remove_small_components, voxel_ml
-from model.preprocessing import body_boxes, normalise, pad_to_crop, sanitise, tile_windows
+from model.preprocessing import body_boxes, normalise, pad_to_crop, sanitise, window_starts
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# The CT must cover at least this share of the PET's box, else the pair is not one study.
-MIN_OVERLAP = 0.5
 
 
 def cpu_supports_bf16() -> bool:
@@ -63,6 +76,58 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Slices per batch: 32 fill a GPU; on a CPU larger batches than 8 were no faster (bench/inference.py)."""
+    return 32 if device.type == "cuda" else 8
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Every inference setting; process.py's command line fills it."""
+
+    device: str = "auto"
+    precision: Precision = "auto"
+    # Windows per network call; None: default_batch_size of the device.
+    batch_size: int | None = None
+    # Average over the four flips of each window (4x the network time).
+    tta: bool = False
+    # torch.compile the networks (one static window shape: the full crop).
+    compile: bool = False
+    # Windows shrink to the body's box, rounded up to what the U-Net accepts: fewer FLOPs, but a network
+    # trained on full crops sees less context and its masks move (the demo model: Dice 0.90 against the
+    # full window on the shipped case), so it is off unless the weights were trained for it.
+    body_windows: bool = False
+    # Neighbouring windows overlap by at least this share of the crop where a body is wider than it.
+    tile_overlap: float = 0.25
+    # The CT must cover at least this share of the PET's box, else the pair is not one study.
+    min_ct_overlap: float = 0.5
+    # Inputs whose in-plane spacing is further than this (relative) from the model's are resampled.
+    spacing_tolerance: float = SPACING_TOLERANCE
+    # Lesion components smaller than this many millilitres are dropped; 0 keeps all.
+    min_lesion_ml: float = 0.0
+    # Slices read, tiled and grouped by window shape at once: this many batches' worth.
+    chunk_batches: int = 4
+
+    def __post_init__(self) -> None:
+        if self.precision != "auto" and self.precision not in DTYPES:
+            raise InputError(f"precision {self.precision!r}: expected auto, {', '.join(DTYPES)}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"batch size {self.batch_size}: must be at least 1")
+        if self.compile and self.body_windows:
+            raise InputError("compile and body_windows exclude each other: a compiled network keeps one window "
+                             "shape")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise InputError(f"tile overlap {self.tile_overlap}: must lie in [0, 1)")
+        if not 0.0 < self.min_ct_overlap <= 1.0:
+            raise InputError(f"CT overlap floor {self.min_ct_overlap}: must lie in (0, 1]")
+        if self.spacing_tolerance < 0.0:
+            raise InputError(f"spacing tolerance {self.spacing_tolerance}: must not be negative")
+        if self.min_lesion_ml < 0.0:
+            raise InputError(f"minimum lesion volume {self.min_lesion_ml} ml: must not be negative")
+        if self.chunk_batches < 1:
+            raise InputError(f"chunk of {self.chunk_batches} batches: must be at least 1")
+
+
 @dataclass
 class CaseTimings:
     """Seconds spent per stage of one case."""
@@ -78,53 +143,152 @@ class CaseTimings:
 
 
 @dataclass
-class Predictor:
-    """One network or an ensemble on a device, in a precision, with a batch size."""
+class SliceChunk:
+    """Slices [start, start + n) of a volume: SUV and HU, sanitised and padded with background to at least
+    the crop; ``pad`` is the (top, left) padding and ``size`` the (height, width) before it."""
 
-    members: list[Checkpoint]
-    device: torch.device
-    dtype: torch.dtype = torch.float32
-    batch_size: int = 16
-    tta: bool = False
-    tile_overlap: float = 0.25
-    timings: CaseTimings = field(default_factory=CaseTimings)
-    compiled: list[torch.nn.Module] | None = None
-
-    @classmethod
-    def from_path(cls, weights: Path, device: str = "auto", precision: Precision = "auto",
-                  batch_size: int | None = None, tta: bool = False, compile_network: bool = False) -> Predictor:
-        members = load_ensemble(Path(weights))
-        return cls.from_checkpoints(members, device, precision, batch_size, tta, compile_network)
-
-    @classmethod
-    def from_checkpoints(cls, members: list[Checkpoint], device: str = "auto", precision: Precision = "auto",
-                         batch_size: int | None = None, tta: bool = False, compile_network: bool = False) -> Predictor:
-        torch_device = resolve_device(device)
-        for member in members:
-            member.network.to(torch_device).to(memory_format=torch.channels_last).eval()
-        default_batch = 32 if torch_device.type == "cuda" else 8
-        predictor = cls(members=members, device=torch_device, dtype=resolve_precision(precision, torch_device),
-                        batch_size=batch_size or default_batch, tta=tta)
-        if compile_network:
-            predictor.compile()
-        return predictor
-
-    def compile(self) -> None:
-        """torch.compile every member (CPU: with weight freezing; CUDA: with CUDA graphs).
-
-        Compiling takes tens of seconds once per process (less with a warm inductor cache) and then runs
-        the network about 1.8x faster on a CPU: it pays off from the second study of a run. Batches are
-        padded to the batch size so that the compiled graph keeps one static shape.
-        """
-        import torch._inductor.config as inductor_config
-
-        inductor_config.freezing = True
-        mode = "reduce-overhead" if self.device.type == "cuda" else None
-        self.compiled = [torch.compile(m.network, mode=mode, dynamic=False) for m in self.members]
+    start: int
+    pet: torch.Tensor
+    ct: torch.Tensor
+    pad: tuple[int, int]
+    size: tuple[int, int]
 
     @property
-    def config(self) -> ModelConfig:
-        return self.members[0].config
+    def stop(self) -> int:
+        return self.start + self.pet.shape[0]
+
+
+def load_chunk(pet: np.ndarray, ct: np.ndarray, start: int, stop: int, crop: int,
+               device: torch.device) -> SliceChunk:
+    """Slices [start, stop) of a (Z, Y, X) PET and CT, copied to ``device``: the volumes are never copied whole."""
+    pet_t = torch.from_numpy(np.array(pet[start:stop])).to(device, non_blocking=True)
+    ct_t = torch.from_numpy(np.array(ct[start:stop])).to(device, non_blocking=True)
+    pet_t, ct_t = sanitise(pet_t, ct_t)
+    padded_pet, padded_ct, pad = pad_to_crop(pet_t, ct_t, crop)
+    return SliceChunk(start=start, pet=padded_pet, ct=padded_ct, pad=pad, size=(pet.shape[1], pet.shape[2]))
+
+
+@dataclass(frozen=True)
+class Window:
+    """One network input: rows y:y+height and columns x:x+width of slice ``index`` of a padded chunk."""
+
+    index: int
+    y: int
+    x: int
+    height: int
+    width: int
+
+
+def window_extent(lo: int, hi: int, crop: int, multiple: int, shrink: bool) -> int:
+    """Window length along one axis for a body spanning [lo, hi): the crop, or with ``shrink`` the span rounded
+    up to ``multiple`` (the U-Net's input must divide by it) when that is smaller than the crop."""
+    if not shrink:
+        return crop
+    return min(crop, max(multiple, math.ceil((hi - lo) / multiple) * multiple))
+
+
+def body_windows(box: Sequence[int], shape: tuple[int, int], crop: int, multiple: int, overlap: float,
+                 shrink: bool) -> list[tuple[int, int, int, int]]:
+    """(y, x, height, width) of the windows covering a body box (y0, y1, x0, x1) in a padded slice of ``shape``.
+
+    Along an axis where the body fits in the crop there is one window centred on it; where it does not,
+    crop-wide windows overlapping by at least ``overlap``. The network is fully convolutional, so with
+    ``shrink`` a window is only as large as the body needs (legs and neck: a fraction of the crop).
+    """
+    y0, y1, x0, x1 = (int(v) for v in box)
+    height = window_extent(y0, y1, crop, multiple, shrink)
+    width = window_extent(x0, x1, crop, multiple, shrink)
+    ys = window_starts(y0, y1, shape[0], height, overlap)
+    xs = window_starts(x0, x1, shape[1], width, overlap)
+    return [(y, x, height, width) for y in ys for x in xs]
+
+
+@dataclass
+class Tiles:
+    """A chunk's network input (n, 2, H', W') and the windows to cut from it."""
+
+    image: torch.Tensor
+    windows: list[Window]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[list[Window], torch.Tensor]]:
+        """Windows grouped by shape, ``batch_size`` at a time, each group with its (B, 2, h, w) input."""
+        by_shape: dict[tuple[int, int], list[Window]] = {}
+        for window in self.windows:
+            by_shape.setdefault((window.height, window.width), []).append(window)
+        for group in by_shape.values():
+            for first in range(0, len(group), batch_size):
+                batch = group[first:first + batch_size]
+                yield batch, torch.stack([self.image[w.index, :, w.y:w.y + w.height, w.x:w.x + w.width]
+                                          for w in batch])
+
+
+def tile_chunk(chunk: SliceChunk, config: ModelConfig, overlap: float, shrink: bool) -> Tiles:
+    """The chunk normalised for the network, and the windows covering each slice's body (none without one)."""
+    boxes = body_boxes(chunk.ct, config.normalisation)
+    image = normalise(chunk.pet, chunk.ct, config.normalisation)
+    shape = (image.shape[2], image.shape[3])
+    multiple = 2 ** len(config.decoder_channels)  # the U-Net halves its input once per decoder stage
+    windows = [Window(i, y, x, h, w)
+               for i, box in enumerate(boxes) if box[0] >= 0  # no body in this slice: nothing to segment
+               for y, x, h, w in body_windows(box, shape, config.crop_size, multiple, overlap, shrink)]
+    return Tiles(image=image, windows=windows)
+
+
+def stitch(chunk: SliceChunk, windows: Sequence[Window], probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(n, height, width) float32 lesion probability of a chunk: the mean over the windows covering each pixel,
+    0 where none does, padding removed."""
+    total = torch.zeros(chunk.pet.shape, device=chunk.pet.device, dtype=torch.float32)
+    counts = torch.zeros_like(total)
+    for w, probability in zip(windows, probabilities, strict=True):
+        total[w.index, w.y:w.y + w.height, w.x:w.x + w.width] += probability
+        counts[w.index, w.y:w.y + w.height, w.x:w.x + w.width] += 1.0
+    (top, left), (height, width) = chunk.pad, chunk.size
+    return (total / counts.clamp(min=1.0))[:, top:top + height, left:left + width]
+
+
+def lesion_mask(probability: np.ndarray, threshold: float) -> np.ndarray:
+    """The uint8 0/1 mask of a probability array: the one place a probability becomes a lesion."""
+    return (probability >= threshold).astype(np.uint8)
+
+
+@dataclass
+class Predictor:
+    """One network or an ensemble, folded for inference and on a device, with the settings that run it."""
+
+    config: ModelConfig
+    networks: list[torch.nn.Module]
+    settings: InferenceConfig
+    device: torch.device
+    dtype: torch.dtype
+    batch_size: int
+
+    @classmethod
+    def from_path(cls, weights: Path, settings: InferenceConfig | None = None, **overrides) -> Predictor:
+        """Load a checkpoint or a folder of them (an ensemble); ``overrides`` replace fields of ``settings``."""
+        members = load_ensemble(Path(weights))
+        return cls._create(members[0].config, [m.network for m in members], settings, overrides)
+
+    @classmethod
+    def from_checkpoints(cls, members: list[Checkpoint], settings: InferenceConfig | None = None,
+                         **overrides) -> Predictor:
+        """A predictor of networks already built; it runs folded copies and leaves the members' own (training
+        goes on with them) untouched."""
+        networks = [copy.deepcopy(m.network) for m in members]
+        return cls._create(members[0].config, networks, settings, overrides)
+
+    @classmethod
+    def _create(cls, config: ModelConfig, networks: list[torch.nn.Module], settings: InferenceConfig | None,
+                overrides: dict) -> Predictor:
+        settings = dataclasses.replace(settings or InferenceConfig(), **overrides)
+        device = resolve_device(settings.device)
+        for network in networks:
+            fold_batch_norm(network.eval())
+            network.to(device).to(memory_format=torch.channels_last)
+        if settings.compile:
+            networks = compile_networks(networks, device)
+        return cls(config=config, networks=networks, settings=settings, device=device,
+                   dtype=resolve_precision(settings.precision, device),
+                   batch_size=settings.batch_size or default_batch_size(device))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -135,103 +299,118 @@ class Predictor:
     def predict_tiles(self, tiles: torch.Tensor) -> torch.Tensor:
         """Mean lesion probability (T, h, w) of normalised tiles (T, 2, h, w) over members and flips."""
         flips: list[tuple[int, ...]] = [()]
-        if self.tta:
+        if self.settings.tta:
             flips += [(3,), (2,), (2, 3)]
         count = tiles.shape[0]
-        if self.compiled and count < self.batch_size:  # one static shape for the compiled graph
+        if self.settings.compile and count < self.batch_size:  # one static shape for the compiled graph
             tiles = torch.cat([tiles, tiles.new_zeros(self.batch_size - count, *tiles.shape[1:])])
         total = torch.zeros(tiles.shape[0], *tiles.shape[2:], device=tiles.device, dtype=torch.float32)
         x = tiles.contiguous(memory_format=torch.channels_last)
-        networks = self.compiled or [m.network for m in self.members]
         with self._autocast():
-            for network in networks:
+            for network in self.networks:
                 for dims in flips:
                     inp = torch.flip(x, dims) if dims else x
                     logits = network(inp)[:, 0]
                     prob = torch.sigmoid(logits.float())
                     total += torch.flip(prob, [d - 1 for d in dims]) if dims else prob
-        return total[:count] / (len(self.members) * len(flips))
+        return total[:count] / (len(self.networks) * len(flips))
 
-    def predict_volume(self, pet: np.ndarray, ct: np.ndarray, *, as_probability: bool = False,
-                       progress: bool | None = None) -> np.ndarray:
-        """Lesion mask (uint8 0/1) or probability (uint8, 0 to 255) of a (Z, Y, X) PET and CT on one grid.
+    def predict_windows(self, tiles: Tiles) -> tuple[list[Window], list[torch.Tensor]]:
+        """The network stage: every window of ``tiles`` in batches of one shape, and its probability (h, w)."""
+        windows: list[Window] = []
+        probabilities: list[torch.Tensor] = []
+        for batch, inputs in tiles.batches(self.batch_size):
+            windows += batch
+            probabilities += list(self.predict_tiles(inputs))
+        return windows, probabilities
 
-        Memory is bounded by the batch: the volume is read a chunk of slices at a time, and only the
-        uint8 result is kept whole.
+    def probability_chunks(self, pet: np.ndarray, ct: np.ndarray, *, timings: CaseTimings | None = None,
+                           progress: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(first slice, float32 probability of a chunk of slices) of a (Z, Y, X) PET and CT on one grid.
+
+        Memory is bounded by the chunk (``chunk_batches`` batches of slices); slices without a body are not
+        sent to the network and come out 0.
         """
         if pet.shape != ct.shape:
             raise ValueError(f"PET {pet.shape} and CT {ct.shape} differ in shape")
-        cfg = self.config
-        crop = cfg.crop_size
-        depth, height, width = pet.shape
-        result = np.zeros(pet.shape, dtype=np.uint8)
-        chunk = self.batch_size
+        timings = timings if timings is not None else CaseTimings()
+        depth = pet.shape[0]
+        chunk_slices = self.settings.chunk_batches * self.batch_size
         bar = tqdm(total=depth, unit="slice", desc="segmenting", disable=None if progress is None else not progress,
                    leave=False)
-        for z0 in range(0, depth, chunk):
-            z1 = min(z0 + chunk, depth)
-            start = time.perf_counter()
-            # A writable copy of this chunk only; the volume itself is never copied.
-            pet_t = torch.from_numpy(np.array(pet[z0:z1])).to(self.device, non_blocking=True)
-            ct_t = torch.from_numpy(np.array(ct[z0:z1])).to(self.device, non_blocking=True)
-            pet_t, ct_t = sanitise(pet_t, ct_t)
-            pet_t, ct_t, (top, left) = pad_to_crop(pet_t, ct_t, crop)
-            boxes = body_boxes(ct_t, cfg.normalisation)
-            image = normalise(pet_t, ct_t, cfg.normalisation)
-            padded_shape = (image.shape[2], image.shape[3])
-            owners, tiles = [], []
-            for i, box in enumerate(boxes):
-                if box[0] < 0:
-                    continue  # no body in this slice: nothing to segment
-                for y, x in tile_windows(box, padded_shape, crop, self.tile_overlap):
-                    owners.append((i, y, x))
-                    tiles.append(image[i, :, y:y + crop, x:x + crop])
-            self.timings.preprocess += time.perf_counter() - start
-            if tiles:
-                start = time.perf_counter()
-                probs = torch.cat([self.predict_tiles(torch.stack(tiles[b:b + self.batch_size]))
-                                   for b in range(0, len(tiles), self.batch_size)])
-                self._sync()
-                self.timings.network += time.perf_counter() - start
-                start = time.perf_counter()
-                summed = torch.zeros((z1 - z0, *padded_shape), device=self.device)
-                counts = torch.zeros_like(summed)
-                for (i, y, x), prob in zip(owners, probs, strict=True):
-                    summed[i, y:y + crop, x:x + crop] += prob
-                    counts[i, y:y + crop, x:x + crop] += 1.0
-                prob_slices = (summed / counts.clamp(min=1.0))[:, top:top + height, left:left + width]
-                if as_probability:
-                    out = (prob_slices * 255.0).round().to(torch.uint8)
-                else:
-                    out = (prob_slices >= cfg.threshold).to(torch.uint8)
-                result[z0:z1] = out.cpu().numpy()
-                self.timings.postprocess += time.perf_counter() - start
-            bar.update(z1 - z0)
+        for start in range(0, depth, chunk_slices):
+            begin = time.perf_counter()
+            chunk = load_chunk(pet, ct, start, min(start + chunk_slices, depth), self.config.crop_size, self.device)
+            tiles = tile_chunk(chunk, self.config, self.settings.tile_overlap, self.settings.body_windows)
+            timings.preprocess += time.perf_counter() - begin
+            begin = time.perf_counter()
+            windows, probabilities = self.predict_windows(tiles)
+            self._sync()
+            timings.network += time.perf_counter() - begin
+            begin = time.perf_counter()
+            probability = stitch(chunk, windows, probabilities).cpu().numpy()
+            timings.postprocess += time.perf_counter() - begin
+            yield start, probability
+            bar.update(chunk.stop - start)
         bar.close()
-        return result
+
+    def predict_probabilities(self, pet: np.ndarray, ct: np.ndarray, *, out: np.ndarray | None = None,
+                              timings: CaseTimings | None = None, progress: bool | None = None) -> np.ndarray:
+        """Lesion probability of a (Z, Y, X) PET and CT on one grid, written into ``out`` (float16 or float32,
+        the volume's shape) or into a new float32 array, which is returned."""
+        if out is None:
+            out = np.empty(pet.shape, dtype=np.float32)
+        elif out.shape != pet.shape or out.dtype not in (np.float16, np.float32):
+            raise ValueError(f"out must be float16 or float32 of shape {pet.shape}, got {out.dtype} {out.shape}")
+        for start, probability in self.probability_chunks(pet, ct, timings=timings, progress=progress):
+            out[start:start + probability.shape[0]] = probability
+        return out
+
+    def predict_volume(self, pet: np.ndarray, ct: np.ndarray, *, timings: CaseTimings | None = None,
+                       progress: bool | None = None) -> np.ndarray:
+        """Lesion mask (uint8 0/1) of a (Z, Y, X) PET and CT on one grid; only the mask is kept whole."""
+        mask = np.zeros(pet.shape, dtype=np.uint8)
+        for start, probability in self.probability_chunks(pet, ct, timings=timings, progress=progress):
+            mask[start:start + probability.shape[0]] = lesion_mask(probability, self.config.threshold)
+        return mask
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
 
-def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, min_lesion_ml: float = 0.0,
-            progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
-    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid.
+def compile_networks(networks: list[torch.nn.Module], device: torch.device) -> list[torch.nn.Module]:
+    """torch.compile every network (CPU: with weight freezing; CUDA: with CUDA graphs).
 
-    The CT is resampled onto the PET grid when it is not on it; both are resampled in-plane when the
-    PET's spacing is more than 10 % away from the model's, and the result is brought back.
+    Compiling takes tens of seconds once per process (less with a warm inductor cache) and then runs the
+    network about 1.8x faster on a CPU: it pays off from the second study of a run. Batches are padded to
+    the batch size and windows are the full crop, so that the compiled graph keeps one static shape.
     """
-    cfg = predictor.config
-    timings = predictor.timings
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return [torch.compile(network, mode=mode, dynamic=False) for network in networks]
+
+
+def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: CaseTimings | None = None,
+            progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
+    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds.
+
+    The CT is resampled onto the PET grid when it is not on it; both are resampled in-plane when the PET's
+    spacing is further than the tolerance from the model's, and the probability is brought back to the PET
+    grid before it is thresholded.
+    """
+    cfg, settings = predictor.config, predictor.settings
+    timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
     covered = overlap_fraction(pet, ct)
-    if covered < MIN_OVERLAP:
+    if covered < settings.min_ct_overlap:
         raise InputError(f"{ct_name}: CT does not overlap the PET {pet_name} in space "
                          f"(covers {100 * covered:.0f} % of its extent)")
     if not same_grid(pet, ct):
         ct = resample_onto(ct, pet, CT_FILL_HU)
-    resample = needs_inplane_resampling(pet, cfg.spacing_mm)
+    resample = needs_inplane_resampling(pet, cfg.spacing_mm, settings.spacing_tolerance)
     work_pet, work_ct = pet, ct
     if resample:
         grid = inplane_grid(pet, cfg.spacing_mm)
@@ -239,17 +418,20 @@ def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, min_lesion
         work_ct = resample_onto(ct, grid, CT_FILL_HU)
     timings.preprocess += time.perf_counter() - start
 
-    result = predictor.predict_volume(sitk.GetArrayViewFromImage(work_pet), sitk.GetArrayViewFromImage(work_ct),
-                                      as_probability=resample, progress=progress)
-
-    start = time.perf_counter()
+    pet_array, ct_array = sitk.GetArrayViewFromImage(work_pet), sitk.GetArrayViewFromImage(work_ct)
     if resample:
-        prob = sitk.GetImageFromArray(result)
-        prob.CopyInformation(work_pet)
-        back = sitk.Resample(prob, pet, sitk.Transform(), sitk.sitkLinear, 0, sitk.sitkUInt8)
-        result = (sitk.GetArrayViewFromImage(back) >= round(cfg.threshold * 255)).astype(np.uint8)
-    if min_lesion_ml > 0:
-        result = remove_small_components(result, pet.GetSpacing(), min_lesion_ml)
+        probability = predictor.predict_probabilities(pet_array, ct_array, timings=timings, progress=progress)
+        start = time.perf_counter()
+        on_model_grid = sitk.GetImageFromArray(probability)
+        on_model_grid.CopyInformation(work_pet)
+        del probability
+        on_pet_grid = resample_onto(on_model_grid, pet, 0.0)
+        result = lesion_mask(sitk.GetArrayViewFromImage(on_pet_grid), cfg.threshold)
+    else:
+        result = predictor.predict_volume(pet_array, ct_array, timings=timings, progress=progress)
+        start = time.perf_counter()
+    if settings.min_lesion_ml > 0:
+        result = remove_small_components(result, pet.GetSpacing(), settings.min_lesion_ml)
     mask = sitk.GetImageFromArray(result)
     mask.CopyInformation(pet)
     timings.postprocess += time.perf_counter() - start

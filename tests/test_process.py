@@ -1,6 +1,9 @@
 """process.py end to end, and every bad input: one-line error naming the file, non-zero exit, no mask."""
 
 import json
+import os
+import resource
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -8,9 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
+import model.readers
 import process
-from tests.conftest import ROOT, write_case
+from tests.conftest import ROOT, SMALL_SPEC, write_case
+from tests.model.test_files import fill, small_tmpfs
+from train.phantom import make_phantom
 
 OUT_SLUG = "images/automated-petct-lesion-segmentation"
 
@@ -132,3 +139,313 @@ def test_command_line_entry_point(case, tiny_weights):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "case0: 40 slices, lesion volume" in result.stdout
+
+
+# --- issue 8: bad input, full disks, odd names, tampered weights --------------------------------------------
+
+def _lines(capsys) -> list[str]:
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err
+    return captured.err.strip().splitlines()
+
+
+def _no_temporary_files(output_dir: Path) -> None:
+    assert [p.name for p in output_dir.rglob(".*")] == []
+
+
+def _process_subprocess(input_dir, output_dir, weights, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "process.py"), "--input", str(input_dir), "--output",
+                           str(output_dir), "--weights", str(weights), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, **kwargs)
+
+
+def test_a_mask_cut_short_by_ulimit_is_that_cases_failure(case, tiny_weights, tmp_path):
+    input_dir, output_dir = case
+    assert run(input_dir, tmp_path / "first", tiny_weights) == 0
+    size = (tmp_path / "first" / OUT_SLUG / "case0.mha").stat().st_size
+    result = run_with_file_size_limit_of_process(input_dir, output_dir, tiny_weights, limit=max(size - 1, 64))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert all(line.startswith("error: ") for line in result.stderr.strip().splitlines())
+    assert "case0.mha: " in result.stderr and masks(output_dir) == []
+    _no_temporary_files(output_dir)
+
+
+def run_with_file_size_limit_of_process(input_dir, output_dir, weights, limit: int) -> subprocess.CompletedProcess:
+    return _process_subprocess(input_dir, output_dir, weights,
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
+
+
+def test_a_full_disk_leaves_no_mask_and_says_so(capsys, case, tiny_weights, tmp_path):
+    input_dir, _ = case
+    with small_tmpfs(tmp_path / "disk", "64k") as disk:
+        fill(disk)
+        assert run(input_dir, disk / "out", tiny_weights) == 1
+        lines = _lines(capsys)
+        assert all(line.startswith("error: ") for line in lines) and len(lines) == 2, lines
+        assert "case0.mha: not written" in lines[0] and "results.json: not written" in lines[1]
+        assert masks(disk / "out") == [] and not (disk / "out" / "results.json").exists()
+        _no_temporary_files(disk / "out")
+
+
+def test_a_corrupt_compressed_pet_is_refused(capsys, case, tiny_weights, small_phantom):
+    input_dir, output_dir = case
+    path = input_dir / "images/pet/case0_pet.mha"
+    sitk.WriteImage(small_phantom.images()[0], str(path), useCompression=True)
+    data = path.read_bytes()
+    start = data.index(b"ElementDataFile = LOCAL\n") + 24
+    path.write_bytes(data[:start] + bytes(len(data) - start))
+    line = _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights, "case0_pet.mha: corrupt PET image")
+    assert "Uncompress failed" in line
+
+
+@pytest.mark.parametrize("failure", [MemoryError(), RuntimeError("Exception thrown in SimpleITK Resample:\n"
+                                                                  "sitk::ERROR: Failed to allocate memory"),
+                                     PermissionError(13, "Permission denied"), struct.error("unpack requires"),
+                                     ValueError("cannot convert float NaN to integer")])
+def test_every_failure_of_a_case_is_its_line_and_the_others_go_on(capsys, tmp_path, tiny_weights, small_phantom,
+                                                                  monkeypatch, failure):
+    pet, ct, _ = small_phantom.images()
+    for stem in ("a", "b", "c"):
+        write_case(tmp_path / "in", pet, ct, stem)
+    real = process.run_images
+
+    def run_images(pet, ct, out_path, *args, **kwargs):
+        if out_path.name == "b.mha":
+            raise failure
+        return real(pet, ct, out_path, *args, **kwargs)
+
+    monkeypatch.setattr(process, "run_images", run_images)
+    assert run(tmp_path / "in", tmp_path / "out", tiny_weights) == 1
+    lines = _lines(capsys)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "images/ct/b.mha: case failed (" in lines[0]
+    assert type(failure).__name__ in lines[0]
+    assert [p.name for p in masks(tmp_path / "out")] == ["a.mha", "c.mha"]
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert [bool(entry["error_messages"]) for entry in results] == [False, True, False]
+
+
+def test_malformed_nifti_fails_its_case_only(capsys, tmp_path, tiny_weights, small_phantom):
+    pet, ct, _ = small_phantom.images()
+    write_case(tmp_path / "in", pet, ct, "a")
+    write_case(tmp_path / "in", pet, ct, "b")
+    (tmp_path / "in/images/pet/a_pet.mha").unlink()
+    (tmp_path / "in/images/pet/a_pet.nii").write_bytes(b"")  # zero bytes: struct.error before
+    assert run(tmp_path / "in", tmp_path / "out", tiny_weights) == 1
+    assert [p.name for p in masks(tmp_path / "out")] == ["b.mha"]
+    (line,) = _lines(capsys)
+    assert "a_pet.nii: unreadable or truncated PET image" in line
+
+
+def test_a_name_that_is_not_utf8_is_refused_not_a_crash(case, tiny_weights):
+    input_dir, output_dir = case
+    ct_folder = os.fsencode(input_dir / "images/ct")
+    os.rename(ct_folder + b"/case0.mha", ct_folder + b"/case\xff.mha")
+    result = _process_subprocess(input_dir, output_dir, tiny_weights)
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "case\\xff.mha: CT file name is not valid UTF-8" in line
+    assert masks(output_dir) == []
+
+
+@pytest.mark.parametrize("data_file", ["/dev/urandom", "../../pet/case0_pet.mha", "/etc/hostname"])
+def test_a_header_that_names_a_file_elsewhere_is_refused(capsys, case, tiny_weights, data_file):
+    input_dir, output_dir = case
+    path = input_dir / "images/ct/case0.mha"
+    header = path.read_bytes().split(b"ElementDataFile = LOCAL\n")[0]
+    path.write_bytes(header + f"ElementDataFile = {data_file}\n".encode())
+    _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights, "case0.mha: CT header names the data file")
+
+
+def _make_readonly_output(tmp_path: Path) -> Path:
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o555)
+    try:
+        (out / "probe").write_bytes(b"")
+    except PermissionError:
+        return out
+    (out / "probe").unlink()
+    out.chmod(0o755)
+    pytest.skip("chmod does not stop this user from writing (root): the read-only mount test covers it")
+
+
+@pytest.mark.parametrize("kind", ["file", "slug_is_file", "images_is_file", "chmod"])
+def test_an_unusable_output_folder_stops_the_run_before_any_work(capsys, case, tmp_path, kind):
+    input_dir, _ = case
+    output_dir = tmp_path / "out"
+    if kind == "file":
+        output_dir.write_bytes(b"")
+    elif kind == "slug_is_file":
+        (output_dir / "images").mkdir(parents=True)
+        (output_dir / OUT_SLUG).write_bytes(b"")
+    elif kind == "images_is_file":
+        output_dir.mkdir()
+        (output_dir / "images").write_bytes(b"")
+    else:
+        output_dir = _make_readonly_output(tmp_path)
+    # Weights that do not exist: the output folder must be refused first, before any weights load.
+    assert run(input_dir, output_dir, tmp_path / "none.safetensors") == 2
+    (line,) = _lines(capsys)
+    assert line.startswith("error: ") and "output folder" in line and "weights" not in line
+
+
+def test_a_read_only_file_system_stops_the_run_before_any_work(capsys, case, tmp_path):
+    input_dir, _ = case
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(folder)],
+                             capture_output=True, check=False) if os.geteuid() == 0 else None
+    if mounted is None or mounted.returncode != 0:
+        pytest.skip("cannot mount a read-only tmpfs here (needs root with CAP_SYS_ADMIN)")
+    try:
+        assert run(input_dir, folder, tmp_path / "none.safetensors") == 2
+        (line,) = _lines(capsys)
+        assert "output folder cannot be made (Read-only file system)" in line
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_two_cts_of_one_case_name_are_refused(capsys, tmp_path, tiny_weights, small_phantom):
+    pet, ct, _ = small_phantom.images()
+    write_case(tmp_path / "in", pet, ct, "x")
+    sitk.WriteImage(pet, str(tmp_path / "in/images/pet/y_pet.mha"))
+    sitk.WriteImage(ct, str(tmp_path / "in/images/ct/x.nii"))
+    _expect_failure(capsys, 2, tmp_path / "in", tmp_path / "out", tiny_weights,
+                    "x.mha and x.nii are both case x")
+
+
+def test_nii_input_gives_nii_gz_output(tmp_path, tiny_weights, small_phantom):
+    pet, ct, _ = small_phantom.images()
+    (tmp_path / "in/images/pet").mkdir(parents=True)
+    (tmp_path / "in/images/ct").mkdir(parents=True)
+    sitk.WriteImage(pet, str(tmp_path / "in/images/pet/a.nii"))
+    sitk.WriteImage(ct, str(tmp_path / "in/images/ct/a.nii"))
+    assert run(tmp_path / "in", tmp_path / "out", tiny_weights) == 0
+    assert [p.name for p in masks(tmp_path / "out")] == ["a.nii.gz"]
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert results[0]["outputs"][0]["filename"] == "a.nii.gz"
+
+
+def test_a_failed_rerun_removes_the_earlier_mask(capsys, case, tiny_weights):
+    input_dir, output_dir = case
+    assert run(input_dir, output_dir, tiny_weights) == 0
+    assert [p.name for p in masks(output_dir)] == ["case0.mha"]
+    capsys.readouterr()
+    (input_dir / "images/pet/case0_pet.mha").write_bytes(b"garbage")
+    _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights, "case0_pet.mha")
+
+
+def test_a_pet_in_bq_per_ml_is_refused(capsys, case, tiny_weights, small_phantom):
+    input_dir, output_dir = case
+    pet = small_phantom.images()[0]
+    sitk.WriteImage(sitk.Cast(pet, sitk.sitkFloat32) * 5000.0, str(input_dir / "images/pet/case0_pet.mha"))
+    _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights, "case0_pet.mha: PET is not in SUV")
+
+
+def test_pet_and_ct_of_two_studies_are_refused(capsys, tmp_path, tiny_weights, small_phantom):
+    pet = small_phantom.images()[0]
+    ct = make_phantom(4, positive=False, spec=SMALL_SPEC).images()[1]
+    ct.SetOrigin((ct.GetOrigin()[0] + 150.0, *ct.GetOrigin()[1:]))  # another patient, lying elsewhere
+    write_case(tmp_path / "in", pet, ct)
+    _expect_failure(capsys, 1, tmp_path / "in", tmp_path / "out", tiny_weights, "look like two different studies")
+
+
+def test_an_implausible_spacing_is_refused_per_case(capsys, case, tiny_weights):
+    input_dir, output_dir = case
+    for name in ("pet/case0_pet.mha", "ct/case0.mha"):
+        image = sitk.ReadImage(str(input_dir / "images" / name))
+        image.SetSpacing((50.0, 50.0, 24.0))
+        sitk.WriteImage(image, str(input_dir / "images" / name))
+    _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights,
+                    "voxel spacing (50.0, 50.0, 24.0) mm is implausible")
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--device", "gpu"], "--device 'gpu': expected auto, cpu, cuda or cuda:N"),
+    (["--device", "foo"], "--device 'foo': expected auto, cpu, cuda or cuda:N"),
+    (["--min-lesion-ml", "inf"], "--min-lesion-ml inf: must be a finite number"),
+    (["--min-lesion-ml", "nan"], "--min-lesion-ml nan: must be a finite number"),
+    (["--min-lesion-ml", "-1"], "must not be negative"),
+    (["--min-lesion-ml", "abc"], "invalid float value: 'abc'"),
+    (["--precision", "fp8"], "invalid choice: 'fp8'"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(capsys, case, tiny_weights, extra, needle):
+    input_dir, output_dir = case
+    _expect_failure(capsys, 2, input_dir, output_dir, tiny_weights, needle, *extra)
+
+
+def test_cuda_without_a_gpu_is_one_line(capsys, case, tiny_weights):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    input_dir, output_dir = case
+    assert run(input_dir, output_dir, tiny_weights, "--device", "cuda:0") == 2  # the later --device wins
+    (line,) = _lines(capsys)
+    assert "no CUDA GPU is visible" in line
+
+
+@pytest.mark.parametrize(("document", "needle"), [
+    ([], "a JSON object is expected"),
+    ({"model": {"encoder": "no_such_net"}}, "unknown encoder 'no_such_net'"),
+    ({"model": {"encoder": "hf-hub:timm/resnet18.a1_in1k"}}, "no 'hf-hub:' names"),
+    ({"model": {"crop_size": 0}}, "crop_size must be a positive multiple of 32"),
+    ({"model": {"crop_size": -32}}, "crop_size must be a positive multiple of 32"),
+    ({"model": {"spacing_mm": [0, 0]}}, "spacing_mm must be two positive finite numbers"),
+    ({"weights_sha256": None}, "a checkpoint without its hash is not loaded"),
+])
+def test_bad_weights_json_is_one_line_and_exit_2(capsys, case, tiny_weights, tmp_path, document, needle):
+    input_dir, output_dir = case
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "m.safetensors").write_bytes(tiny_weights.read_bytes())
+    original = json.loads(tiny_weights.with_suffix(".json").read_text())
+    if isinstance(document, dict):
+        original["model"].update(document.pop("model", {}))
+        original.update(document)
+        document = original
+    (folder / "m.json").write_text(json.dumps(document))
+    _expect_failure(capsys, 2, input_dir, output_dir, folder, needle)
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing_half_written(capsys, case, tiny_weights, monkeypatch):
+    input_dir, output_dir = case
+    real_write = sitk.WriteImage
+
+    def write_then_interrupt(image, name, *args, **kwargs):
+        real_write(image, name, *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model.readers.sitk, "WriteImage", write_then_interrupt)
+    assert run(input_dir, output_dir, tiny_weights) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    assert masks(output_dir) == [] and not (output_dir / "results.json").exists()
+    _no_temporary_files(output_dir)
+
+
+def test_a_training_pickle_is_named_as_such(capsys, case, tmp_path):
+    input_dir, output_dir = case
+    (tmp_path / "last.pt").write_bytes(b"\x80\x04")
+    _expect_failure(capsys, 2, input_dir, output_dir, tmp_path / "last.pt", "last.pt: not a .safetensors checkpoint")
+
+
+def test_the_folder_error_lists_every_suffix_read(capsys, case, tiny_weights):
+    input_dir, output_dir = case
+    (input_dir / "images/ct/case0.mha").unlink()
+    line = _expect_failure(capsys, 2, input_dir, output_dir, tiny_weights, "no CT image")
+    assert "(*.mha, *.nii.gz, *.nii)" in line
+
+
+def test_hidden_and_appledouble_files_are_not_images(case, tiny_weights):
+    input_dir, output_dir = case
+    (input_dir / "images/ct/._case0.mha").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (input_dir / "images/pet/.case0_pet.mha.swp").write_bytes(b"")
+    assert run(input_dir, output_dir, tiny_weights) == 0
+    assert [p.name for p in masks(output_dir)] == ["case0.mha"]
+
+
+def test_a_newline_in_a_name_never_splits_an_error(capsys, case, tiny_weights):
+    input_dir, output_dir = case
+    (input_dir / "images/ct/case0.mha").rename(input_dir / "images/ct/case\n0.mha")
+    (input_dir / "images/ct/case\n0.mha").write_bytes(b"garbage")
+    line = _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights, "case\\n0.mha: unreadable CT image")
+    assert "\n" not in line

@@ -1,0 +1,226 @@
+"""The cases of a local run: one per study of a DICOM export, or one PET and one CT given by path (each a
+.mha/.nii/.nii.gz file or a DICOM series folder); and what is written beside each mask (lesion CSV, report
+JSON, MIP picture and, for DICOM input, a DICOM SEG), all of it or none.
+
+Listing a case reads DICOM headers only; its ``load()`` reads the pixels (process.py may call it in a worker
+thread while the previous case runs on the device). A study whose series cannot be chosen (two PET
+candidates, no CT) is still listed: its ``load()`` raises that one-line InputError, so it fails as that one
+case, the other studies go on, and messages, exit code and results.json treat it as any bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import SimpleITK as sitk
+from pydicom.dataset import Dataset
+
+from model.dicom import (
+    Series,
+    Study,
+    check_series_choice,
+    choose_series,
+    read_pet_suv,
+    read_series,
+    scan_folder,
+    series_in_folder,
+)
+from model.errors import InputError, WriteError, shown
+from model.figures import case_figure
+from model.readers import IMAGE_SUFFIXES, image_stem, is_image_name, read_image, read_images
+from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
+from model.seg import write_seg
+from model.suv import SuvConversion, SuvMethod, check_suv_options
+
+DICOM_MASK_SUFFIX = ".nii.gz"  # the mask of DICOM input: on the PET grid, as the converter writes SUV.nii.gz
+
+
+@dataclass
+class LoadedCase:
+    pet: sitk.Image  # SUV (float32), the grid of the mask
+    ct: sitk.Image  # HU, any grid (segment() resamples it onto the PET)
+    suv: SuvConversion | None = None  # DICOM PET only: how its SUV was computed
+    pet_headers: list[Dataset] | None = None  # DICOM PET only, in slice order: what write_seg references
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    name: str  # output stem (file-safe)
+    pet_label: str  # what messages and results.json name: a file, or a series folder and UID
+    ct_label: str
+    mask_suffix: str  # ".mha" or ".nii.gz" (NIfTI and DICOM input)
+    is_dicom: bool  # the PET is a DICOM series: SUV computed here, and a DICOM SEG is written
+    load: Callable[[], LoadedCase]  # reads the images (InputError with one line); may run in a worker thread
+
+
+def mask_suffix(image_path: Path) -> str:
+    """The mask's format follows its input's: NIfTI (.nii, .nii.gz) or a DICOM folder in, compressed NIfTI
+    out; else MetaImage."""
+    path = Path(image_path)
+    return ".nii.gz" if path.is_dir() or path.name.endswith((".nii.gz", ".nii")) else ".mha"
+
+
+def series_label(series: Series) -> str:
+    return f"{shown(series.folder)} (series {series.uid})"
+
+
+def _unique(names: list[str]) -> list[str]:
+    """Names made distinct (``_2``, ``_3``...): two studies must never write each other's files."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        unique.append(name if seen[name] == 1 else f"{name}_{seen[name]}")
+    return unique
+
+
+def _load_dicom(pet: Series, ct: Series, suv_method: SuvMethod, weight_kg: float | None) -> LoadedCase:
+    volume, conversion = read_pet_suv(pet, suv_method, weight_kg)
+    return LoadedCase(pet=volume.image, ct=read_series(ct).image, suv=conversion, pet_headers=volume.headers)
+
+
+def _refuse(message: str) -> LoadedCase:
+    raise InputError(message)
+
+
+def dicom_cases(folder: Path, pet_series: str | None = None, ct_series: str | None = None,
+                suv_method: SuvMethod = "qiba", weight_kg: float | None = None) -> list[CaseSource]:
+    """One case per study of a DICOM export (any nesting, any file names), sorted by patient and date.
+
+    Raises InputError only when the folder as a whole cannot be used: missing, no DICOM image in it, a
+    ``pet_series`` / ``ct_series`` UID that is in none of its studies, or a bad SUV option. A study whose
+    series cannot be chosen is listed with a ``load()`` that raises its one-line error.
+    """
+    check_suv_options(suv_method, weight_kg)
+    studies = scan_folder(Path(folder))
+    if not studies:
+        raise InputError(f"{shown(folder)}: no DICOM images found")
+    check_series_choice(studies, pet_series, ct_series)
+    cases = []
+    for study, name in zip(studies, _unique([s.case_name for s in studies]), strict=True):
+        try:
+            pet, ct = choose_series(study, pet_series, ct_series)
+        except InputError as error:
+            label = study.label()
+            cases.append(CaseSource(name=name, pet_label=label, ct_label=label, mask_suffix=DICOM_MASK_SUFFIX,
+                                    is_dicom=True, load=partial(_refuse, str(error))))
+            continue
+        cases.append(CaseSource(name=name, pet_label=series_label(pet), ct_label=series_label(ct),
+                                mask_suffix=DICOM_MASK_SUFFIX, is_dicom=True,
+                                load=partial(_load_dicom, pet, ct, suv_method, weight_kg)))
+    return cases
+
+
+def _study_name(series: Series) -> str:
+    first = series.first
+    return Study(uid=str(first.get("StudyInstanceUID", "")), patient_id=str(first.get("PatientID", "") or ""),
+                 date=str(first.get("StudyDate", "") or ""), description="").case_name
+
+
+def _check_image_path(path: Path, role: str) -> None:
+    # A single .dcm file would be read by ITK as one 2D slice: say what to give instead.
+    if path.exists() and not is_image_name(path.name):
+        raise InputError(f"{shown(path)}: the {role} must be a {'/'.join(IMAGE_SUFFIXES)} file or a DICOM series "
+                         "folder")
+
+
+def _load_paths(pet_path: Path, ct_path: Path, pet: Series | None, ct: Series | None, suv_method: SuvMethod,
+                weight_kg: float | None) -> LoadedCase:
+    if pet is not None and ct is not None:
+        return _load_dicom(pet, ct, suv_method, weight_kg)
+    if pet is not None:
+        volume, conversion = read_pet_suv(pet, suv_method, weight_kg)
+        return LoadedCase(pet=volume.image, ct=read_image(ct_path, "CT"), suv=conversion,
+                          pet_headers=volume.headers)
+    if ct is not None:
+        return LoadedCase(pet=read_image(pet_path, "PET", sitk.sitkFloat32), ct=read_series(ct).image)
+    pet_image, ct_image = read_images([(pet_path, "PET", sitk.sitkFloat32), (ct_path, "CT", sitk.sitkUnknown)])
+    return LoadedCase(pet=pet_image, ct=ct_image)
+
+
+def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = "qiba",
+              weight_kg: float | None = None) -> CaseSource:
+    """The one case of ``--pet PATH --ct PATH``: each a .mha/.nii/.nii.gz file (the PET already in SUV) or a
+    DICOM series folder (holding one series of that modality).
+
+    A DICOM PET names the case after its study (patient, date, UID) and gets a NIfTI mask and a DICOM SEG; a
+    PET file names it after itself, and the mask takes its format. Folders are scanned here (headers only) and
+    a folder without exactly one series of its modality raises InputError here, as does ``weight_kg`` for a
+    PET that is not DICOM (it is in SUV already); files are read, and checked, by ``load()``.
+    """
+    check_suv_options(suv_method, weight_kg)
+    pet_path, ct_path = Path(pet_path), Path(ct_path)
+    pet = series_in_folder(pet_path, "PT") if pet_path.is_dir() else None
+    ct = series_in_folder(ct_path, "CT") if ct_path.is_dir() else None
+    if pet is None:
+        _check_image_path(pet_path, "PET")
+        if weight_kg is not None:
+            raise InputError(f"{shown(pet_path)}: a PET file is in SUV already; --weight-kg applies to DICOM PET only")
+    if ct is None:
+        _check_image_path(ct_path, "CT")
+    return CaseSource(
+        name=_study_name(pet) if pet is not None else image_stem(pet_path),
+        pet_label=series_label(pet) if pet is not None else shown(pet_path),
+        ct_label=series_label(ct) if ct is not None else shown(ct_path),
+        mask_suffix=DICOM_MASK_SUFFIX if pet is not None else mask_suffix(pet_path), is_dicom=pet is not None,
+        load=partial(_load_paths, pet_path, ct_path, pet, ct, suv_method, weight_kg))
+
+
+def output_paths(case: CaseSource, out_dir: Path) -> dict[str, Path]:
+    """What ``write_local_outputs`` writes for a case, by kind."""
+    out_dir = Path(out_dir)
+    paths = {"lesions": out_dir / f"{case.name}.lesions.csv", "report": out_dir / f"{case.name}.report.json",
+             "picture": out_dir / f"{case.name}.png"}
+    if case.is_dicom:
+        paths["seg"] = out_dir / f"{case.name}.seg.dcm"
+    return paths
+
+
+def write_local_outputs(case: CaseSource, loaded: LoadedCase, mask: sitk.Image, out_dir: Path,
+                        members_info: Mapping) -> dict:
+    """Write ``<name>.lesions.csv``, ``<name>.report.json``, ``<name>.png`` and, for DICOM input,
+    ``<name>.seg.dcm`` into ``out_dir``, all or none: they are made in a hidden folder beside their final
+    names and renamed into place at the end; on any failure this case's outputs, from this run or an earlier
+    one, are removed and the error raised (WriteError for a failed write). Returns the headline numbers
+    (lesion count, TMTV, TLG, SUVmax, Dmax) for results.json.
+
+    ``members_info`` is the report's "model" block; for DICOM input it must hold ``version`` (str) and
+    ``weights_sha256`` ({weights file name: hex digest}), which the SEG's algorithm identification names.
+    """
+    if case.is_dicom and not (loaded.pet_headers and {"version", "weights_sha256"} <= members_info.keys()):
+        raise ValueError("a DICOM case needs its PET headers and members_info with 'version' and 'weights_sha256'")
+    finals = output_paths(case, out_dir)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{case.name}."))
+    except OSError as error:
+        raise WriteError(f"{shown(out_dir)}: cannot be written ({error.strerror})") from None
+    staged = {kind: staging / path.name for kind, path in finals.items()}
+    try:
+        report = lesion_report(loaded.pet, mask)
+        write_lesions_csv(report, staged["lesions"])
+        write_report_json(report, staged["report"], case=case.name,
+                          suv=loaded.suv.to_dict() if loaded.suv is not None else None, model=members_info)
+        case_figure(staged["picture"], loaded.pet, mask, case.name, report.tmtv_ml, report.lesion_count)
+        if case.is_dicom:
+            write_seg(mask, loaded.pet_headers, staged["seg"], algorithm_version=str(members_info["version"]),
+                      weights_sha256=members_info["weights_sha256"])
+        for kind, path in finals.items():
+            try:
+                os.replace(staged[kind], path)
+            except OSError as error:
+                raise WriteError(f"{shown(path)}: not written ({error.strerror})") from None
+    except BaseException:
+        for path in finals.values():
+            with contextlib.suppress(OSError):  # the error being raised is the one to report
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return rounded_headline(report)

@@ -1,0 +1,225 @@
+"""Case sources of a local run (a DICOM export, --pet/--ct files or series folders) and the outputs beside a
+mask, written all or none."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import model.cases
+from model.cases import CaseSource, dicom_cases, output_paths, path_case, write_local_outputs
+from model.errors import InputError, WriteError
+from model.report import lesion_report, rounded_headline
+from tests.conftest import SMALL_SPEC
+from tests.model.dicom_series import Grid, StudyIds, ct_datasets, pet_datasets, write_series
+from tests.model.test_suv import SIEMENS_FACTOR
+from train.phantom import make_phantom
+
+MEMBERS = {"version": "0.1.0", "weights_sha256": {"fold0.safetensors": "ab" * 32}, "ensemble": 1}
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(3, positive=True, spec=SMALL_SPEC)
+
+
+def phantom_grid(phantom) -> Grid:
+    depth, rows, columns = phantom.pet.shape
+    sx, sy, sz = phantom.spacing
+    return Grid(z=[-900.0 + sz * k for k in range(depth)], rows=rows, columns=columns, pixel_spacing=(sy, sx),
+                origin_xy=(-columns * sx / 2, -rows * sy / 2))
+
+
+def write_phantom_study(folder, phantom, ids: StudyIds, extra_pet: bool = False) -> tuple[list, list]:
+    """The phantom as a Siemens PET (Bq/ml that give its SUV) and a CT on the same grid, one study."""
+    grid = phantom_grid(phantom)
+    pet = pet_datasets(phantom.pet / SIEMENS_FACTOR, grid, ids)
+    ct = ct_datasets(phantom.ct.astype(float), grid, ids)
+    write_series(pet, folder / "PT", pattern="{uid}")
+    write_series(ct, folder / "CT", pattern="{uid}")
+    if extra_pet:
+        write_series(pet_datasets(phantom.pet / SIEMENS_FACTOR, grid, ids, description="PET WB PSF"), folder / "PT2")
+    return pet, ct
+
+
+def test_a_dicom_folder_gives_one_case_per_study_and_an_ambiguous_study_fails_alone(tmp_path, phantom):
+    good, ambiguous = StudyIds(patient_id="A001"), StudyIds(patient_id="B002")
+    pet, _ = write_phantom_study(tmp_path / "export" / "a", phantom, good)
+    write_phantom_study(tmp_path / "export" / "b", phantom, ambiguous, extra_pet=True)
+    cases = dicom_cases(tmp_path / "export")
+    assert [c.name.split("_")[0] for c in cases] == ["A001", "B002"]
+    assert all(c.is_dicom and c.mask_suffix == ".nii.gz" for c in cases)
+    assert pet[0].SeriesInstanceUID in cases[0].pet_label
+    loaded = cases[0].load()
+    assert loaded.pet.GetPixelID() == sitk.sitkFloat32
+    np.testing.assert_allclose(sitk.GetArrayFromImage(loaded.pet), phantom.pet, rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded.ct), phantom.ct)
+    assert loaded.suv.factor == pytest.approx(SIEMENS_FACTOR, rel=1e-9)
+    assert len(loaded.pet_headers) == phantom.pet.shape[0]
+    with pytest.raises(InputError, match=r"2 PET series could be the one.*--pet-series") as error:
+        cases[1].load()
+    assert "\n" not in str(error.value) and ambiguous.study_uid in cases[1].pet_label
+
+
+def test_a_dicom_folder_that_cannot_be_used_at_all_is_one_line(tmp_path):
+    with pytest.raises(InputError, match="DICOM folder missing"):
+        dicom_cases(tmp_path / "nowhere")
+    (tmp_path / "notes.txt").write_text("no images here\n")
+    with pytest.raises(InputError, match="no DICOM images found"):
+        dicom_cases(tmp_path)
+    write_series(ct_datasets(np.zeros((2, 6, 5)), Grid(z=[0.0, 3.0]), StudyIds()), tmp_path / "ct")
+    with pytest.raises(InputError, match=r"--pet-series 1\.2\.3: no such series"):
+        dicom_cases(tmp_path, pet_series="1.2.3")
+    with pytest.raises(InputError, match="body weight nan kg"):
+        dicom_cases(tmp_path, weight_kg=float("nan"))
+
+
+def test_studies_with_the_same_name_get_distinct_outputs(tmp_path):
+    uid = "1.2.3.4.5.6789"
+    for k, study_uid in enumerate((f"{uid}.1.12345678", f"{uid}.2.12345678")):  # the same last 8 digits
+        ids = StudyIds(study_uid=study_uid)
+        write_series(ct_datasets(np.zeros((2, 6, 5)), Grid(z=[0.0, 3.0]), ids), tmp_path / f"s{k}")
+    names = [c.name for c in dicom_cases(tmp_path)]
+    assert len(set(names)) == 2 and names[1] == f"{names[0]}_2"
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".mha"])
+def test_pet_and_ct_files(tmp_path, phantom, suffix):
+    pet, ct, _ = phantom.images()
+    sitk.WriteImage(pet, str(tmp_path / f"patient7_pet{suffix}"))
+    sitk.WriteImage(ct, str(tmp_path / f"patient7_ct{suffix}"))
+    case = path_case(tmp_path / f"patient7_pet{suffix}", tmp_path / f"patient7_ct{suffix}")
+    assert (case.name, case.mask_suffix, case.is_dicom) == ("patient7_pet", suffix, False)
+    assert case.pet_label.endswith(f"patient7_pet{suffix}")
+    loaded = case.load()
+    assert loaded.suv is None and loaded.pet_headers is None
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded.pet), phantom.pet)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded.ct), phantom.ct)
+
+
+def test_pet_and_ct_paths_that_are_wrong_are_one_line(tmp_path, phantom):
+    pet, ct, _ = phantom.images()
+    sitk.WriteImage(pet, str(tmp_path / "pet.nii.gz"))
+    sitk.WriteImage(ct, str(tmp_path / "ct.nii.gz"))
+    with pytest.raises(InputError, match="PET file is in SUV already; --weight-kg"):
+        path_case(tmp_path / "pet.nii.gz", tmp_path / "ct.nii.gz", weight_kg=70.0)
+    datasets = ct_datasets(np.zeros((2, 6, 5)), Grid(z=[0.0, 3.0]), StudyIds())
+    (slice_file, _) = write_series(datasets, tmp_path / "ct_series")
+    with pytest.raises(InputError, match=r"the CT must be a \.mha/\.nii\.gz/\.nii file or a DICOM series folder"):
+        path_case(tmp_path / "pet.nii.gz", slice_file)
+    with pytest.raises(InputError, match="no PT DICOM series in this folder"):
+        path_case(tmp_path / "ct_series", tmp_path / "ct.nii.gz")
+    case = path_case(tmp_path / "missing.nii.gz", tmp_path / "ct.nii.gz")  # files are read by load()
+    with pytest.raises(InputError, match=r"missing\.nii\.gz: PET file missing"):
+        case.load()
+
+
+def test_pet_and_ct_series_folders_and_a_mix_of_folder_and_file(tmp_path, phantom):
+    ids = StudyIds(patient_id="P9")
+    write_phantom_study(tmp_path / "study", phantom, ids)
+    case = path_case(tmp_path / "study" / "PT", tmp_path / "study" / "CT", weight_kg=80.0)
+    assert case.is_dicom and case.mask_suffix == ".nii.gz" and case.name.startswith("P9_20200101_")
+    loaded = case.load()
+    # --weight-kg replaces the header's 75 kg: SUV scales with the weight.
+    assert loaded.suv.weight_kg == 80.0 and loaded.suv.factor == pytest.approx(SIEMENS_FACTOR * 80 / 75)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(loaded.ct), phantom.ct)
+    sitk.WriteImage(loaded.ct, str(tmp_path / "ct.nii.gz"))
+    mixed = path_case(tmp_path / "study" / "PT", tmp_path / "ct.nii.gz", suv_method="autopet").load()
+    assert mixed.suv.method == "autopet" and mixed.pet_headers is not None
+    assert mixed.ct.GetOrigin() == pytest.approx(loaded.ct.GetOrigin())
+    write_series(pet_datasets(phantom.pet[:4], phantom_grid(phantom), ids), tmp_path / "study" / "PT" / "other")
+    with pytest.raises(InputError, match="2 PT series, expected one"):
+        path_case(tmp_path / "study" / "PT", tmp_path / "ct.nii.gz")
+
+
+@pytest.fixture(scope="module")
+def dicom_case(tmp_path_factory, phantom) -> tuple[CaseSource, model.cases.LoadedCase, sitk.Image]:
+    folder = tmp_path_factory.mktemp("dicom_case")
+    write_phantom_study(folder, phantom, StudyIds())
+    (case,) = dicom_cases(folder)
+    loaded = case.load()
+    mask = sitk.GetImageFromArray(phantom.mask)
+    mask.CopyInformation(loaded.pet)
+    return case, loaded, mask
+
+
+def test_outputs_of_a_dicom_case(tmp_path, dicom_case):
+    case, loaded, mask = dicom_case
+    out = tmp_path / "out"
+    out.mkdir()
+    headline = write_local_outputs(case, loaded, mask, out, MEMBERS)
+    paths = output_paths(case, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())  # nothing else
+    expected = lesion_report(loaded.pet, mask)
+    assert headline == rounded_headline(expected) and headline["lesion_count"] >= 1
+    with open(paths["lesions"]) as handle:
+        assert len(list(csv.DictReader(handle))) == expected.lesion_count
+    document = json.loads(paths["report"].read_text())
+    assert document["suv"] == json.loads(json.dumps(loaded.suv.to_dict())) and document["model"] == MEMBERS
+    assert paths["picture"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    seg = hd.seg.segread(paths["seg"])
+    uids = [str(ds.SOPInstanceUID) for ds in loaded.pet_headers]
+    volume = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
+                                               assert_missing_frames_are_empty=True)
+    np.testing.assert_array_equal(volume[..., 0], sitk.GetArrayFromImage(mask))
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmVersion == "0.1.0" and "ab" * 32 in algorithm.AlgorithmParameters
+
+
+def test_outputs_of_a_file_case_have_no_seg(tmp_path, phantom):
+    pet, ct, mask = phantom.images()
+    sitk.WriteImage(pet, str(tmp_path / "pet.mha"))
+    sitk.WriteImage(ct, str(tmp_path / "ct.mha"))
+    case = path_case(tmp_path / "pet.mha", tmp_path / "ct.mha")
+    loaded = case.load()
+    mask.CopyInformation(loaded.pet)
+    (tmp_path / "out").mkdir()
+    headline = write_local_outputs(case, loaded, mask, tmp_path / "out", {"weights": "tiny"})
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pet.lesions.csv", "pet.png", "pet.report.json"]
+    assert json.loads((tmp_path / "out" / "pet.report.json").read_text())["suv"] is None
+    assert headline["tmtv_ml"] == pytest.approx(lesion_report(loaded.pet, mask).tmtv_ml, abs=1e-4)
+
+
+def _fail(*args, **kwargs):
+    raise WriteError("disk full (simulated)")
+
+
+def test_a_failure_in_the_middle_leaves_none_of_the_case_outputs(tmp_path, dicom_case, monkeypatch):
+    case, loaded, mask = dicom_case
+    out = tmp_path / "out"
+    out.mkdir()
+    write_local_outputs(case, loaded, mask, out, MEMBERS)  # an earlier run's outputs, now stale
+    (out / "other_case.report.json").write_text("{}")
+    monkeypatch.setattr(model.cases, "write_seg", _fail)  # the last writer: CSV, JSON and PNG are made
+    with pytest.raises(WriteError, match="simulated"):
+        write_local_outputs(case, loaded, mask, out, MEMBERS)
+    assert [p.name for p in out.iterdir()] == ["other_case.report.json"]  # no staging folder either
+    monkeypatch.undo()
+
+    replaced = []
+    real_replace = model.cases.os.replace
+
+    def replace_twice(source, target):  # the third rename into ``out`` fails: two files reached their names
+        if Path(target).parent == out:
+            if len(replaced) == 2:
+                raise OSError(28, "No space left on device")
+            replaced.append(target)
+        real_replace(source, target)
+
+    monkeypatch.setattr(model.cases.os, "replace", replace_twice)
+    with pytest.raises(WriteError, match=r"\.png: not written \(No space left on device\)"):
+        write_local_outputs(case, loaded, mask, out, MEMBERS)
+    assert len(replaced) == 2 and [p.name for p in out.iterdir()] == ["other_case.report.json"]
+
+
+def test_a_dicom_case_needs_the_seg_inputs(tmp_path, dicom_case):
+    case, loaded, mask = dicom_case
+    with pytest.raises(ValueError, match="weights_sha256"):
+        write_local_outputs(case, loaded, mask, tmp_path, {"version": "1"})
+    assert not any(tmp_path.glob("*.report.json"))
