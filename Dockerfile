@@ -8,7 +8,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 \
-    TORCH_HOME=/tmp/torch
+    TORCH_HOME=/tmp/torch \
+    MPLCONFIGDIR=/tmp/matplotlib
 
 RUN groupadd --system --gid 1001 user && useradd --system --create-home --no-log-init --uid 1001 --gid 1001 user
 

@@ -69,7 +69,8 @@ def main() -> None:
         made = time.perf_counter() - start
         volume_gib = size * size * slices * 4 / 2**30
         command = [sys.executable, "-c", CHILD.format(root=str(ROOT)), "--input", str(case / "input"),
-                   "--output", str(case / "output"), "--weights", str(weights), "--device", args.device]
+                   "--output", str(case / "output"), "--weights", str(weights), "--device", args.device,
+                   "--no-report"]  # the masks alone, as grand-challenge mode
         if args.batch_size:
             command += ["--batch-size", str(args.batch_size)]
         result = subprocess.run(command, capture_output=True, text=True)

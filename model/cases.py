@@ -1,8 +1,9 @@
-"""The cases of a local run: one per study of a DICOM export, or one PET and one CT given by path (each a
-.mha/.nii/.nii.gz file or a DICOM series folder); and what is written beside each mask (lesion CSV, report
-JSON, MIP picture and, for DICOM input, a DICOM SEG), all of it or none.
+"""The cases of a run, one CaseSource each: the grand-challenge layout (images/pet + images/ct), one per study
+of a DICOM export, one PET and one CT given by path (each a .mha/.nii/.nii.gz file or a DICOM series folder),
+or the rows of a manifest CSV; and what is written beside each mask in local mode (lesion CSV, report JSON,
+MIP picture and, for DICOM input, a DICOM SEG), all of it or none.
 
-Listing a case reads DICOM headers only; its ``load()`` reads the pixels (process.py may call it in a worker
+Listing a case reads DICOM headers only; its ``load()`` reads the pixels (model.cohort calls it in a worker
 thread while the previous case runs on the device). A study whose series cannot be chosen (two PET
 candidates, no CT) is still listed: its ``load()`` raises that one-line InputError, so it fails as that one
 case, the other studies go on, and messages, exit code and results.json treat it as any bad input.
@@ -11,6 +12,8 @@ case, the other studies go on, and messages, exit code and results.json treat it
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -65,6 +68,44 @@ def mask_suffix(image_path: Path) -> str:
     out; else MetaImage."""
     path = Path(image_path)
     return ".nii.gz" if path.is_dir() or path.name.endswith((".nii.gz", ".nii")) else ".mha"
+
+
+def list_images(folder: Path, role: str) -> list[Path]:
+    """The images of a folder, sorted by name; hidden files (macOS ``._case.mha``, temporary files) are not
+    images. Anything else with an image suffix is listed, so that a bad file is refused by name, not skipped."""
+    if not folder.is_dir():
+        raise InputError(f"{shown(folder)}: {role} folder missing")
+    try:
+        found = sorted(p for p in folder.iterdir() if is_image_name(p.name) and not p.is_dir())
+    except OSError as error:
+        raise InputError(f"{shown(folder)}: {role} folder cannot be listed ({error.strerror})") from None
+    if not found:
+        raise InputError(f"{shown(folder)}: no {role} image ({', '.join('*' + s for s in IMAGE_SUFFIXES)}) "
+                         "in this folder")
+    return found
+
+
+def layout_cases(input_dir: Path) -> list[CaseSource]:
+    """The grand-challenge layout: ``images/pet`` and ``images/ct`` paired by sorted file name, each case named
+    after its CT (on grand-challenge its uuid) and its mask in the CT's format. Two CTs with one case name
+    (``x.mha`` and ``x.nii``) would write one mask: refused, as are unequal counts."""
+    input_dir = Path(input_dir)
+    pets = list_images(input_dir / "images" / "pet", "PET")
+    cts = list_images(input_dir / "images" / "ct", "CT")
+    if len(pets) != len(cts):
+        raise InputError(f"{shown(input_dir / 'images')}: {len(pets)} PET and {len(cts)} CT images; "
+                         "each PET needs one CT (paired by sorted file name)")
+    seen: dict[str, Path] = {}
+    for ct_path in cts:
+        stem = image_stem(ct_path)
+        if stem in seen:
+            raise InputError(f"{shown(ct_path.parent)}: {shown(seen[stem].name)} and {shown(ct_path.name)} are both "
+                             f"case {shown(stem)}, whose mask is named after it: keep one")
+        seen[stem] = ct_path
+    return [CaseSource(name=image_stem(ct_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
+                       mask_suffix=mask_suffix(ct_path), is_dicom=False,
+                       load=partial(_load_paths, pet_path, ct_path, None, None, "qiba", None))
+            for pet_path, ct_path in zip(pets, cts, strict=True)]
 
 
 def series_label(series: Series) -> str:
@@ -171,6 +212,65 @@ def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = "qiba",
         ct_label=series_label(ct) if ct is not None else shown(ct_path),
         mask_suffix=DICOM_MASK_SUFFIX if pet is not None else mask_suffix(pet_path), is_dicom=pet is not None,
         load=partial(_load_paths, pet_path, ct_path, pet, ct, suv_method, weight_kg))
+
+
+def _check_case_name(name: str, where: str) -> None:
+    if not name or name.startswith(".") or any(ch in name for ch in "/\\\0"):
+        raise InputError(f"{where}: name {name!r} is not a file name (no '/', '\\', and no '.' first)")
+
+
+def _manifest_case(pet_path: Path, ct_path: Path, name: str, suv_method: SuvMethod,
+                   weight_kg: float | None) -> CaseSource:
+    try:
+        case = path_case(pet_path, ct_path, suv_method, weight_kg)
+    except InputError as error:  # this row's folders or options: its case fails, the others go on
+        case = CaseSource(name=image_stem(pet_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
+                          mask_suffix=mask_suffix(pet_path), is_dicom=pet_path.is_dir(),
+                          load=partial(_refuse, str(error)))
+    return dataclasses.replace(case, name=name) if name else case
+
+
+def manifest_cases(manifest: Path, suv_method: SuvMethod = "qiba", weight_kg: float | None = None) -> list[CaseSource]:
+    """One case per row of a CSV with the columns ``pet``, ``ct`` and optionally ``name`` (the output stem;
+    without it, as ``path_case`` names it); relative paths are taken from the CSV's folder. Each path is an
+    image file or a DICOM series folder, as for ``path_case``; a row whose folders cannot be used fails as its
+    case alone. A manifest that cannot be read, lacks a column, has a row without both paths or a name that
+    is not a file name, or gives two rows one case name is refused (InputError) as a whole."""
+    manifest = Path(manifest)
+    where = shown(manifest)
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: spreadsheets write a BOM
+            reader = csv.DictReader(handle)
+            header = [(field or "").strip().lower() for field in reader.fieldnames or []]
+            reader.fieldnames = header
+            rows = [(reader.line_num, row) for row in reader]
+    except FileNotFoundError:
+        raise InputError(f"{where}: manifest missing") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{where}: manifest cannot be read ({getattr(error, 'strerror', None) or error})") from None
+    missing = [column for column in ("pet", "ct") if column not in header]
+    if missing:
+        raise InputError(f"{where}: manifest lacks the column(s) {', '.join(missing)} (a header row pet,ct[,name] "
+                         f"is expected; found {', '.join(header) or 'none'})")
+    cases: list[CaseSource] = []
+    lines: dict[str, int] = {}
+    for line, row in rows:
+        pet, ct, name = ((row.get(column) or "").strip() for column in ("pet", "ct", "name"))
+        if not pet or not ct:
+            raise InputError(f"{where}: line {line}: both pet and ct must name a path")
+        if name:
+            _check_case_name(name, f"{where}: line {line}")
+        pet_path, ct_path = (path if path.is_absolute() else manifest.parent / path
+                             for path in (Path(pet).expanduser(), Path(ct).expanduser()))
+        case = _manifest_case(pet_path, ct_path, name, suv_method, weight_kg)
+        if case.name in lines:
+            raise InputError(f"{where}: lines {lines[case.name]} and {line} are both case {shown(case.name)}, whose "
+                             "files are named after it: give them distinct names in a name column")
+        lines[case.name] = line
+        cases.append(case)
+    if not cases:
+        raise InputError(f"{where}: manifest lists no case")
+    return cases
 
 
 def output_paths(case: CaseSource, out_dir: Path) -> dict[str, Path]:

@@ -393,6 +393,17 @@ def compile_networks(networks: list[torch.nn.Module], device: torch.device) -> l
     return [torch.compile(network, mode=mode, dynamic=False) for network in networks]
 
 
+def ct_on_pet_grid(pet: sitk.Image, ct: sitk.Image, settings: InferenceConfig, *, pet_name: str = "PET",
+                   ct_name: str = "CT") -> sitk.Image:
+    """The CT resampled onto the PET's grid (itself when it is on it already); InputError when it covers less
+    than ``settings.min_ct_overlap`` of the PET's box. model.cohort runs it in the read-ahead thread."""
+    covered = overlap_fraction(pet, ct)
+    if covered < settings.min_ct_overlap:
+        raise InputError(f"{ct_name}: CT does not overlap the PET {pet_name} in space "
+                         f"(covers {100 * covered:.0f} % of its extent)")
+    return ct if same_grid(pet, ct) else resample_onto(ct, pet, CT_FILL_HU)
+
+
 def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: CaseTimings | None = None,
             progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
     """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds.
@@ -404,12 +415,7 @@ def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: C
     cfg, settings = predictor.config, predictor.settings
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
-    covered = overlap_fraction(pet, ct)
-    if covered < settings.min_ct_overlap:
-        raise InputError(f"{ct_name}: CT does not overlap the PET {pet_name} in space "
-                         f"(covers {100 * covered:.0f} % of its extent)")
-    if not same_grid(pet, ct):
-        ct = resample_onto(ct, pet, CT_FILL_HU)
+    ct = ct_on_pet_grid(pet, ct, settings, pet_name=pet_name, ct_name=ct_name)
     resample = needs_inplane_resampling(pet, cfg.spacing_mm, settings.spacing_tolerance)
     work_pet, work_ct = pet, ct
     if resample:

@@ -53,11 +53,19 @@ def run_images(pet: sitk.Image, ct: sitk.Image, out_path: Path | None, predictor
     """
     timings = timings if timings is not None else CaseTimings()
     mask = segment(pet, ct, predictor, timings=timings, progress=progress, pet_name=pet_name, ct_name=ct_name)
+    result = CaseResult(mask=mask, pet=pet, timings=timings, out_path=None)
     if out_path is not None:
-        start = time.perf_counter()
-        write_image_atomic(mask, Path(out_path))
-        timings.write = time.perf_counter() - start
-    return CaseResult(mask=mask, pet=pet, timings=timings, out_path=None if out_path is None else Path(out_path))
+        write_mask(result, Path(out_path))
+    return result
+
+
+def write_mask(result: CaseResult, out_path: Path) -> None:
+    """Write a result's mask atomically (model.readers.write_image_atomic), timed; model.cohort calls it in
+    its writer thread."""
+    start = time.perf_counter()
+    write_image_atomic(result.mask, Path(out_path))
+    result.timings.write = time.perf_counter() - start
+    result.out_path = Path(out_path)
 
 
 def run_case(pet_path: Path, ct_path: Path, out_path: Path | None, predictor: Predictor, *,

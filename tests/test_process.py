@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import resource
 import struct
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+import model.cohort
 import model.readers
 import process
 from tests.conftest import ROOT, SMALL_SPEC, write_case
@@ -208,14 +210,14 @@ def test_every_failure_of_a_case_is_its_line_and_the_others_go_on(capsys, tmp_pa
     pet, ct, _ = small_phantom.images()
     for stem in ("a", "b", "c"):
         write_case(tmp_path / "in", pet, ct, stem)
-    real = process.run_images
+    real = model.cohort.run_images
 
-    def run_images(pet, ct, out_path, *args, **kwargs):
-        if out_path.name == "b.mha":
+    def run_images(pet, ct, out_path, *args, ct_name, **kwargs):
+        if ct_name.endswith("/b.mha"):
             raise failure
-        return real(pet, ct, out_path, *args, **kwargs)
+        return real(pet, ct, out_path, *args, ct_name=ct_name, **kwargs)
 
-    monkeypatch.setattr(process, "run_images", run_images)
+    monkeypatch.setattr(model.cohort, "run_images", run_images)
     assert run(tmp_path / "in", tmp_path / "out", tiny_weights) == 1
     lines = _lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("error: ") and "images/ct/b.mha: case failed (" in lines[0]
@@ -449,3 +451,187 @@ def test_a_newline_in_a_name_never_splits_an_error(capsys, case, tiny_weights):
     (input_dir / "images/ct/case\n0.mha").write_bytes(b"garbage")
     line = _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights, "case\\n0.mha: unreadable CT image")
     assert "\n" not in line
+
+
+# --- issue 9 and 10: local mode's inputs and reports, cohorts (parts, skip-existing, torchrun) ------------------
+
+HEADLINE = {"lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm"}
+
+
+def test_grand_challenge_mode_writes_masks_and_results_json_only(case, tiny_weights, monkeypatch):
+    input_dir, output_dir = case
+    monkeypatch.setattr(process, "GRAND_CHALLENGE_INPUT", input_dir)
+    assert process.main(["--output", str(output_dir), "--weights", str(tiny_weights), "--device", "cpu"]) == 0
+    assert sorted(str(p.relative_to(output_dir)) for p in output_dir.rglob("*")) == [
+        "images", OUT_SLUG, f"{OUT_SLUG}/case0.mha", "results.json"]
+    (entry,) = json.loads((output_dir / "results.json").read_text())
+    assert set(entry) == {"inputs", "outputs", "error_messages"}
+    assert entry["inputs"] == [{"type": "metaio_image", "filename": "case0_pet.mha"},
+                               {"type": "metaio_image", "filename": "case0.mha"}]
+
+
+def test_local_mode_writes_reports_beside_the_masks_and_no_report_turns_them_off(case, tiny_weights, tmp_path):
+    input_dir, output_dir = case
+    assert run(input_dir, output_dir, tiny_weights) == 0
+    assert sorted(p.name for p in (output_dir / "reports").iterdir()) == [
+        "case0.lesions.csv", "case0.png", "case0.report.json"]
+    (entry,) = json.loads((output_dir / "results.json").read_text())
+    report = json.loads((output_dir / "reports/case0.report.json").read_text())
+    assert HEADLINE <= set(entry) and all(entry[key] == report[key] for key in HEADLINE)
+    assert report["model"]["weights_sha256"] == {tiny_weights.name: json.loads(
+        tiny_weights.with_suffix(".json").read_text())["weights_sha256"]}
+    assert run(input_dir, tmp_path / "bare", tiny_weights, "--no-report") == 0
+    assert not (tmp_path / "bare" / "reports").exists()
+    assert not HEADLINE & set(json.loads((tmp_path / "bare" / "results.json").read_text())[0])
+    # --no-report over an earlier run's reports: they would no longer match the masks, so they go.
+    assert run(input_dir, output_dir, tiny_weights, "--no-report") == 0
+    assert list((output_dir / "reports").iterdir()) == []
+
+
+def test_one_study_given_by_pet_and_ct(tmp_path, tiny_weights, small_phantom):
+    pet, ct, _ = small_phantom.images()
+    sitk.WriteImage(pet, str(tmp_path / "p7_pet.nii.gz"))
+    sitk.WriteImage(ct, str(tmp_path / "p7_ct.nii.gz"))
+    assert process.main(["--pet", str(tmp_path / "p7_pet.nii.gz"), "--ct", str(tmp_path / "p7_ct.nii.gz"),
+                         "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu"]) == 0
+    assert [p.name for p in masks(tmp_path / "out")] == ["p7_pet.nii.gz"]
+    assert (tmp_path / "out/reports/p7_pet.report.json").is_file()
+
+
+def _manifest(tmp_path, small_phantom, rows: str) -> Path:
+    pet, ct, _ = small_phantom.images()
+    (tmp_path / "studies").mkdir()
+    for stem in ("x", "y"):
+        sitk.WriteImage(pet, str(tmp_path / f"studies/{stem}_suv.mha"))
+        sitk.WriteImage(ct, str(tmp_path / f"studies/{stem}_hu.mha"))
+    path = tmp_path / "cohort.csv"
+    path.write_text(rows)
+    return path
+
+
+def test_a_manifest_pairs_explicitly_and_a_bad_row_fails_alone(capsys, tmp_path, tiny_weights, small_phantom):
+    manifest = _manifest(tmp_path, small_phantom, "pet,ct,name\n"
+                         "studies/x_suv.mha,studies/x_hu.mha,patient_x\n"
+                         f"{tmp_path}/studies/y_suv.mha,studies/y_hu.mha,\n"
+                         "studies/missing.mha,studies/x_hu.mha,z\n")
+    assert process.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu"]) == 1
+    assert [p.name for p in masks(tmp_path / "out")] == ["patient_x.mha", "y_suv.mha"]
+    (line,) = _lines(capsys)
+    assert "studies/missing.mha: PET file missing" in line
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert [bool(entry["error_messages"]) for entry in results] == [False, False, True]
+
+
+@pytest.mark.parametrize(("rows", "needle"), [
+    ("pet;ct\na;b\n", "lacks the column(s) pet, ct"),
+    ("pet,ct,name\nstudies/x_suv.mha,studies/x_hu.mha,a\nstudies/y_suv.mha,studies/y_hu.mha,a\n",
+     "lines 2 and 3 are both case a"),
+    ("pet,ct\nstudies/x_suv.mha,\n", "line 2: both pet and ct must name a path"),
+    ("pet,ct,name\nstudies/x_suv.mha,studies/x_hu.mha,../up\n", "name '../up' is not a file name"),
+    ("pet,ct\n", "manifest lists no case"),
+])
+def test_a_manifest_that_cannot_be_used_stops_the_run(capsys, tmp_path, tiny_weights, small_phantom, rows,
+                                                       needle):
+    manifest = _manifest(tmp_path, small_phantom, rows)
+    assert process.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu"]) == 2
+    (line,) = _lines(capsys)
+    assert line.startswith(f"error: {manifest}: ") and needle in line
+
+
+def test_a_dicom_export_end_to_end(tmp_path, tiny_weights, small_phantom):
+    import highdicom as hd
+
+    from tests.model.dicom_series import StudyIds
+    from tests.model.test_cases import write_phantom_study
+
+    pet_datasets, _ = write_phantom_study(tmp_path / "export" / "study", small_phantom, StudyIds(patient_id="P1"))
+    assert run(tmp_path / "export", tmp_path / "out", tiny_weights, "--suv-method", "autopet") == 0
+    (mask_path,) = masks(tmp_path / "out")
+    name = mask_path.name.removesuffix(".nii.gz")
+    assert name.startswith("P1_20200101_") and mask_path.name.endswith(".nii.gz")
+    assert sorted(p.name for p in (tmp_path / "out/reports").iterdir()) == sorted(
+        f"{name}{suffix}" for suffix in (".lesions.csv", ".png", ".report.json", ".seg.dcm"))
+    mask = sitk.ReadImage(str(mask_path))
+    assert mask.GetSize() == small_phantom.images()[0].GetSize()
+    seg = hd.seg.segread(tmp_path / "out/reports" / f"{name}.seg.dcm")
+    uids = [str(ds.SOPInstanceUID) for ds in sorted(pet_datasets, key=lambda ds: float(ds.ImagePositionPatient[2]))]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1],
+                                               assert_missing_frames_are_empty=True)
+    assert np.array_equal(frames[..., 0], sitk.GetArrayFromImage(mask)) and frames.any()
+    report = json.loads((tmp_path / "out/reports" / f"{name}.report.json").read_text())
+    assert report["suv"]["method"] == "autopet"
+    (entry,) = json.loads((tmp_path / "out/results.json").read_text())
+    assert entry["inputs"][0]["type"] == "dicom_series" and entry["lesion_count"] == report["lesion_count"]
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--pet-series", "1.2.3"], "--pet-series: chooses a series of a DICOM --input folder"),
+    (["--suv-method", "qiba"], "--suv-method: applies to DICOM PET only"),
+    (["--weight-kg", "70"], "--weight-kg: applies to DICOM PET only"),
+    (["--pet", "a.mha"], "--input and --pet/--ct: give one input"),
+    (["--num-parts", "2", "--part-id", "2"], "--num-parts 2 --part-id 2"),
+])
+def test_options_that_do_not_fit_the_input_are_one_line_and_exit_2(capsys, case, tiny_weights, extra, needle):
+    input_dir, output_dir = case
+    _expect_failure(capsys, 2, input_dir, output_dir, tiny_weights, needle, *extra)
+
+
+def test_pet_without_ct_and_no_report_in_grand_challenge_mode_are_refused(capsys, tmp_path):
+    assert process.main(["--pet", str(tmp_path / "a.mha"), "--output", str(tmp_path)]) == 2
+    assert process.main(["--no-report", "--output", str(tmp_path)]) == 2
+    lines = _lines(capsys)
+    assert "--pet and --ct: give both" in lines[0] and "--no-report: reports are written in local mode" in lines[1]
+
+
+@pytest.fixture()
+def cohort(tmp_path, small_phantom):
+    pet, ct, _ = small_phantom.images()
+    for stem in ("a", "b", "c"):
+        write_case(tmp_path / "in", pet, ct, stem)
+    return tmp_path / "in"
+
+
+def test_parts_write_their_studies_and_their_own_results_file(cohort, tmp_path, tiny_weights):
+    assert run(cohort, tmp_path / "out", tiny_weights, "--num-parts", "2", "--part-id", "0") == 0
+    assert run(cohort, tmp_path / "out", tiny_weights, "--num-parts", "2", "--part-id", "1") == 0
+    assert [p.name for p in masks(tmp_path / "out")] == ["a.mha", "b.mha", "c.mha"]
+    part0 = json.loads((tmp_path / "out/results.part-0-of-2.json").read_text())
+    part1 = json.loads((tmp_path / "out/results.part-1-of-2.json").read_text())
+    assert [e["outputs"][0]["filename"] for e in part0] == ["a.mha", "c.mha"]
+    assert [e["outputs"][0]["filename"] for e in part1] == ["b.mha"]
+    assert not (tmp_path / "out/results.json").exists()
+
+
+def test_skip_existing_redoes_only_what_is_missing(capsys, cohort, tmp_path, tiny_weights):
+    out = tmp_path / "out"
+    assert run(cohort, out, tiny_weights) == 0
+    first = json.loads((out / "results.json").read_text())
+    (out / OUT_SLUG / "b.mha").unlink()  # as if the run had been killed before b
+    stamps = {p.name: p.stat().st_mtime_ns for p in masks(out)}
+    capsys.readouterr()
+    assert run(cohort, out, tiny_weights, "--skip-existing") == 0
+    stdout = capsys.readouterr().out
+    assert "a: already done" in stdout and "c: already done" in stdout and "b: 40 slices" in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in masks(out) if p.name != "b.mha"} == stamps
+    assert json.loads((out / "results.json").read_text()) == first
+
+
+def test_two_torchrun_ranks_write_what_one_process_writes(cohort, tmp_path, tiny_weights):
+    assert run(cohort, tmp_path / "one", tiny_weights) == 0
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(ROOT / "process.py"), "--input", str(cohort), "--output", str(tmp_path / "two"),
+                             "--weights", str(tiny_weights), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(re.findall(r"\b([abc]): 40 slices", result.stdout)) == ["a", "b", "c"]
+    one, two = masks(tmp_path / "one"), masks(tmp_path / "two")
+    assert [p.name for p in two] == [p.name for p in one] == ["a.mha", "b.mha", "c.mha"]
+    for first, second in zip(one, two, strict=True):
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(first))),
+                              sitk.GetArrayFromImage(sitk.ReadImage(str(second))))
+    assert json.loads((tmp_path / "two/results.json").read_text()) == \
+        json.loads((tmp_path / "one/results.json").read_text())
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["images", "reports", "results.json"]
