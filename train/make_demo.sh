@@ -21,15 +21,24 @@ TEST_GRID=(--size 128 --spacing 4.6875 --slices 160 --thickness 6)
 SLUG=images/automated-petct-lesion-segmentation
 
 # 1-2. Training phantoms, the store, the fit; its best checkpoint becomes weights/demo.* (30 % negatives
-# rather than the generator's default half: the fit trains on positive studies, so more of them help)
-$PY -m train synth --out "$W/phantoms" --cases "${CASES:-30}" --seed 1 --negative-fraction 0.3 "${GRID[@]}"
-$PY -m train prepare --source "$W/phantoms" --out "$W/demo-phantoms" --workers 2
-start=$(date +%s)
-$PY -m train fit --data "$W/demo-phantoms" --fold 0 --config train/configs/demo.json --out "$W" "${FIT_ARGS[@]}"
-fit_minutes=$(awk -v s="$(( $(date +%s) - start ))" 'BEGIN { printf "%.1f", s / 60 }')
+# rather than the generator's default half: the fit trains on positive studies, so more of them help).
+# WEIGHTS=DIR (a folder with model.safetensors and model.json, e.g. a run's best/) skips the fit and installs
+# those weights instead; steps 3-4 then regenerate the test case and the pictures for them.
 mkdir -p "$DEST/weights" "$DEST/docs"
-cp "$W/best/model.safetensors" "$DEST/weights/demo.safetensors"
-cp "$W/best/model.json" "$DEST/weights/demo.json"
+if [ -n "${WEIGHTS:-}" ]; then
+  mkdir -p "$W"
+  cp "$WEIGHTS/model.safetensors" "$DEST/weights/demo.safetensors"
+  cp "$WEIGHTS/model.json" "$DEST/weights/demo.json"
+  fit_minutes="n/a (WEIGHTS given)"
+else
+  $PY -m train synth --out "$W/phantoms" --cases "${CASES:-30}" --seed 1 --negative-fraction 0.3 "${GRID[@]}"
+  $PY -m train prepare --source "$W/phantoms" --out "$W/demo-phantoms" --workers 2
+  start=$(date +%s)
+  $PY -m train fit --data "$W/demo-phantoms" --fold 0 --config train/configs/demo.json --out "$W" "${FIT_ARGS[@]}"
+  fit_minutes=$(awk -v s="$(( $(date +%s) - start ))" 'BEGIN { printf "%.1f", s / 60 }')
+  cp "$W/best/model.safetensors" "$DEST/weights/demo.safetensors"
+  cp "$W/best/model.json" "$DEST/weights/demo.json"
+fi
 
 # 3. The shipped case: one positive phantom, named as grand-challenge names its inputs (by uuid).
 $PY -m train synth --out "$W/testcase" --cases 1 --seed 3 --negative-fraction 0 --layout grand-challenge \
@@ -40,14 +49,14 @@ mkdir -p "$T/input/images/pet" "$T/input/images/ct" "$T/ground_truth"
 cp "$W"/testcase/images/pet/*.mha "$T/input/images/pet/00000000-0000-47e8-8000-000000000001.mha"
 cp "$W"/testcase/images/ct/*.mha "$T/input/images/ct/00000000-0000-47e8-8000-000000000002.mha"
 cp "$W"/testcase/labels/*.mha "$T/ground_truth/00000000-0000-47e8-8000-000000000002.mha"
-$PY process.py --input "$T/input" --output "$T/expected_output" --weights "$DEST/weights"
+$PY process.py --input "$T/input" --output "$T/expected_output" --weights "$DEST/weights" --no-report
 
 # 4. Pictures: the shipped case, then a held-out negative and positive phantom (another seed than training's).
 $PY -m train evaluate --pred "$T/expected_output/$SLUG" --gt "$T/ground_truth" --pet "$T/input/images/pet" \
   --figures "$W/figures-case" > /dev/null
 cp "$W"/figures-case/00000000-0000-47e8-8000-000000000002.png "$DEST/docs/demo_case_mip.png"
 $PY -m train synth --out "$W/heldout" --cases 10 --seed 99 --layout grand-challenge "${GRID[@]}"
-$PY process.py --input "$W/heldout" --output "$W/heldout-pred" --weights "$DEST/weights"
+$PY process.py --input "$W/heldout" --output "$W/heldout-pred" --weights "$DEST/weights" --no-report
 heldout_mean=$($PY -m train evaluate --pred "$W/heldout-pred/$SLUG" --gt "$W/heldout/labels" \
   --pet "$W/heldout/images/pet" --out "$W/heldout.csv" --figures "$W/figures-heldout" | tail -1)
 for kind in negative positive; do
