@@ -11,6 +11,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from model.config import NormalisationConfig
 from model.errors import InputError, shown
 from model.geometry import CT_FILL_HU
 
@@ -19,8 +20,8 @@ from model.geometry import CT_FILL_HU
 # times larger); slices are not resampled, so their limit is looser (and the tests' small phantoms use 24 mm).
 PLAUSIBLE_INPLANE_MM = (0.4, 20.0)
 PLAUSIBLE_SLICE_MM = (0.4, 50.0)
-# CT above this is body (the same cut as NormalisationConfig.body_threshold_hu's default).
-BODY_HU = -500.0
+# CT above this is body: the default cut the normalisation and the crop use (one definition).
+BODY_HU = NormalisationConfig().body_threshold_hu
 # CT below this is padding, not air (about -1000 HU).
 CT_PADDING_BELOW_HU = -1100.0
 # The median SUV over the body is about 0.4 to 1.5 (fat 0.3, muscle 0.7, liver 2); no body reaches 30, while a
