@@ -146,5 +146,5 @@ def load_ensemble(path: Path) -> list[Checkpoint]:
     for member in members[1:]:
         if not member.config.same_input_contract(members[0].config):
             raise InputError(f"{member.path}: its preprocessing differs from {members[0].path}; "
-                             "ensemble members must share normalisation, crop size and spacing")
+                             "ensemble members must share normalisation, crop size, spacing and orientation")
     return members

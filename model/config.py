@@ -14,6 +14,17 @@ NORMALISATION_SCHEMES = ("zscore_per_slice", "fixed")
 CHANNEL_ORDER = ("PET_SUV", "CT_HU")
 # timm model names, with an optional pretrained tag (regnety_160, regnety_160.swag_ft_in1k).
 ENCODER_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
+# Orientation codes as SimpleITK's DICOMOrient names them: the patient direction each array axis (x, y, z)
+# runs towards, one letter of each pair; an identity direction is "LPS". That is what the phantoms and every
+# store prepared before the field existed have, so it is the value of a checkpoint without one.
+ORIENTATION_AXES = ("RL", "AP", "SI")
+DEFAULT_ORIENTATION = "LPS"
+
+
+def is_orientation_code(value: object) -> bool:
+    """True for a three-letter code naming each of R/L, A/P and S/I exactly once ("LPS", "RAI", "SLP")."""
+    return (isinstance(value, str) and len(value) == 3
+            and all(sum(letter in pair for letter in value) == 1 for pair in ORIENTATION_AXES))
 
 
 def _is_int(value: object) -> bool:
@@ -70,6 +81,8 @@ class ModelConfig:
     # In-plane spacing (mm, x and y) of the training data; inputs further than 10 % off are resampled.
     spacing_mm: tuple[float, float] = (2.0364, 2.0364)
     threshold: float = 0.5
+    # The orientation of the training slices: inference reorients every input to it (model.geometry.reorient).
+    orientation: str = DEFAULT_ORIENTATION
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +102,9 @@ class ModelConfig:
             raise ValueError(f"spacing_mm must be two positive finite numbers (mm), got {list(self.spacing_mm)}")
         if not (_is_number(self.threshold) and 0.0 < self.threshold < 1.0):
             raise ValueError(f"threshold must lie in (0, 1), got {self.threshold!r}")
+        if not is_orientation_code(self.orientation):
+            raise ValueError(f"orientation must be a code such as 'LPS' (one of R/L, A/P, S/I each), "
+                             f"got {self.orientation!r}")
         if not isinstance(self.provenance, dict):
             raise ValueError(f"provenance must be a JSON object, got {self.provenance!r}")
 
@@ -122,4 +138,5 @@ class ModelConfig:
             and self.crop_size == other.crop_size
             and self.spacing_mm == other.spacing_mm
             and self.channels == other.channels
+            and self.orientation == other.orientation
         )

@@ -1,4 +1,4 @@
-"""Physical-space geometry (SimpleITK): grids, overlap, resampling."""
+"""Physical-space geometry (SimpleITK): grids, overlap, resampling, orientation."""
 
 from __future__ import annotations
 
@@ -69,3 +69,33 @@ def needs_inplane_resampling(image: sitk.Image, spacing_xy: tuple[float, float],
     current = np.array(image.GetSpacing()[:2])
     target = np.array(spacing_xy)
     return bool(np.any(np.abs(current - target) > tolerance * target))
+
+
+def orientation_of(image: sitk.Image) -> str:
+    """The image's orientation code as SimpleITK's DICOMOrient names it (identity direction: "LPS"); for an
+    oblique direction, the code of the nearest axes."""
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
+def reorient(image: sitk.Image, orientation: str) -> sitk.Image:
+    """``image`` with its voxels permuted and flipped so that its axes run as ``orientation`` says; no
+    interpolation, every voxel stays at its physical point (spacing, origin and direction follow). Itself when
+    it is oriented so already (no copy). An oblique image is brought to the nearest such arrangement: its axes
+    stay oblique, as tilted as before."""
+    if orientation_of(image) == orientation:
+        return image
+    return sitk.DICOMOrient(image, orientation)
+
+
+def restore_orientation(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
+    """``image``, on the grid of ``reorient(reference, ...)``, brought back onto exactly ``reference``'s grid:
+    the voxels permuted and flipped back, and size, spacing, origin and direction copied bit for bit (the
+    reorientation's arithmetic may move the origin by rounding). ``image`` itself is left as it is."""
+    back = reorient(image, orientation_of(reference))
+    if not same_grid(back, reference):
+        raise ValueError(f"an image oriented {orientation_of(image)} on size {image.GetSize()} does not map back "
+                         f"onto the {orientation_of(reference)} grid of size {reference.GetSize()}")
+    if back is image:
+        back = sitk.Image(image)  # a copy, so that the caller's image keeps its own geometry
+    back.CopyInformation(reference)
+    return back

@@ -6,8 +6,8 @@
     stitch       the windows' probabilities averaged back into the chunk's slices
 
 ``Predictor.predict_probabilities`` and ``Predictor.predict_volume`` run them over a volume on its own grid;
-``segment`` brings a study onto the model's grid and its mask back onto the PET's. Every setting lives in
-one InferenceConfig.
+``segment`` brings a study onto the model's grid and orientation and its mask back onto the PET's. Every
+setting lives in one InferenceConfig.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from model.geometry import (
     inplane_grid,
     needs_inplane_resampling,
     overlap_fraction,
+    reorient,
     resample_onto,
+    restore_orientation,
     same_grid,
 )
 from model.network import fold_batch_norm
@@ -408,20 +410,23 @@ def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: C
             progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
     """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds.
 
-    The CT is resampled onto the PET grid when it is not on it; both are resampled in-plane when the PET's
-    spacing is further than the tolerance from the model's, and the probability is brought back to the PET
-    grid before it is thresholded.
+    The CT is resampled onto the PET grid when it is not on it; both are reoriented (permuted and flipped,
+    not interpolated) to the orientation the network was trained in, since it is not flip-invariant; both
+    are resampled in-plane when the PET's spacing is further than the tolerance from the model's, and the
+    probability is brought back to the PET grid before it is thresholded.
     """
     cfg, settings = predictor.config, predictor.settings
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
     ct = ct_on_pet_grid(pet, ct, settings, pet_name=pet_name, ct_name=ct_name)
-    resample = needs_inplane_resampling(pet, cfg.spacing_mm, settings.spacing_tolerance)
-    work_pet, work_ct = pet, ct
+    oriented = reorient(pet, cfg.orientation)  # the reference grid from here on; the mask goes back to ``pet``
+    work_pet, work_ct = oriented, reorient(ct, cfg.orientation)
+    resample = needs_inplane_resampling(oriented, cfg.spacing_mm, settings.spacing_tolerance)
     if resample:
-        grid = inplane_grid(pet, cfg.spacing_mm)
-        work_pet = resample_onto(pet, grid, 0.0)
-        work_ct = resample_onto(ct, grid, CT_FILL_HU)
+        grid = inplane_grid(oriented, cfg.spacing_mm)
+        work_pet = resample_onto(work_pet, grid, 0.0)
+        work_ct = resample_onto(work_ct, grid, CT_FILL_HU)
+    del ct  # where reorient copied it, only the copy is used from here on
     timings.preprocess += time.perf_counter() - start
 
     pet_array, ct_array = sitk.GetArrayViewFromImage(work_pet), sitk.GetArrayViewFromImage(work_ct)
@@ -431,15 +436,16 @@ def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: C
         on_model_grid = sitk.GetImageFromArray(probability)
         on_model_grid.CopyInformation(work_pet)
         del probability
-        on_pet_grid = resample_onto(on_model_grid, pet, 0.0)
+        on_pet_grid = resample_onto(on_model_grid, oriented, 0.0)
         result = lesion_mask(sitk.GetArrayViewFromImage(on_pet_grid), cfg.threshold)
     else:
         result = predictor.predict_volume(pet_array, ct_array, timings=timings, progress=progress)
         start = time.perf_counter()
     if settings.min_lesion_ml > 0:
-        result = remove_small_components(result, pet.GetSpacing(), settings.min_lesion_ml)
+        result = remove_small_components(result, oriented.GetSpacing(), settings.min_lesion_ml)
     mask = sitk.GetImageFromArray(result)
-    mask.CopyInformation(pet)
+    mask.CopyInformation(oriented)
+    mask = restore_orientation(mask, pet)
     timings.postprocess += time.perf_counter() - start
     return mask
 
