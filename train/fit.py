@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from model.checkpoint import Checkpoint, save_checkpoint
-from model.config import ModelConfig
+from model.config import DEFAULT_ORIENTATION, ModelConfig
 from model.errors import InputError
 from model.files import atomic_target, atomic_write_bytes
 from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
@@ -251,6 +251,16 @@ def check_store_spacing(rows: list[dict], model_config: ModelConfig, data: Path)
                 f"prepare the store with --spacing {model_config.spacing_mm[0]} {model_config.spacing_mm[1]}")
 
 
+def check_store_orientation(rows: list[dict], model_config: ModelConfig, data: Path) -> None:
+    """Stop when the store's slices are not in the orientation the checkpoint will record: inference would show
+    the network its input flipped or turned. Stores prepared before the field existed are in the default."""
+    for row in rows:
+        orientation = row.get("orientation", DEFAULT_ORIENTATION)
+        if orientation != model_config.orientation:
+            raise InputError(f"{data}: study {row['study']} is stored in orientation {orientation}, the config's "
+                             f"model.orientation is {model_config.orientation}")
+
+
 def with_bodyless_slices(rows: list[dict], data: Path, model_config: ModelConfig) -> list[dict]:
     """Rows that say which slices have no body under this config's body threshold (read from the store
     where prepare recorded them with another threshold, or did not record them)."""
@@ -287,6 +297,7 @@ def select_studies(data: Path, fold: int, config: FitConfig, ddp: Distributed) -
         raise InputError(f"{data}: fold {fold} has no training studies")
     model_config = config.model_config()
     check_store_spacing(train_rows + val_rows, model_config, data)
+    check_store_orientation(train_rows + val_rows, model_config, data)
     return Studies(train=with_bodyless_slices(train_rows, data, model_config), val=val_rows)
 
 

@@ -5,6 +5,9 @@ Store layout (DATA/):
   index.json   one row per prepared study: study, patient, tracer, diagnosis, slices, lesion_slices,
                bodyless_slices (fewer than MIN_BODY_PIXELS body pixels: never trained on), spacing, ...
   skipped.json every study that was skipped, and why
+Every study is reoriented (permuted and flipped, model.geometry.reorient) to model.config's
+DEFAULT_ORIENTATION, recorded per study as ``orientation``: training sees every slice the way inference will
+show it to the network.
 Each study is cropped to the body's 3D bounding box (offsets kept in meta.json). meta.json is written
 last, so a study with a meta.json is complete and a rerun skips it (resumable). Patient, tracer and
 diagnosis are looked up again on every run, so a metadata CSV given later reaches index.json.
@@ -25,13 +28,14 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
-from model.config import NormalisationConfig
+from model.config import DEFAULT_ORIENTATION, NormalisationConfig
 from model.errors import InputError
 from model.files import atomic_write_bytes
 from model.geometry import (
     CT_FILL_HU,
     inplane_grid,
     needs_inplane_resampling,
+    reorient,
     resample_onto,
     same_grid,
 )
@@ -133,7 +137,7 @@ def body_box_3d(ct: np.ndarray, norm: NormalisationConfig, margin: int = BODY_MA
 
 def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float] | None,
                   norm: NormalisationConfig) -> dict:
-    """Check, resample and crop one study into the store; returns its index row."""
+    """Check, reorient, resample and crop one study into the store; returns its index row."""
     pet = read_image(study.pet, "PET", sitk.sitkFloat32)
     ct = read_image(study.ct, "CT", sitk.sitkFloat32)
     mask = read_image(study.mask, "mask", sitk.sitkUInt8)
@@ -141,6 +145,8 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
         ct = resample_onto(ct, pet, CT_FILL_HU)
     if not same_grid(mask, pet):
         mask = resample_onto(mask, pet, 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    # One grid, so one permutation for all three.
+    pet, ct, mask = (reorient(image, DEFAULT_ORIENTATION) for image in (pet, ct, mask))
     if spacing_mm is not None and needs_inplane_resampling(pet, spacing_mm, tolerance=0.0):
         grid = inplane_grid(pet, spacing_mm)
         pet, ct = resample_onto(pet, grid, 0.0), resample_onto(ct, grid, CT_FILL_HU)
@@ -164,7 +170,8 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
            "diagnosis": study.diagnosis, "slices": int(pet_a.shape[0]), "shape": list(mask_c.shape),
            "lesion_slices": lesion_slices, "bodyless_slices": bodyless_slices(ct_c, norm),
            "body_threshold_hu": norm.body_threshold_hu, "spacing": list(pet.GetSpacing()),
-           "crop_offset_yx": [int(ys.start), int(xs.start)], "source_shape": list(pet_a.shape)}
+           "crop_offset_yx": [int(ys.start), int(xs.start)], "source_shape": list(pet_a.shape),
+           "orientation": DEFAULT_ORIENTATION}
     atomic_write_bytes(folder / "meta.json", json.dumps(row).encode())
     return row
 
