@@ -1,11 +1,20 @@
 """The whole inference path against the oracle network: the right mask is SUV > 3 wherever there is body."""
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from model import segment
 from model.config import ModelConfig
-from model.geometry import inplane_grid, overlap_fraction, physical_bounds, resample_onto
+from model.geometry import (
+    inplane_grid,
+    orientation_of,
+    overlap_fraction,
+    physical_bounds,
+    reorient,
+    resample_onto,
+    restore_orientation,
+)
 from tests.conftest import ORACLE_SUV, TINY, dice, oracle_predictor
 
 
@@ -83,3 +92,45 @@ def test_overlap_fraction():
     assert overlap_fraction(pet, ct) == 1.0
     ct.SetOrigin((5000.0, 0.0, 0.0))
     assert overlap_fraction(pet, ct) == 0.0
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    return q * np.sign(np.diag(r))  # a proper orthonormal matrix, possibly a reflection: both occur in files
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reorient_moves_no_voxel_and_restore_orientation_is_its_exact_inverse(seed):
+    """Any direction, oblique ones included: the voxels are permuted and flipped, each keeps its physical point,
+    and the way back gives the original array on bit for bit the original geometry."""
+    rng = np.random.default_rng(seed)
+    image = sitk.GetImageFromArray(rng.random((5, 6, 7)).astype(np.float32))
+    image.SetSpacing((1.5, 2.5, 4.0))
+    image.SetOrigin(tuple(rng.normal(0, 100, 3)))
+    image.SetDirection(_random_rotation(rng).ravel().tolist())
+    for code in ("LPS", "RAS", "SLP", "AIR"):
+        turned = reorient(image, code)
+        assert orientation_of(turned) == code
+        for index in [(0, 0, 0), (3, 1, 4)]:
+            point = image.TransformIndexToPhysicalPoint(index)
+            assert turned.GetPixel(turned.TransformPhysicalPointToIndex(point)) == image.GetPixel(index)
+        back = restore_orientation(turned, image)
+        assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(image))
+        assert (back.GetSize(), back.GetSpacing(), back.GetOrigin(), back.GetDirection()) == (
+            image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+
+def test_reorient_to_the_images_own_orientation_is_the_image_and_restore_leaves_its_argument_alone():
+    pet, _, _ = _study()
+    assert orientation_of(pet) == "LPS" and reorient(pet, "LPS") is pet
+    moved = sitk.Image(pet)
+    shifted = tuple(np.array(pet.GetOrigin()) + (1.0e-4, 0.0, 0.0))
+    moved.SetOrigin(shifted)  # within same_grid's tolerance, as reorient's rounding may leave it
+    back = restore_orientation(moved, pet)
+    assert back.GetOrigin() == pet.GetOrigin() and moved.GetOrigin() == shifted
+
+
+def test_restore_orientation_refuses_an_image_of_another_grid():
+    pet, _, _ = _study()
+    with pytest.raises(ValueError, match="does not map back"):
+        restore_orientation(pet[1:], pet)
