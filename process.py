@@ -23,30 +23,19 @@ import math
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from model import InferenceConfig, InputError, Predictor
-from model.cases import CaseSource, dicom_cases, layout_cases, manifest_cases, path_case
-from model.cohort import OUTPUT_SLUG as OUTPUT_SLUG  # the mask folder's name; train/ reads it from here
-from model.cohort import (
-    CohortOptions,
-    OutputLayout,
-    RankInfo,
-    model_info,
-    outcome_records,
-    part_indices,
-    prepare_output,
-    print_error,
-    run_cohort,
-    write_results,
-)
-from model.errors import WriteError, shown
-from model.inference import resolve_device
+# Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
+# machine); main() imports the rest once the arguments are known to be good.
+from model.distributed import RankInfo, part_indices
+from model.errors import InputError, WriteError, one_line, shown
 from model.suv import SUV_METHODS
 
+if TYPE_CHECKING:
+    from model.cases import CaseSource
+
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
-GRAND_CHALLENGE_INPUT = Path("/input")
+GRAND_CHALLENGE_INPUT, GRAND_CHALLENGE_OUTPUT = Path("/input"), Path("/output")
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 EXIT_CASE_FAILED, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -54,6 +43,10 @@ EXIT_CASE_FAILED, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 1, 2, 130
 def check_device(device: str) -> None:
     if not DEVICE_NAME.fullmatch(device):
         raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    import torch
+
+    from model.inference import resolve_device
+
     resolved = resolve_device(device)
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
         raise InputError(f"--device {device}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
@@ -77,7 +70,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     dicom.add_argument("--suv-method", choices=SUV_METHODS, default=None,
                        help="qiba (default) or autopet (the training data's conversion)")
     dicom.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
-    parser.add_argument("--output", type=Path, default=Path("/output"), help="output folder")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="output folder (required with an input argument; grand-challenge mode: /output)")
     parser.add_argument("--no-report", action="store_true",
                         help="local mode: masks and results.json only (no reports/ folder)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
@@ -108,6 +102,10 @@ def check_arguments(args: argparse.Namespace) -> bool:
     if (args.pet is None) != (args.ct is None):
         raise InputError("--pet and --ct: give both (one study)")
     grand_challenge = not given
+    if grand_challenge:
+        args.output = args.output or GRAND_CHALLENGE_OUTPUT
+    elif args.output is None:  # never write into the file system's root by default
+        raise InputError(f"{given[0]}: give --output OUT, the folder for masks, reports and results.json")
     if grand_challenge and args.no_report:
         raise InputError("--no-report: reports are written in local mode only (--input, --pet/--ct, --manifest)")
     if args.manifest is not None and args.weight_kg is not None:
@@ -121,6 +119,8 @@ def check_arguments(args: argparse.Namespace) -> bool:
 
 def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSource]:
     """The run's cases, in order; InputError when the input as a whole cannot be used."""
+    from model.cases import dicom_cases, layout_cases, manifest_cases, path_case
+
     suv_method = args.suv_method or "qiba"
     if grand_challenge:
         sources = layout_cases(GRAND_CHALLENGE_INPUT)
@@ -146,12 +146,28 @@ def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSo
     return sources
 
 
+def print_error(message: object) -> None:
+    """``error: <message>`` on stderr as one line (no reader runs beside it here: the cohort is over)."""
+    print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     rank: RankInfo | None = None
     try:
         args = parse_args(argv)
         # Everything that can stop the run is checked before the weights load and any case runs.
         grand_challenge = check_arguments(args)
+        from model.cohort import (
+            CohortOptions,
+            OutputLayout,
+            model_info,
+            outcome_records,
+            prepare_output,
+            run_cohort,
+            write_results,
+        )
+        from model.inference import InferenceConfig, Predictor, describe_precision
+
         rank = RankInfo.from_environment()
         device = rank.device(args.device) if rank is not None else args.device
         settings = InferenceConfig(device=device, precision=args.precision, batch_size=args.batch_size,
@@ -165,12 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         results = layout.results(args.num_parts, args.part_id)
         prepare_output(layout, reports=reports, results=results)
         predictor = Predictor.from_path(args.weights, settings)
+        print(f"{shown(args.weights)} on {describe_precision(predictor)}", flush=True)
         options = CohortOptions(reports=reports, model_info=model_info(args.weights, predictor) if reports else None,
                                 read_ahead=not args.no_read_ahead, skip_existing=args.skip_existing)
         if rank is not None:
             rank.start_group()
     except (InputError, OSError) as error:
-        print_error(str(error))
+        print_error(error)
         return EXIT_NOT_STARTED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -188,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except WriteError as error:  # results.json
-        print_error(str(error))
+        print_error(error)
         return EXIT_CASE_FAILED
     finally:
         if rank is not None:

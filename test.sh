@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Builds the algorithm image and runs it on test/input with the grand-challenge flags, then checks the
-# output against test/expected_output (present, PET geometry, uint8 0/1, Dice >= 0.99).
+# output against test/expected_output (present, PET geometry, uint8 0/1, and every voxel whose fp32 probability
+# is further than 0.05 from the threshold as in the fp32 mask: any precision passes, a wrong mask fails).
 #
 #   ./test.sh                 # docker (CONTAINER_ENGINE=podman for podman; BASE_IMAGE=... to change the base)
 #   ./test.sh --local         # the same check without a container (python from PYTHON, default python3)
+#   PRECISION=bf16 ./test.sh --local    # another precision than auto
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
@@ -12,7 +14,7 @@ OUT=$(mktemp -d "${TMPDIR:-/tmp}/autopet-test-output.XXXXXX")
 trap 'rm -rf "$OUT"' EXIT
 
 if [ "${1:-}" = "--local" ]; then
-  "$PYTHON" process.py --input test/input --output "$OUT"
+  "$PYTHON" process.py --input test/input --output "$OUT" ${PRECISION:+--precision "$PRECISION"}
   "$PYTHON" test/check_output.py "$OUT" test/expected_output test/input
   exit $?
 fi

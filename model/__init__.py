@@ -1,26 +1,38 @@
-"""Shared by process.py and train/: the network, its preprocessing, its weights format and inference."""
+"""Shared by process.py and train/: the network, its preprocessing, its weights format and inference.
 
-from model.checkpoint import Checkpoint, load_checkpoint, load_ensemble, save_checkpoint
-from model.config import ModelConfig, NormalisationConfig
-from model.errors import InputError
-from model.inference import CaseTimings, InferenceConfig, Predictor, segment
-from model.network import build_network
-from model.runner import CaseResult, run_case, run_images
+The names below load on first use (PEP 562), so that ``import model.errors`` and a command line's --help
+answer without importing PyTorch (seconds on a busy machine).
+"""
 
-__all__ = [
-    "CaseResult",
-    "CaseTimings",
-    "Checkpoint",
-    "InferenceConfig",
-    "InputError",
-    "ModelConfig",
-    "NormalisationConfig",
-    "Predictor",
-    "build_network",
-    "load_checkpoint",
-    "load_ensemble",
-    "run_case",
-    "run_images",
-    "save_checkpoint",
-    "segment",
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+_HOMES = {
+    "Checkpoint": "model.checkpoint", "load_checkpoint": "model.checkpoint", "load_ensemble": "model.checkpoint",
+    "save_checkpoint": "model.checkpoint", "ModelConfig": "model.config", "NormalisationConfig": "model.config",
+    "InputError": "model.errors", "CaseTimings": "model.inference", "InferenceConfig": "model.inference",
+    "Predictor": "model.inference", "segment": "model.inference", "build_network": "model.network",
+    "CaseResult": "model.runner", "run_case": "model.runner", "run_images": "model.runner",
+}
+
+__all__ = [  # noqa: RUF022  (kept in _HOMES' order)
+    "Checkpoint", "load_checkpoint", "load_ensemble", "save_checkpoint", "ModelConfig", "NormalisationConfig",
+    "InputError", "CaseTimings", "InferenceConfig", "Predictor", "segment", "build_network", "CaseResult",
+    "run_case", "run_images",
 ]
+
+if TYPE_CHECKING:
+    from model.checkpoint import Checkpoint, load_checkpoint, load_ensemble, save_checkpoint
+    from model.config import ModelConfig, NormalisationConfig
+    from model.errors import InputError
+    from model.inference import CaseTimings, InferenceConfig, Predictor, segment
+    from model.network import build_network
+    from model.runner import CaseResult, run_case, run_images
+
+
+def __getattr__(name: str) -> object:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'model' has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

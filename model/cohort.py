@@ -19,7 +19,6 @@ study of its part, and rank 0 writes one results.json for all of them (``gather_
 from __future__ import annotations
 
 import contextlib
-import datetime
 import glob
 import json
 import os
@@ -42,7 +41,7 @@ from model.checkpoint import find_checkpoints, read_config
 from model.checks import check_study
 from model.errors import InputError, WriteError, describe, one_line, shown
 from model.files import atomic_write_bytes
-from model.inference import CaseTimings, Predictor, ct_on_pet_grid, resolve_device
+from model.inference import CaseTimings, Predictor, ct_on_pet_grid
 from model.readers import _STDERR_CAPTURE, IMAGE_SUFFIXES, read_image, require_utf8_path
 from model.runner import CaseResult, run_images, write_mask
 
@@ -51,8 +50,6 @@ OUTPUT_SLUG = "automated-petct-lesion-segmentation"
 VERSION = "0.1.0"
 # The headline numbers of a report (model.report.StudyReport.headline), read back for a case already done.
 HEADLINE_KEYS = ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm")
-# Ranks wait for the slowest at the end (one results.json): a cohort's parts can differ by hours.
-GROUP_TIMEOUT = datetime.timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -478,79 +475,7 @@ def write_results(path: Path, entries: list[dict]) -> None:
     atomic_write_bytes(path, json.dumps(entries, indent=2).encode())
 
 
-# --- parts and torchrun ------------------------------------------------------------------------------------
-
-def part_indices(count: int, num_parts: int, part_id: int) -> list[int]:
-    """The studies of part ``part_id`` of ``num_parts``: study i goes to part i mod num_parts."""
-    if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise InputError(f"--num-parts {num_parts} --part-id {part_id}: need num-parts >= 1 and "
-                         "0 <= part-id < num-parts")
-    return list(range(part_id, count, num_parts))
-
-
-@dataclass(frozen=True)
-class RankInfo:
-    """This process's place in a torchrun job."""
-
-    rank: int
-    world: int
-    local_rank: int
-    local_world: int
-
-    @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> RankInfo | None:
-        """RANK, WORLD_SIZE, LOCAL_RANK and LOCAL_WORLD_SIZE as torchrun sets them; None outside torchrun."""
-        names = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-        if "RANK" not in environ or "WORLD_SIZE" not in environ:
-            return None
-        try:
-            rank, world, local_rank, local_world = (int(environ.get(name, default)) for name, default in
-                                                    zip(names, ("", "", "0", "1"), strict=True))
-        except ValueError:
-            raise InputError(f"torchrun environment: {', '.join(f'{n}={environ.get(n)!r}' for n in names)} are not "
-                             "all integers") from None
-        if not (0 <= rank < world and 0 <= local_rank < local_world):
-            raise InputError(f"torchrun environment: rank {rank} of {world}, local rank {local_rank} of "
-                             f"{local_world} is not a place in the job")
-        return cls(rank=rank, world=world, local_rank=local_rank, local_world=local_world)
-
-    def device(self, device: str) -> str:
-        """This rank's device: the GPU of its LOCAL_RANK for ``auto`` (when CUDA is there) and ``cuda``; on the
-        CPU it takes its share of the cores (torch threads), so that ranks do not oversubscribe them."""
-        if device in ("auto", "cuda") and torch.cuda.is_available():
-            if self.local_rank >= torch.cuda.device_count():
-                raise InputError(f"local rank {self.local_rank}: PyTorch sees {torch.cuda.device_count()} CUDA "
-                                 "GPU(s); start at most one process per GPU (--nproc_per_node)")
-            torch.cuda.set_device(self.local_rank)
-            return f"cuda:{self.local_rank}"
-        if resolve_device(device).type == "cpu":
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // self.local_world))
-        return device
-
-    def start_group(self) -> None:
-        """Join the job's process group (gloo: only Python objects travel, on CPU and GPU machines alike)."""
-        import torch.distributed as dist
-
-        if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("gloo", timeout=GROUP_TIMEOUT)
-
-    def gather(self, records: list) -> list:
-        """Every rank's records, concatenated in rank order, on every rank."""
-        import torch.distributed as dist
-
-        if self.world == 1:
-            return list(records)
-        gathered: list = [None] * self.world
-        dist.all_gather_object(gathered, records)
-        return [record for part in gathered for record in part]
-
-    def close(self) -> None:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            with contextlib.suppress(RuntimeError):  # a group already torn down by torchrun
-                dist.destroy_process_group()
-
+# --- parts and torchrun: model/distributed.py ------------------------------------------------------------
 
 def outcome_records(summary: CohortSummary, indices: Sequence[int]) -> list[tuple[int, str, dict]]:
     """(index among all the run's studies, status, results.json entry) of each case of this process."""

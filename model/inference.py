@@ -78,6 +78,20 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     return torch.bfloat16 if cpu_supports_bf16() else torch.float32
 
 
+def describe_precision(predictor: Predictor) -> str:
+    """Where and in what precision a predictor runs, and why, as one phrase: "cpu, bf16 (auto: the CPU has
+    native bf16)". Printed at the start of a run, so that a log says what produced its masks."""
+    device, dtype = predictor.device, predictor.dtype
+    name = next(key for key, value in DTYPES.items() if value == dtype)
+    if predictor.settings.precision != "auto":
+        why = "as asked"
+    elif device.type == "cuda":
+        why = "auto: fp16 autocast on CUDA"
+    else:
+        why = "auto: the CPU has native bf16" if dtype == torch.bfloat16 else "auto: the CPU has no native bf16"
+    return f"{device}, {name} ({why})"
+
+
 def default_batch_size(device: torch.device) -> int:
     """Slices per batch: 32 fill a GPU; on a CPU larger batches than 8 were no faster (bench/inference.py)."""
     return 32 if device.type == "cuda" else 8
@@ -406,45 +420,83 @@ def ct_on_pet_grid(pet: sitk.Image, ct: sitk.Image, settings: InferenceConfig, *
     return ct if same_grid(pet, ct) else resample_onto(ct, pet, CT_FILL_HU)
 
 
+@dataclass
+class StudyOnModelGrid:
+    """A study as the network sees it: the CT on the PET's grid, both reoriented (permuted and flipped, not
+    interpolated) to the orientation the network was trained in, since it is not flip-invariant, and
+    resampled in-plane (``resampled``) when the PET's spacing is further than the tolerance from the
+    model's. ``oriented`` is the reoriented PET grid, which results come back to first."""
+
+    pet: sitk.Image
+    ct: sitk.Image
+    oriented: sitk.Image
+    resampled: bool
+
+
+def onto_model_grid(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, pet_name: str = "PET",
+                    ct_name: str = "CT") -> StudyOnModelGrid:
+    cfg, settings = predictor.config, predictor.settings
+    ct = ct_on_pet_grid(pet, ct, settings, pet_name=pet_name, ct_name=ct_name)
+    oriented = reorient(pet, cfg.orientation)
+    oriented_ct = reorient(ct, cfg.orientation)
+    if not needs_inplane_resampling(oriented, cfg.spacing_mm, settings.spacing_tolerance):
+        return StudyOnModelGrid(oriented, oriented_ct, oriented, resampled=False)
+    grid = inplane_grid(oriented, cfg.spacing_mm)
+    return StudyOnModelGrid(resample_onto(oriented, grid, 0.0), resample_onto(oriented_ct, grid, CT_FILL_HU),
+                            oriented, resampled=True)
+
+
+def _probability_on_oriented_grid(study: StudyOnModelGrid, predictor: Predictor, *, timings: CaseTimings,
+                                  progress: bool | None) -> sitk.Image:
+    pet_array, ct_array = sitk.GetArrayViewFromImage(study.pet), sitk.GetArrayViewFromImage(study.ct)
+    probability = predictor.predict_probabilities(pet_array, ct_array, timings=timings, progress=progress)
+    start = time.perf_counter()
+    image = sitk.GetImageFromArray(probability)
+    image.CopyInformation(study.pet)
+    del probability
+    if study.resampled:
+        image = resample_onto(image, study.oriented, 0.0)
+    timings.postprocess += time.perf_counter() - start
+    return image
+
+
+def lesion_probability(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *,
+                       timings: CaseTimings | None = None, progress: bool | None = None) -> sitk.Image:
+    """The lesion probability (float32) of one study on exactly the PET's grid, before the threshold and the
+    small-lesion removal: the values ``segment`` thresholds (test/expected_output holds them for the shipped
+    case, so that its check can tell a precision's rounding from a wrong mask)."""
+    timings = timings if timings is not None else CaseTimings()
+    start = time.perf_counter()
+    study = onto_model_grid(pet, ct, predictor)
+    timings.preprocess += time.perf_counter() - start
+    probability = _probability_on_oriented_grid(study, predictor, timings=timings, progress=progress)
+    return restore_orientation(probability, pet)
+
+
 def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: CaseTimings | None = None,
             progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
     """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds.
 
-    The CT is resampled onto the PET grid when it is not on it; both are reoriented (permuted and flipped,
-    not interpolated) to the orientation the network was trained in, since it is not flip-invariant; both
-    are resampled in-plane when the PET's spacing is further than the tolerance from the model's, and the
-    probability is brought back to the PET grid before it is thresholded.
+    The study is brought onto the network's grid (``onto_model_grid``); the probability is brought back to
+    the (reoriented) PET grid before it is thresholded, and the mask back to the PET's own orientation.
     """
     cfg, settings = predictor.config, predictor.settings
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
-    ct = ct_on_pet_grid(pet, ct, settings, pet_name=pet_name, ct_name=ct_name)
-    oriented = reorient(pet, cfg.orientation)  # the reference grid from here on; the mask goes back to ``pet``
-    work_pet, work_ct = oriented, reorient(ct, cfg.orientation)
-    resample = needs_inplane_resampling(oriented, cfg.spacing_mm, settings.spacing_tolerance)
-    if resample:
-        grid = inplane_grid(oriented, cfg.spacing_mm)
-        work_pet = resample_onto(work_pet, grid, 0.0)
-        work_ct = resample_onto(work_ct, grid, CT_FILL_HU)
-    del ct  # where reorient copied it, only the copy is used from here on
+    study = onto_model_grid(pet, ct, predictor, pet_name=pet_name, ct_name=ct_name)
     timings.preprocess += time.perf_counter() - start
-
-    pet_array, ct_array = sitk.GetArrayViewFromImage(work_pet), sitk.GetArrayViewFromImage(work_ct)
-    if resample:
-        probability = predictor.predict_probabilities(pet_array, ct_array, timings=timings, progress=progress)
+    if study.resampled:
+        probability = _probability_on_oriented_grid(study, predictor, timings=timings, progress=progress)
         start = time.perf_counter()
-        on_model_grid = sitk.GetImageFromArray(probability)
-        on_model_grid.CopyInformation(work_pet)
-        del probability
-        on_pet_grid = resample_onto(on_model_grid, oriented, 0.0)
-        result = lesion_mask(sitk.GetArrayViewFromImage(on_pet_grid), cfg.threshold)
-    else:
+        result = lesion_mask(sitk.GetArrayViewFromImage(probability), cfg.threshold)
+    else:  # on the model's grid already: only the uint8 mask is kept whole, never a float volume
+        pet_array, ct_array = sitk.GetArrayViewFromImage(study.pet), sitk.GetArrayViewFromImage(study.ct)
         result = predictor.predict_volume(pet_array, ct_array, timings=timings, progress=progress)
         start = time.perf_counter()
     if settings.min_lesion_ml > 0:
-        result = remove_small_components(result, oriented.GetSpacing(), settings.min_lesion_ml)
+        result = remove_small_components(result, study.oriented.GetSpacing(), settings.min_lesion_ml)
     mask = sitk.GetImageFromArray(result)
-    mask.CopyInformation(oriented)
+    mask.CopyInformation(study.oriented)
     mask = restore_orientation(mask, pet)
     timings.postprocess += time.perf_counter() - start
     return mask

@@ -49,7 +49,9 @@ mkdir -p "$T/input/images/pet" "$T/input/images/ct" "$T/ground_truth"
 cp "$W"/testcase/images/pet/*.mha "$T/input/images/pet/00000000-0000-47e8-8000-000000000001.mha"
 cp "$W"/testcase/images/ct/*.mha "$T/input/images/ct/00000000-0000-47e8-8000-000000000002.mha"
 cp "$W"/testcase/labels/*.mha "$T/ground_truth/00000000-0000-47e8-8000-000000000002.mha"
-$PY process.py --input "$T/input" --output "$T/expected_output" --weights "$DEST/weights" --no-report
+# fp32, and the fp32 probability beside it: test/check_output.py tells rounding at other precisions from errors.
+$PY process.py --input "$T/input" --output "$T/expected_output" --weights "$DEST/weights" --no-report --precision fp32
+$PY test/make_reference.py "$T/input" "$T/expected_output" "$DEST/weights"
 
 # 4. Pictures: the shipped case, then a held-out negative and positive phantom (another seed than training's).
 $PY -m train evaluate --pred "$T/expected_output/$SLUG" --gt "$T/ground_truth" --pet "$T/input/images/pet" \

@@ -23,12 +23,11 @@ from model.cohort import (
     VERSION,
     CohortOptions,
     OutputLayout,
-    RankInfo,
     check_case_names,
     model_info,
-    part_indices,
     run_cohort,
 )
+from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError
 from tests.conftest import ROOT, SMALL_SPEC, write_case
 from train.phantom import make_phantom
