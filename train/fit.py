@@ -37,7 +37,7 @@ from model.metrics import aggregate, case_metrics
 from model.network import IMAGENET, PRETRAINED_SUFFIXES, build_training_network
 from train.augment import AUGMENTATIONS, augment, build_augmentation
 from train.data import SliceDataset, StoreVolumes
-from train.loss import TERMS, UncertaintyWeightedLoss
+from train.loss import DICE_FORMS, TERMS, UncertaintyWeightedLoss
 from train.notices import warn
 from train.prepare import bodyless_slices, load_index
 from train.sampler import WholeBodySampler
@@ -64,6 +64,9 @@ class FitConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.01
     loss_lr: float = 1e-4
+    # The Dice term's form (train.loss.DICE_FORMS): this project's "foreground_batch", or the seed code's
+    # "two_class_per_sample" (paper.json).
+    dice: str = "foreground_batch"
     alpha: float = 1.0
     beta: int = 5
     overlap: float = 0.25
@@ -90,6 +93,8 @@ class FitConfig:
             self.augment = "light"
         if self.augment not in (False, *AUGMENTATIONS):
             raise ValueError(f"augment must be one of {[*AUGMENTATIONS, False]}, got {self.augment!r}")
+        if self.dice not in DICE_FORMS:
+            raise ValueError(f"dice must be one of {list(DICE_FORMS)}, got {self.dice!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         for name in ("epochs", "val_every", "batch_size", "beta", "max_nonfinite_steps"):
@@ -146,10 +151,10 @@ class FitConfig:
 class TrainModule(torch.nn.Module):
     """Network and learned loss weights in one module, so that DDP averages the gradients of both."""
 
-    def __init__(self, network: torch.nn.Module):
+    def __init__(self, network: torch.nn.Module, dice: str = "foreground_batch"):
         super().__init__()
         self.network = network
-        self.loss = UncertaintyWeightedLoss()
+        self.loss = UncertaintyWeightedLoss(dice=dice)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(self.network(image), mask)
@@ -292,14 +297,17 @@ def select_studies(data: Path, fold: int, config: FitConfig, ddp: Distributed) -
 
 def build_optimisation(config: FitConfig, model_config: ModelConfig, device: torch.device, ddp: Distributed,
                        pretrained: str | None) -> Optimisation:
-    """Network (from ``pretrained``), learned loss weights, AdamW in two groups, cosine schedule, precision."""
+    """Network (from ``pretrained``), learned loss weights, AdamW in two groups, cosine schedule, precision.
+
+    AdamW as the paper says; with weight_decay 0 (paper.json) it is exactly the seed code's Adam (its
+    petct_solver.py: torch.optim.Adam, no weight decay), so one config agrees with both."""
     torch.manual_seed(config.seed)
     if not ddp.main:
         ddp.barrier()  # the main rank fetches ImageNet weights into the hub's cache first
     network = build_training_network(model_config, pretrained)
     if ddp.main:
         ddp.barrier()
-    module = TrainModule(network).to(device).to(memory_format=torch.channels_last)
+    module = TrainModule(network, config.dice).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         [{"params": module.network.parameters(), "lr": config.lr, "weight_decay": config.weight_decay},
          {"params": module.loss.parameters(), "lr": config.loss_lr, "weight_decay": 0.0}],
