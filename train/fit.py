@@ -72,7 +72,8 @@ class FitConfig:
     overlap: float = 0.25
     whole_body_negatives: bool = False
     positive_studies_only: bool = True
-    # "seed" (the seed's imgaug set), "light", or false; true is read as "light", what it meant before.
+    # "seed" (the seed's imgaug pipeline, operator by operator), "seed_v1" (the first rebuild of it, which
+    # demo.json trained with), "light", or false; true is read as "light", what it meant before.
     augment: str | bool = "seed"
     workers: int = 4
     seed: int = 0
@@ -444,9 +445,14 @@ def validate_and_export(run: Run, state: RunState, epoch: int) -> dict[str, Any]
     return {f"val_{k}": v for k, v in metrics.items()}
 
 
-def _pretrained_provenance(pretrained: str | None) -> dict[str, Any]:
-    if pretrained in (None, IMAGENET):
+def _pretrained_provenance(pretrained: str | None, encoder: str) -> dict[str, Any]:
+    if pretrained is None:
         return {"pretrained": pretrained}
+    if pretrained == IMAGENET:
+        # Which ImageNet weights: an untagged encoder takes timm's default tag, which timm may change.
+        import timm
+
+        return {"pretrained": pretrained, "pretrained_tag": timm.models.get_pretrained_cfg(encoder).tag}
     digest = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()
     return {"pretrained": str(Path(pretrained).resolve()), "pretrained_sha256": digest}
 
@@ -476,8 +482,8 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
         optimisation = build_optimisation(config, model_config, torch_device, ddp,
                                           None if resuming else config.pretrained)
         state = load_state(last_path, optimisation) if resuming else RunState()
-        provenance = {"data": str(Path(data).resolve().name), "fold": fold,
-                      "train_config": str(out / "config.json"), **_pretrained_provenance(config.pretrained)}
+        provenance = {"data": str(Path(data).resolve().name), "fold": fold, "train_config": str(out / "config.json"),
+                      **_pretrained_provenance(config.pretrained, model_config.encoder)}
         run = Run(config, model_config, Path(data), fold, out, torch_device, ddp, studies, optimisation,
                   provenance, on_step, progress)
         if ddp.main:
