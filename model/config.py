@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The names of the normalisation schemes; model/preprocessing.py holds one function per name (NORMALISERS).
-NORMALISATION_SCHEMES = ("zscore_per_slice", "fixed")
+NORMALISATION_SCHEMES = ("zscore_per_slice", "fixed", "seed")
+# Schemes whose statistics depend on the window the network sees: computed on each crop (training) and each
+# tile (inference) instead of on the whole slice (model.preprocessing.slice_input / window_input).
+PER_WINDOW_SCHEMES = ("seed",)
 CHANNEL_ORDER = ("PET_SUV", "CT_HU")
 # timm model names, with an optional pretrained tag (regnety_160, regnety_160.swag_ft_in1k).
 ENCODER_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
@@ -44,8 +47,16 @@ class NormalisationConfig:
     A slice with fewer body voxels than model.preprocessing.MIN_BODY_PIXELS takes its statistics from the
     whole slice instead, and the standard deviation is floored at about the noise of each modality
     (model.preprocessing.ZSCORE_STD_FLOOR), so every slice gives finite, bounded values. This is not the
-    seed code's scheme: the seed z-scores PET over its voxels with PET != 0 and CT over its voxels with
-    CT != -1000, within its 256x256 crop, so its statistics depend on where the crop falls.
+    seed code's scheme; it exists because its statistics do not depend on where a crop or tile falls, and its
+    floors keep near-empty slices bounded.
+    ``seed`` is the seed code's (ZZZsn/MICCAI2022-autopet, PETCT_train_v2/data_loader_petct.py with norm
+    'z-score' and docker/test_loader.py): CT clipped to ``ct_clip``, then per window the network sees (the
+    training crop, each inference tile): PET z-scored over its voxels with PET != 0 (left as it is when the
+    window's PET is all 0), CT over its voxels with CT != ct_clip[0] (``ct - min`` when the window's CT is
+    constant). Population standard deviation as numpy's. Where the seed divides by zero (one PET value, or
+    air and one uniform tissue value) the standard deviation is floored as for zscore_per_slice, which real
+    slices never reach. The tiles of a body wider than the crop each take their own statistics, so one pixel
+    in two tiles is normalised twice, differently (the seed's single 256x256 crop cut such bodies off).
     ``fixed`` is one global scaling for every slice:
     ``clip(SUV, 0, pet_clip) / pet_scale`` and ``(clip(HU, *ct_clip) - ct_center) / ct_scale``.
     """
@@ -67,6 +78,11 @@ class NormalisationConfig:
             raise ValueError(f"normalisation ct_clip must be (low, high) with low < high, got {list(self.ct_clip)}")
         if self.pet_scale <= 0 or self.ct_scale <= 0 or self.pet_clip <= 0:
             raise ValueError("normalisation pet_clip, pet_scale and ct_scale must be positive")
+
+    @property
+    def per_window(self) -> bool:
+        """Whether the statistics are the window's (PER_WINDOW_SCHEMES) rather than the whole slice's."""
+        return self.scheme in PER_WINDOW_SCHEMES
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from model.checkpoint import Checkpoint, load_ensemble
-from model.config import ModelConfig
+from model.config import ModelConfig, NormalisationConfig
 from model.errors import InputError
 from model.geometry import (
     CT_FILL_HU,
@@ -43,7 +43,7 @@ from model.geometry import (
 )
 from model.network import fold_batch_norm
 from model.postprocessing import remove_small_components, voxel_ml
-from model.preprocessing import body_boxes, normalise, pad_to_crop, sanitise, window_starts
+from model.preprocessing import body_boxes, pad_to_crop, sanitise, slice_input, window_input, window_starts
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -221,10 +221,13 @@ def body_windows(box: Sequence[int], shape: tuple[int, int], crop: int, multiple
 
 @dataclass
 class Tiles:
-    """A chunk's network input (n, 2, H', W') and the windows to cut from it."""
+    """A chunk's slices (n, 2, H', W'), normalised or raw (model.preprocessing.slice_input), and the windows
+    to cut from them; ``norm`` makes each cut window the network's input (window_input); its default, a
+    whole-slice scheme, takes the windows as they are."""
 
     image: torch.Tensor
     windows: list[Window]
+    norm: NormalisationConfig = field(default_factory=NormalisationConfig)
 
     def batches(self, batch_size: int) -> Iterator[tuple[list[Window], torch.Tensor]]:
         """Windows grouped by shape, ``batch_size`` at a time, each group with its (B, 2, h, w) input."""
@@ -234,20 +237,20 @@ class Tiles:
         for group in by_shape.values():
             for first in range(0, len(group), batch_size):
                 batch = group[first:first + batch_size]
-                yield batch, torch.stack([self.image[w.index, :, w.y:w.y + w.height, w.x:w.x + w.width]
-                                          for w in batch])
+                yield batch, window_input(torch.stack([self.image[w.index, :, w.y:w.y + w.height, w.x:w.x + w.width]
+                                                       for w in batch]), self.norm)
 
 
 def tile_chunk(chunk: SliceChunk, config: ModelConfig, overlap: float, shrink: bool) -> Tiles:
-    """The chunk normalised for the network, and the windows covering each slice's body (none without one)."""
+    """The chunk prepared for the network, and the windows covering each slice's body (none without one)."""
     boxes = body_boxes(chunk.ct, config.normalisation)
-    image = normalise(chunk.pet, chunk.ct, config.normalisation)
+    image = slice_input(chunk.pet, chunk.ct, config.normalisation)
     shape = (image.shape[2], image.shape[3])
     multiple = 2 ** len(config.decoder_channels)  # the U-Net halves its input once per decoder stage
     windows = [Window(i, y, x, h, w)
                for i, box in enumerate(boxes) if box[0] >= 0  # no body in this slice: nothing to segment
                for y, x, h, w in body_windows(box, shape, config.crop_size, multiple, overlap, shrink)]
-    return Tiles(image=image, windows=windows)
+    return Tiles(image=image, windows=windows, norm=config.normalisation)
 
 
 def stitch(chunk: SliceChunk, windows: Sequence[Window], probabilities: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -59,16 +59,58 @@ def _zscore_per_slice(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationCo
     return torch.stack(channels, dim=1)
 
 
+def _zscore_over(x: torch.Tensor, selected: torch.Tensor, floor: float) -> torch.Tensor:
+    """x z-scored per slice over its ``selected`` voxels (numpy's population standard deviation), the
+    standard deviation floored at ``floor`` (only a degenerate selection comes near it)."""
+    selected = selected.float()
+    count = selected.sum(dim=(1, 2), keepdim=True).clamp(min=1.0)
+    mean = (x * selected).sum(dim=(1, 2), keepdim=True) / count
+    var = (((x - mean) ** 2) * selected).sum(dim=(1, 2), keepdim=True) / count
+    return (x - mean) / var.sqrt().clamp(min=floor)
+
+
+def _seed(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    """The seed code's per-window z-score (NormalisationConfig's docstring); ``ct`` is already clipped.
+
+    As in ZZZsn/MICCAI2022-autopet docker/test_loader.py: ``if pet.max() != 0`` z-score over pet != 0;
+    ``if ct.max() - ct.min() == 0: ct - ct.min()`` else z-score over ct != -1000 (the clip's floor).
+    """
+    pet_floor, ct_floor = ZSCORE_STD_FLOOR
+    pet_active = (pet.amax(dim=(1, 2)) != 0)[:, None, None]
+    pet_n = torch.where(pet_active, _zscore_over(pet, pet != 0, pet_floor), pet)
+    ct_min = ct.amin(dim=(1, 2), keepdim=True)
+    constant = ct.amax(dim=(1, 2), keepdim=True) == ct_min
+    ct_n = torch.where(constant, ct - ct_min, _zscore_over(ct, ct != norm.ct_clip[0], ct_floor))
+    return torch.stack((pet_n, ct_n), dim=1)
+
+
 # The normalisation schemes, by the names NormalisationConfig accepts (model.config.NORMALISATION_SCHEMES).
 NORMALISERS: dict[str, Callable[[torch.Tensor, torch.Tensor, NormalisationConfig], torch.Tensor]] = {
     "zscore_per_slice": _zscore_per_slice,
     "fixed": _fixed,
+    "seed": _seed,
 }
 
 
 def normalise(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
     """(N, H, W) SUV and HU to the network's (N, 2, H, W) input, as ``norm`` says (CT clipped to ct_clip)."""
     return NORMALISERS[norm.scheme](pet, ct.clamp(norm.ct_clip[0], norm.ct_clip[1]), norm)
+
+
+def slice_input(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    """(N, 2, H, W) that crops and tiles are cut from: the normalised slices, or for a per-window scheme
+    the raw (SUV, HU) pair, which window_input then normalises window by window."""
+    if norm.per_window:
+        return torch.stack((pet, ct), dim=1)
+    return normalise(pet, ct, norm)
+
+
+def window_input(windows: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    """The network's input from (B, 2, h, w) windows cut from slice_input: per-window schemes normalise here,
+    with the window's own statistics (as the seed did on its crop); the others are normalised already."""
+    if norm.per_window:
+        return normalise(windows[:, 0], windows[:, 1], norm)
+    return windows
 
 
 def body_boxes(ct: torch.Tensor, norm: NormalisationConfig) -> np.ndarray:

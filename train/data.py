@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import Dataset
 
 from model.config import ModelConfig
-from model.preprocessing import body_boxes, normalise, pad_to_crop, sanitise
+from model.preprocessing import body_boxes, pad_to_crop, sanitise, slice_input, window_input
 
 
 def training_window_start(lo: int, hi: int, length: int, crop: int, rng: np.random.Generator,
@@ -63,7 +63,7 @@ class SliceDataset(Dataset):
         h, w = pet_t.shape[1:]
         pet_t, ct_t, (top, left) = pad_to_crop(pet_t, ct_t, crop)
         mask_t = torch.nn.functional.pad(mask_t, (left, pet_t.shape[2] - w - left, top, pet_t.shape[1] - h - top))
-        image = normalise(pet_t, ct_t, norm)[0]
+        image = slice_input(pet_t, ct_t, norm)[0]
         box = body_boxes(ct_t, norm)[0]
         rng = np.random.default_rng((self.seed, self.epoch, i, s))
         height, width = image.shape[1:]
@@ -71,4 +71,5 @@ class SliceDataset(Dataset):
             box = np.array([0, height, 0, width])
         y = training_window_start(int(box[0]), int(box[1]), height, crop, rng)
         x = training_window_start(int(box[2]), int(box[3]), width, crop, rng)
-        return image[:, y : y + crop, x : x + crop].contiguous(), mask_t[:, y : y + crop, x : x + crop].float()
+        window = window_input(image[None, :, y : y + crop, x : x + crop], norm)[0]
+        return window.contiguous(), mask_t[:, y : y + crop, x : x + crop].float()

@@ -37,7 +37,7 @@ from model.metrics import aggregate, case_metrics
 from model.network import IMAGENET, PRETRAINED_SUFFIXES, build_training_network
 from train.augment import AUGMENTATIONS, augment, build_augmentation
 from train.data import SliceDataset, StoreVolumes
-from train.loss import TERMS, UncertaintyWeightedLoss
+from train.loss import DICE_FORMS, TERMS, UncertaintyWeightedLoss
 from train.notices import warn
 from train.prepare import bodyless_slices, load_index
 from train.sampler import WholeBodySampler
@@ -64,12 +64,16 @@ class FitConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 0.01
     loss_lr: float = 1e-4
+    # The Dice term's form (train.loss.DICE_FORMS): this project's "foreground_batch", or the seed code's
+    # "two_class_per_sample" (paper.json).
+    dice: str = "foreground_batch"
     alpha: float = 1.0
     beta: int = 5
     overlap: float = 0.25
     whole_body_negatives: bool = False
     positive_studies_only: bool = True
-    # "seed" (the seed's imgaug set), "light", or false; true is read as "light", what it meant before.
+    # "seed" (the seed's imgaug pipeline, operator by operator), "seed_v1" (the first rebuild of it, which
+    # demo.json trained with), "light", or false; true is read as "light", what it meant before.
     augment: str | bool = "seed"
     workers: int = 4
     seed: int = 0
@@ -90,6 +94,8 @@ class FitConfig:
             self.augment = "light"
         if self.augment not in (False, *AUGMENTATIONS):
             raise ValueError(f"augment must be one of {[*AUGMENTATIONS, False]}, got {self.augment!r}")
+        if self.dice not in DICE_FORMS:
+            raise ValueError(f"dice must be one of {list(DICE_FORMS)}, got {self.dice!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         for name in ("epochs", "val_every", "batch_size", "beta", "max_nonfinite_steps"):
@@ -146,10 +152,10 @@ class FitConfig:
 class TrainModule(torch.nn.Module):
     """Network and learned loss weights in one module, so that DDP averages the gradients of both."""
 
-    def __init__(self, network: torch.nn.Module):
+    def __init__(self, network: torch.nn.Module, dice: str = "foreground_batch"):
         super().__init__()
         self.network = network
-        self.loss = UncertaintyWeightedLoss()
+        self.loss = UncertaintyWeightedLoss(dice=dice)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(self.network(image), mask)
@@ -303,14 +309,17 @@ def select_studies(data: Path, fold: int, config: FitConfig, ddp: Distributed) -
 
 def build_optimisation(config: FitConfig, model_config: ModelConfig, device: torch.device, ddp: Distributed,
                        pretrained: str | None) -> Optimisation:
-    """Network (from ``pretrained``), learned loss weights, AdamW in two groups, cosine schedule, precision."""
+    """Network (from ``pretrained``), learned loss weights, AdamW in two groups, cosine schedule, precision.
+
+    AdamW as the paper says; with weight_decay 0 (paper.json) it is exactly the seed code's Adam (its
+    petct_solver.py: torch.optim.Adam, no weight decay), so one config agrees with both."""
     torch.manual_seed(config.seed)
     if not ddp.main:
         ddp.barrier()  # the main rank fetches ImageNet weights into the hub's cache first
     network = build_training_network(model_config, pretrained)
     if ddp.main:
         ddp.barrier()
-    module = TrainModule(network).to(device).to(memory_format=torch.channels_last)
+    module = TrainModule(network, config.dice).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         [{"params": module.network.parameters(), "lr": config.lr, "weight_decay": config.weight_decay},
          {"params": module.loss.parameters(), "lr": config.loss_lr, "weight_decay": 0.0}],
@@ -447,9 +456,14 @@ def validate_and_export(run: Run, state: RunState, epoch: int) -> dict[str, Any]
     return {f"val_{k}": v for k, v in metrics.items()}
 
 
-def _pretrained_provenance(pretrained: str | None) -> dict[str, Any]:
-    if pretrained in (None, IMAGENET):
+def _pretrained_provenance(pretrained: str | None, encoder: str) -> dict[str, Any]:
+    if pretrained is None:
         return {"pretrained": pretrained}
+    if pretrained == IMAGENET:
+        # Which ImageNet weights: an untagged encoder takes timm's default tag, which timm may change.
+        import timm
+
+        return {"pretrained": pretrained, "pretrained_tag": timm.models.get_pretrained_cfg(encoder).tag}
     digest = hashlib.sha256(Path(pretrained).read_bytes()).hexdigest()
     return {"pretrained": str(Path(pretrained).resolve()), "pretrained_sha256": digest}
 
@@ -479,8 +493,8 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
         optimisation = build_optimisation(config, model_config, torch_device, ddp,
                                           None if resuming else config.pretrained)
         state = load_state(last_path, optimisation) if resuming else RunState()
-        provenance = {"data": str(Path(data).resolve().name), "fold": fold,
-                      "train_config": str(out / "config.json"), **_pretrained_provenance(config.pretrained)}
+        provenance = {"data": str(Path(data).resolve().name), "fold": fold, "train_config": str(out / "config.json"),
+                      **_pretrained_provenance(config.pretrained, model_config.encoder)}
         run = Run(config, model_config, Path(data), fold, out, torch_device, ddp, studies, optimisation,
                   provenance, on_step, progress)
         if ddp.main:

@@ -1,8 +1,21 @@
 """Dice + Lovasz hinge + BCE, combined with learned uncertainty weights (Kendall et al. 2018).
 
 total = sum_i 0.5 / s_i^2 * L_i + log(1 + s_i^2), with s_i learned and initialised to 1.
-The Dice term is a batch-level soft Dice with smoothing: unlike smp's DiceLoss, which returns 0 on a batch
-without foreground, it still penalises predicted foreground on whole-body slices without lesions.
+
+The Dice term has two forms (DICE_FORMS, the training config's ``dice``):
+
+``foreground_batch`` (this project's): soft Dice of the foreground over the whole batch, smoothing 1 in smp's
+soft_dice_score, which adds it as (I + 1) / (I + (FP + FN) / 2 + 1) = (2 I + 2) / (P + G + 2). Unlike
+smp's DiceLoss, which returns 0 on a batch without foreground, it still penalises predicted foreground on
+whole-body slices without lesions, and one batch-level ratio is stable when most slices are lesion-free.
+
+``two_class_per_sample`` (the seed's published training code, ZZZsn/MICCAI2022-autopet
+PETCT_train_v2/petct_solver.py: SoftDiceLoss on the softmax of a 2-channel head against the one-hot target,
+smoothing 1e-5): per sample and per class (background, foreground) (2 I + smooth) / (P + G + smooth), the
+loss 1 minus its mean over samples and both classes. On our 1-logit head the background probability is
+1 - p: a 2-logit softmax is exactly the sigmoid of the logits' difference, so this is the seed's Dice of the
+same predictions. (The seed's SoftDiceLoss itself is imported from a seg_code_2d/loss/ module that is not in
+the public repository; the form is the one its call and the issue's reading of it describe.)
 """
 
 from __future__ import annotations
@@ -12,20 +25,41 @@ from segmentation_models_pytorch.losses import LovaszLoss
 from segmentation_models_pytorch.losses._functional import soft_dice_score
 
 TERMS = ("dice", "lovasz", "bce")
+DICE_FORMS = ("foreground_batch", "two_class_per_sample")
+# The seed's SoftDiceLoss smoothing (see the module docstring); ours is 1.
+SEED_DICE_SMOOTH = 1e-5
+
+
+def two_class_per_sample_dice_loss(prob: torch.Tensor, target: torch.Tensor,
+                                   smooth: float = SEED_DICE_SMOOTH) -> torch.Tensor:
+    """1 - mean over samples and {background, foreground} of the soft Dice; ``prob`` is P(lesion), (N, 1, H, W)."""
+    prob = prob.flatten(1)
+    target = target.flatten(1)
+    dices = []
+    for p, g in ((1.0 - prob, 1.0 - target), (prob, target)):
+        intersection = (p * g).sum(dim=1)
+        dices.append((2.0 * intersection + smooth) / (p.sum(dim=1) + g.sum(dim=1) + smooth))
+    return 1.0 - torch.stack(dices, dim=1).mean()
 
 
 class UncertaintyWeightedLoss(torch.nn.Module):
-    def __init__(self, smooth: float = 1.0):
+    def __init__(self, dice: str = "foreground_batch", smooth: float = 1.0):
         super().__init__()
+        if dice not in DICE_FORMS:
+            raise ValueError(f"dice must be one of {list(DICE_FORMS)}, got {dice!r}")
         self.s = torch.nn.Parameter(torch.ones(len(TERMS)))
-        self.smooth = smooth
+        self.dice, self.smooth = dice, smooth
         self.lovasz = LovaszLoss(mode="binary", per_image=False, from_logits=True)
+
+    def dice_term(self, prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.dice == "two_class_per_sample":
+            return two_class_per_sample_dice_loss(prob, target)
+        return 1.0 - soft_dice_score(prob.reshape(-1), target.reshape(-1), smooth=self.smooth)
 
     def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         logits, target = logits.float(), target.float()
         prob = torch.sigmoid(logits)
-        dice = 1.0 - soft_dice_score(prob.reshape(-1), target.reshape(-1), smooth=self.smooth)
-        return {"dice": dice, "lovasz": self.lovasz(logits, target),
+        return {"dice": self.dice_term(prob, target), "lovasz": self.lovasz(logits, target),
                 "bce": torch.nn.functional.binary_cross_entropy_with_logits(logits, target)}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:

@@ -16,8 +16,10 @@ from model.preprocessing import (
     normalise,
     pad_to_crop,
     sanitise,
+    slice_input,
     slices_with_body,
     tile_windows,
+    window_input,
     window_starts,
 )
 
@@ -93,7 +95,68 @@ def test_slices_without_body_normalise_to_finite_bounded_values(scheme):
     pet, ct = _bodyless_slices()
     assert not slices_with_body(ct, NormalisationConfig()).any()
     out = normalise(pet, ct, NormalisationConfig(scheme=scheme))
-    assert torch.isfinite(out).all() and out.abs().max() < 20
+    # The seed's rule has no bound where its statistics degenerate (one PET value, 8 SUV: -8 / the 0.1 floor;
+    # air and one tissue value: -1040 / the 20 HU floor); the floors keep it finite; such slices are not segmented.
+    assert torch.isfinite(out).all() and out.abs().max() < (100 if scheme == "seed" else 20)
+
+
+def _seed_rule(pet: np.ndarray, ct: np.ndarray) -> np.ndarray:
+    """The seed's own lines (ZZZsn/MICCAI2022-autopet docker/test_loader.py), in numpy, on one window."""
+    pet, ct = pet.astype(np.float32).copy(), ct.astype(np.float32).copy()
+    ct[ct < -1000] = -1000
+    ct[ct > 1000] = 1000
+    if pet.max() != 0:
+        pet = (pet - np.mean(pet[pet != 0])) / np.std(pet[pet != 0])
+    if ct.max() - ct.min() == 0:
+        ct = ct - ct.min()
+    else:
+        ct = (ct - np.mean(ct[ct != -1000])) / np.std(ct[ct != -1000])
+    return np.stack((pet, ct))
+
+
+def _seed_test_slices() -> tuple[np.ndarray, np.ndarray]:
+    """A chest with lungs, one with a metal implant, a body with an empty PET, and a constant CT."""
+    rng = np.random.default_rng(0)
+    ct = np.full((4, 96, 96), -1024.0, dtype=np.float32)
+    pet = np.zeros((4, 96, 96), dtype=np.float32)
+    yy, xx = np.mgrid[:96, :96]
+    body = (yy - 48) ** 2 / 35**2 + (xx - 48) ** 2 / 42**2 < 1
+    for i in range(3):
+        ct[i][body] = rng.normal(30, 40, body.sum())
+        pet[i][body] = rng.gamma(2.0, 0.6, body.sum())
+    lungs = ((yy - 45) ** 2 / 20**2 + (np.abs(xx - 48) - 18) ** 2 / 12**2) < 1
+    ct[0][lungs] = rng.normal(-850, 60, lungs.sum())  # lung: below -500 HU but above the -1000 clip
+    ct[0, 40:44, 40:44] = -1000.0  # a pocket of air inside: excluded like the air outside
+    ct[1, 60:66, 30:36] = 3000.0  # metal, clipped to 1000
+    pet[1, 20:24, 60:64] = 15.0  # a lesion
+    pet[2] = 0.0  # no PET on this slice
+    ct[3] = 40.0  # a constant CT (and an empty PET)
+    return pet, ct
+
+
+def test_the_seed_scheme_is_the_seed_codes_rule_window_by_window():
+    pet, ct = _seed_test_slices()
+    norm = NormalisationConfig(scheme="seed")
+    got = normalise(torch.from_numpy(pet), torch.from_numpy(ct), norm).numpy()
+    for i in range(len(pet)):
+        np.testing.assert_allclose(got[i], _seed_rule(pet[i], ct[i]), rtol=1e-4, atol=1e-4)
+    assert (got[2, 0] == 0).all() and (got[3, 1] == 0).all()  # empty PET left as is; constant CT: ct - min
+    # Statistics per window: a 64x64 window of slice 1 is the seed's rule on that window, not a cut of the slice.
+    window = normalise(torch.from_numpy(pet[1:2, 10:74, 20:84]), torch.from_numpy(ct[1:2, 10:74, 20:84]), norm)
+    np.testing.assert_allclose(window[0].numpy(), _seed_rule(pet[1, 10:74, 20:84], ct[1, 10:74, 20:84]),
+                               rtol=1e-4, atol=1e-4)
+    assert not np.allclose(window[0].numpy(), got[1, :, 10:74, 20:84], atol=1e-2)
+
+
+def test_per_window_schemes_normalise_windows_and_the_others_whole_slices():
+    pet, ct = (torch.from_numpy(a[:2]) for a in _seed_test_slices())
+    for scheme in NORMALISATION_SCHEMES:
+        norm = NormalisationConfig(scheme=scheme)
+        cut = window_input(slice_input(pet, ct, norm)[:, :, 8:72, 16:80], norm)
+        expected = (normalise(pet[:, 8:72, 16:80], ct[:, 8:72, 16:80], norm) if scheme == "seed"
+                    else normalise(pet, ct, norm)[:, :, 8:72, 16:80])
+        assert norm.per_window == (scheme == "seed")
+        assert torch.equal(cut, expected)
 
 
 def test_the_zscore_floor_bounds_a_tiny_uniform_body():

@@ -258,3 +258,39 @@ def test_steps_per_epoch_is_exact_and_cycles_short_epochs():
     assert list(_cycle([1, 2], 5)) == [1, 2, 1, 2, 1]
     assert list(_cycle([1, 2, 3], 2)) == [1, 2]
     assert list(_cycle([], 3)) == []
+
+
+def test_paper_json_names_the_seeds_imagenet_weights_in_the_installed_timm():
+    """smp 0.2.1's timm-regnety_160 'imagenet' was timm's regnety_160-d64013cd.pth (the pycls ImageNet-1k
+    weights), tagged regnety_160.pycls_in1k today; the untagged name takes timm's default, other weights."""
+    import timm
+
+    config = FitConfig.load(ROOT / "train/configs/paper.json", [])
+    encoder = config.model_config().encoder
+    assert encoder == "regnety_160.pycls_in1k" and config.pretrained == "imagenet"
+    chosen = timm.models.get_pretrained_cfg(encoder)
+    assert (chosen.tag, chosen.hf_hub_id, chosen.origin_url) == (
+        "pycls_in1k", "timm/regnety_160.pycls_in1k", "https://github.com/facebookresearch/pycls")
+    assert timm.models.get_pretrained_cfg("regnety_160").tag != "pycls_in1k"
+    assert config.model_config().normalisation.scheme == "seed" and config.dice == "two_class_per_sample"
+    assert config.weight_decay == 0.0 and config.augment == "seed" and config.beta == 5 and config.lr_min == 1e-8
+
+
+def test_paper_json_fits_on_phantoms_with_a_tiny_encoder_from_a_local_file(store, tmp_path, encoder_file):
+    path, _ = encoder_file
+    tiny = ["model.encoder=regnety_002", f"model.pretrained={path}", "model.decoder_channels=[32,16,16,8,8]",
+            "model.crop_size=64", "model.spacing_mm=[8.0,8.0]", "epochs=1", "batch_size=4", "steps_per_epoch=2",
+            "workers=0", "val_max_studies=1", "val_batch_size=8"]
+    args = ["fit", "--data", str(store / "data"), "--config", str(ROOT / "train/configs/paper.json"),
+            "--out", str(tmp_path / "run"), "--device", "cpu"]
+    assert train_main([*args, *(item for key in tiny for item in ("--set", key))]) == 0
+    document = json.loads((tmp_path / "run/best/model.json").read_text())
+    assert document["model"]["normalisation"]["scheme"] == "seed"
+    assert document["model"]["provenance"]["pretrained"] == str(path.resolve())
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"])) and 0 <= float(row["dice"]) <= 1
+    mask = Predictor.from_path(tmp_path / "run/best/model.safetensors", device="cpu").predict_volume(
+        *(np.load(store / "data/studies" / json.loads((store / "data/index.json").read_text())[0]["study"]
+                  / f"{name}.npy").astype(np.float32) for name in ("pet", "ct")))
+    assert set(np.unique(mask).tolist()) <= {0, 1}
