@@ -43,6 +43,7 @@ from model.cohort import (
 )
 from model.errors import WriteError, shown
 from model.inference import resolve_device
+from model.review_page import CohortPage, remove_page
 from model.suv import SUV_METHODS
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -165,8 +166,14 @@ def main(argv: list[str] | None = None) -> int:
         results = layout.results(args.num_parts, args.part_id)
         prepare_output(layout, reports=reports, results=results)
         predictor = Predictor.from_path(args.weights, settings)
-        options = CohortOptions(reports=reports, model_info=model_info(args.weights, predictor) if reports else None,
-                                read_ahead=not args.no_read_ahead, skip_existing=args.skip_existing)
+        info = model_info(args.weights, predictor) if reports else None
+        # OUT/index.html: local mode with reports; under torchrun rank 0 alone writes it.
+        page = CohortPage(layout.root, info, args.num_parts, args.part_id) \
+            if reports and (rank is None or rank.rank == 0) else None
+        if not grand_challenge and not reports:
+            remove_page(layout.root)
+        options = CohortOptions(reports=reports, model_info=info, read_ahead=not args.no_read_ahead,
+                                skip_existing=args.skip_existing, page=page)
         if rank is not None:
             rank.start_group()
     except (InputError, OSError) as error:
@@ -182,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             records = rank.gather(records)  # every rank waits here for the slowest
         failed = any(status == "failed" for _, status, _ in records)
         if rank is None or rank.rank == 0:
-            write_results(results, [entry for _, _, entry in sorted(records, key=lambda record: record[0])])
+            entries = [entry for _, _, entry in sorted(records, key=lambda record: record[0])]
+            write_results(results, entries)
+            if page is not None:  # after results.json: a part that ends last finds every other part's file
+                page.write(entries)
     except KeyboardInterrupt:
         # Temporary files are removed on the way out; masks already renamed into place are complete.
         print("interrupted", file=sys.stderr)
