@@ -361,3 +361,38 @@ class CohortPage:
         if self.num_parts > 1:
             everything += part_entries(self.root, self.num_parts, self.part_id)
         write_page(self.root / PAGE_NAME, cohort_page(self.root, everything, self.model, progress, self._summaries))
+
+
+# --- train evaluate's page: a held-out set ------------------------------------------------------------------
+
+EVALUATION_COLUMNS = [Column("case", "case", None), Column("dice", "Dice", 3), Column("fpv_ml", "FPV ml", 2,
+                      "false positive volume: predicted components that touch no true lesion"),
+                      Column("fnv_ml", "FNV ml", 2, "false negative volume: true lesions the prediction misses"),
+                      Column("gt_ml", "truth ml", 2), Column("pred_ml", "predicted ml", 2)]
+
+
+def _badness(values: Mapping) -> tuple:
+    """Worst first: the lowest Dice; a case without true lesions counts as Dice 1 without false positives and
+    0 with any; ties by the larger FPV + FNV."""
+    dice = values.get("dice")
+    if dice is None:
+        dice = 1.0 if not values.get("fpv_ml") else 0.0
+    return dice, -((values.get("fpv_ml") or 0.0) + (values.get("fnv_ml") or 0.0))
+
+
+def evaluation_page(rows: Sequence[Mapping], mean: Mapping, pictures: Mapping[str, str]) -> Page:
+    """The held-out page: per case Dice, FPV, FNV and its picture (truth and prediction in two colours),
+    worst first, the means on top. ``pictures``: case -> picture path relative to the page."""
+    shown = []
+    for values in sorted(rows, key=_badness):
+        row = Row(values=dict(values), status="ok", picture=pictures.get(str(values["case"])))
+        if row.picture:
+            row.links.append(("picture", row.picture))
+        shown.append(row)
+    means = ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                      for key, value in mean.items())
+    facts = [("date", datetime.datetime.now().astimezone().isoformat(timespec="seconds")),
+             ("cases", str(len(rows))), ("means", means or "n/a")]
+    return Page(title="Lesion segmentation: held-out evaluation", facts=facts, columns=EVALUATION_COLUMNS,
+                rows=shown, note="Worst first: lowest Dice (a case without true lesions: Dice 1 without false "
+                                 "positives, 0 with any), then the largest FPV + FNV. Green: truth; red: prediction.")
