@@ -212,7 +212,7 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
     if not mask_path.is_file():
         return None
     try:
-        read_image(mask_path, "mask")
+        slices = read_image(mask_path, "mask").GetSize()[2]
     except InputError:
         return None
     if not options.reports:
@@ -222,7 +222,7 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
         return None
     try:
         document = json.loads(paths["report"].read_text())
-        return _Done(headline={key: document[key] for key in HEADLINE_KEYS})
+        return _Done(headline={key: document[key] for key in HEADLINE_KEYS} | {"slices": slices})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -407,11 +407,11 @@ def run_cohort(sources: Sequence[CaseSource], predictor: Predictor, output_dir: 
             outcome.entry["case"] = outcome.name  # the page's row name (a failed case has no mask to name it)
         if options.page is None or page_failed:
             return
+        options.page.record(outcome.name, outcome.status, outcome.timings.total() if outcome.timings else None)
         try:
             options.page.write([o.entry for o in sorted(outcomes, key=lambda o: o.index)], (len(outcomes), total))
-        except WriteError as error:  # the review page is a convenience: the cases go on, said once
+        except WriteError:  # the page is a convenience: the cases go on; the final write (process.py) says why
             page_failed = True
-            print_error(f"{error} (the review page; the cases go on)")
 
     def finish(pending: _Segmented) -> None:
         try:
@@ -424,7 +424,7 @@ def run_cohort(sources: Sequence[CaseSource], predictor: Predictor, output_dir: 
                                   timings=pending.timings)
             t = pending.timings
             if options.reports:
-                outcome.entry.update(slices=pending.slices, seconds=round(t.total(), 2))
+                outcome.entry["slices"] = pending.slices
             prefix = f"[{pending.index + 1}/{total}] " if total > 1 else ""
             print(f"{prefix}{shown(pending.case.name)}: {pending.slices} slices, lesion volume "
                   f"{pending.lesion_volume_ml:.2f} ml, {t.total():.1f} s (read {t.read:.1f}, preprocess "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import html
 import json
+import os
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ class Page:
 
 
 def _href(path: str) -> str:
-    return html.escape(quote(path), quote=True)
+    # fsencode: a file name that is not UTF-8 (surrogate escapes) links to its real bytes
+    return html.escape(quote(os.fsencode(path)), quote=True)
 
 
 def _number(value: object, digits: int) -> tuple[str, str]:
@@ -110,10 +112,10 @@ th,td{border-bottom:1px solid #ddd;padding:.3em .5em;vertical-align:top;text-ali
 th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;user-select:none;white-space:nowrap}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.failed{background:#fff0f0}.error{color:#b00;font-size:.85em;max-width:40em}
+tr.failed{background:#fff0f0}.error{color:#b00;font-size:.85em;max-width:18em}
 .flag{display:inline-block;background:#b00;color:#fff;border-radius:.8em;padding:0 .5em;margin:0 .2em .2em 0;
 font-size:.8em}
-img{height:140px;border:1px solid #ccc}.links a{display:block;white-space:nowrap}
+img{height:100px;border:1px solid #ccc}.links a{display:block;white-space:nowrap}
 input[type=search]{font-size:1em;padding:.25em;width:22em}
 .means{font-size:.95em;margin:.4em 0}
 """
@@ -197,7 +199,8 @@ def render(page: Page) -> str:
 
 def write_page(path: Path, page: Page) -> None:
     """Write the page whole or not at all (a browser never sees half of it; WriteError)."""
-    atomic_write_bytes(Path(path), render(page).encode("utf-8"))
+    # backslashreplace: a name that is not UTF-8 is shown escaped (\\udcff), as model.errors.shown does
+    atomic_write_bytes(Path(path), render(page).encode("utf-8", "backslashreplace"))
 
 
 # --- the cohort page: OUT/index.html ---------------------------------------------------------------------
@@ -243,17 +246,15 @@ def _report_summary(path: Path) -> dict:
         return {}
 
 
-def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict]) -> Row:
+def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Mapping[str, tuple]) -> Row:
+    """``run``: case -> (status, seconds) of the cases this process ran (others: another part's or rank's)."""
     name = entry_case(entry)
     errors = entry.get("error_messages") or []
     reports = root / "reports"
-    if errors:
-        status = "failed"
-    else:
-        status = "ok" if "seconds" in entry else "already done"
-    values = {key: entry.get(key) for key in ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm", "slices",
-                                              "seconds")}
-    values["case"] = name
+    state, seconds = run.get(name, ("written", None))
+    status = "failed" if errors else "already done" if state == "skipped" else "ok"
+    values = {key: entry.get(key) for key in ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm", "slices")}
+    values.update(case=name, seconds=seconds)
     row = Row(values=values, status=status, error=str(errors[0]) if errors else None)
     if errors:
         row.flags.append("failed")
@@ -297,11 +298,12 @@ def _model_facts(model: Mapping | None) -> list[tuple[str, str]]:
 
 
 def cohort_page(root: Path, entries: Sequence[Mapping], model: Mapping | None = None,
-                progress: tuple[int, int] | None = None, _summaries: dict | None = None) -> Page:
+                progress: tuple[int, int] | None = None, _summaries: dict | None = None,
+                run: Mapping[str, tuple] | None = None) -> Page:
     """The review page of a run's results.json ``entries`` (reports in ``root/reports``). ``model`` is the
     reports' model block (``model.cohort.model_info``); ``progress`` (done, total) while the run goes on."""
     summaries = {} if _summaries is None else _summaries
-    rows = [_cohort_row(Path(root), entry, summaries) for entry in entries]
+    rows = [_cohort_row(Path(root), entry, summaries, run or {}) for entry in entries]
     median = _flag_high_tmtv(rows)
     methods = [summaries.get(row.values["case"], {}).get("suv_method") for row in rows if row.status != "failed"]
     suv = ", ".join(f"{method or 'PET given in SUV'} ({methods.count(method)} cases)"
@@ -354,13 +356,19 @@ class CohortPage:
         self.model = model
         self.num_parts, self.part_id = num_parts, part_id
         self._summaries: dict[str, dict] = {}  # report JSONs read once per run, not once per rewrite
+        self._run: dict[str, tuple[str, float | None]] = {}  # this process's cases: (status, seconds)
+
+    def record(self, case: str, status: str, seconds: float | None) -> None:
+        """What this run did with a case (results.json keeps no times: they differ from run to run)."""
+        self._run[case] = (status, seconds)
 
     def write(self, entries: Sequence[Mapping], progress: tuple[int, int] | None = None) -> None:
         """The page of ``entries`` (this process's) and the other parts' finished ones (WriteError)."""
         everything = list(entries)
         if self.num_parts > 1:
             everything += part_entries(self.root, self.num_parts, self.part_id)
-        write_page(self.root / PAGE_NAME, cohort_page(self.root, everything, self.model, progress, self._summaries))
+        write_page(self.root / PAGE_NAME, cohort_page(self.root, everything, self.model, progress, self._summaries,
+                                                      self._run))
 
 
 # --- train evaluate's page: a held-out set ------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_parts_end_with_one_page_and_no_report_removes_it(tmp_path, tiny_weights
     assert len(re.findall(r'<tr class="ok"', page)) == 2 and ">a</td>" in page and ">b</td>" in page
     assert "finished" in page and 'http-equiv="refresh"' not in page
     part = json.loads((out / "results.part-1-of-2.json").read_text())
-    assert part[0]["case"] == "b" and part[0]["slices"] == pet.GetSize()[2] and part[0]["seconds"] > 0
+    assert part[0]["case"] == "b" and part[0]["slices"] == pet.GetSize()[2] and "seconds" not in part[0]
     assert process.main([*common[:-2], "--no-report"]) == 0
     assert not (out / PAGE_NAME).exists()
 
