@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             write_results,
         )
         from model.inference import InferenceConfig, Predictor, describe_precision
+        from model.review_page import CohortPage, remove_page
 
         rank = RankInfo.from_environment()
         device = rank.device(args.device) if rank is not None else args.device
@@ -182,8 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         prepare_output(layout, reports=reports, results=results)
         predictor = Predictor.from_path(args.weights, settings)
         print(f"{shown(args.weights)} on {describe_precision(predictor)}", flush=True)
-        options = CohortOptions(reports=reports, model_info=model_info(args.weights, predictor) if reports else None,
-                                read_ahead=not args.no_read_ahead, skip_existing=args.skip_existing)
+        info = model_info(args.weights, predictor) if reports else None
+        # OUT/index.html: local mode with reports; under torchrun rank 0 alone writes it.
+        page = CohortPage(layout.root, info, args.num_parts, args.part_id) \
+            if reports and (rank is None or rank.rank == 0) else None
+        if not grand_challenge and not reports:
+            remove_page(layout.root)
+        options = CohortOptions(reports=reports, model_info=info, read_ahead=not args.no_read_ahead,
+                                skip_existing=args.skip_existing, page=page)
         if rank is not None:
             rank.start_group()
     except (InputError, OSError) as error:
@@ -199,7 +206,10 @@ def main(argv: list[str] | None = None) -> int:
             records = rank.gather(records)  # every rank waits here for the slowest
         failed = any(status == "failed" for _, status, _ in records)
         if rank is None or rank.rank == 0:
-            write_results(results, [entry for _, _, entry in sorted(records, key=lambda record: record[0])])
+            entries = [entry for _, _, entry in sorted(records, key=lambda record: record[0])]
+            write_results(results, entries)
+            if page is not None:  # after results.json: a part that ends last finds every other part's file
+                page.write(entries)
     except KeyboardInterrupt:
         # Temporary files are removed on the way out; masks already renamed into place are complete.
         print("interrupted", file=sys.stderr)

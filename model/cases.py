@@ -307,7 +307,7 @@ def write_local_outputs(case: CaseSource, loaded: LoadedCase, mask: sitk.Image, 
         write_lesions_csv(report, staged["lesions"])
         write_report_json(report, staged["report"], case=case.name,
                           suv=loaded.suv.to_dict() if loaded.suv is not None else None, model=members_info)
-        case_figure(staged["picture"], loaded.pet, mask, case.name, report.tmtv_ml, report.lesion_count)
+        case_figure(staged["picture"], loaded.pet, mask, case.name, report)
         if case.is_dicom:
             write_seg(mask, loaded.pet_headers, staged["seg"], algorithm_version=str(members_info["version"]),
                       weights_sha256=members_info["weights_sha256"])

@@ -43,6 +43,7 @@ from model.errors import InputError, WriteError, describe, one_line, shown
 from model.files import atomic_write_bytes
 from model.inference import CaseTimings, Predictor, ct_on_pet_grid
 from model.readers import _STDERR_CAPTURE, IMAGE_SUFFIXES, read_image, require_utf8_path
+from model.review_page import CohortPage
 from model.runner import CaseResult, run_images, write_mask
 
 OUTPUT_SLUG = "automated-petct-lesion-segmentation"
@@ -107,7 +108,7 @@ def model_info(weights: Path, predictor: Predictor) -> dict:
     return {"version": VERSION, "weights_sha256": {path.name: read_config(path.with_suffix(".json"))[1]
                                                    for path in files},
             "ensemble": len(files), "encoder": predictor.config.encoder, "tta": predictor.settings.tta,
-            "precision": str(predictor.dtype).removeprefix("torch."),
+            "device": str(predictor.device), "precision": str(predictor.dtype).removeprefix("torch."),
             "min_lesion_ml": predictor.settings.min_lesion_ml}
 
 
@@ -124,6 +125,9 @@ class CohortOptions:
     skip_existing: bool = False
     # The per-slice progress bar: None in a terminal. Never while a read runs beside it (see the module).
     progress: bool | None = None
+    # OUT/index.html (local mode with reports), rewritten after every case; entries then carry the case's
+    # name, slices and seconds for it (model.review_page).
+    page: CohortPage | None = None
 
     def __post_init__(self) -> None:
         if self.reports and self.model_info is None:
@@ -205,7 +209,7 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
     if not mask_path.is_file():
         return None
     try:
-        read_image(mask_path, "mask")
+        slices = read_image(mask_path, "mask").GetSize()[2]
     except InputError:
         return None
     if not options.reports:
@@ -215,7 +219,7 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
         return None
     try:
         document = json.loads(paths["report"].read_text())
-        return _Done(headline={key: document[key] for key in HEADLINE_KEYS})
+        return _Done(headline={key: document[key] for key in HEADLINE_KEYS} | {"slices": slices})
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -390,6 +394,21 @@ def run_cohort(sources: Sequence[CaseSource], predictor: Predictor, output_dir: 
     submit = worker.submit if worker is not None else _run_now
     outcomes: list[CaseOutcome] = []
     begin = time.perf_counter()
+    page_failed = False
+
+    def record(outcome: CaseOutcome) -> None:
+        nonlocal page_failed
+        outcomes.append(outcome)
+        _announce(outcome, total)
+        if options.reports:
+            outcome.entry["case"] = outcome.name  # the page's row name (a failed case has no mask to name it)
+        if options.page is None or page_failed:
+            return
+        options.page.record(outcome.name, outcome.status, outcome.timings.total() if outcome.timings else None)
+        try:
+            options.page.write([o.entry for o in sorted(outcomes, key=lambda o: o.index)], (len(outcomes), total))
+        except WriteError:  # the page is a convenience: the cases go on; the final write (process.py) says why
+            page_failed = True
 
     def finish(pending: _Segmented) -> None:
         try:
@@ -401,13 +420,14 @@ def run_cohort(sources: Sequence[CaseSource], predictor: Predictor, output_dir: 
                                   entry=_entry(pending.case, layout.mask_path(pending.case), headline, None),
                                   timings=pending.timings)
             t = pending.timings
+            if options.reports:
+                outcome.entry["slices"] = pending.slices
             prefix = f"[{pending.index + 1}/{total}] " if total > 1 else ""
             print(f"{prefix}{shown(pending.case.name)}: {pending.slices} slices, lesion volume "
                   f"{pending.lesion_volume_ml:.2f} ml, {t.total():.1f} s (read {t.read:.1f}, preprocess "
                   f"{t.preprocess:.1f}, network {t.network:.1f}, postprocess {t.postprocess:.1f}, write "
                   f"{t.write:.1f})", flush=True)
-        outcomes.append(outcome)
-        _announce(outcome, total)
+        record(outcome)
 
     def network(index: int, case: CaseSource, prepared_future: Future) -> CaseOutcome | _Segmented:
         """The main thread's part of a case; its study leaves this function only inside the write task."""
@@ -443,8 +463,7 @@ def run_cohort(sources: Sequence[CaseSource], predictor: Predictor, output_dir: 
                     finish(pending)
                     pending = None
                 if isinstance(step, CaseOutcome):
-                    outcomes.append(step)
-                    _announce(step, total)
+                    record(step)
                 else:
                     pending = step
             if pending is not None:

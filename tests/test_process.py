@@ -634,4 +634,4 @@ def test_two_torchrun_ranks_write_what_one_process_writes(cohort, tmp_path, tiny
                               sitk.GetArrayFromImage(sitk.ReadImage(str(second))))
     assert json.loads((tmp_path / "two/results.json").read_text()) == \
         json.loads((tmp_path / "one/results.json").read_text())
-    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["images", "reports", "results.json"]
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["images", "index.html", "reports", "results.json"]

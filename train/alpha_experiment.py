@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+from model.cohort import OUTPUT_SLUG
 from model.errors import InputError
 
 CONFIG = Path(__file__).parent / "configs" / "demo.json"
@@ -231,7 +232,7 @@ def train_and_score(spec: RunSpec) -> dict:
                              str(weights.parent), "--device", "cpu", "--precision", spec.precision])
     if code != 0:
         raise InputError(f"{spec.folder / 'process.log'}: process.py failed with exit code {code}")
-    masks = predictions / "images" / process.OUTPUT_SLUG
+    masks = predictions / "images" / OUTPUT_SLUG
     scores = {}
     for min_ml in spec.min_lesion_ml:
         folder = masks if min_ml == 0 else postprocessed(masks, spec.folder / f"heldout-min{min_ml:g}ml", min_ml)
@@ -334,7 +335,7 @@ def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list
         for stem, label in labels.items():
             outlines = [Outline(read_image(label, "ground truth"), "limegreen", "ground truth")]
             for arm, colour in zip(shown, ("red", "royalblue"), strict=True):
-                masks = runs_of[arm][0].folder / "heldout" / "images" / process.OUTPUT_SLUG
+                masks = runs_of[arm][0].folder / "heldout" / "images" / OUTPUT_SLUG
                 outlines.append(Outline(read_image(masks / label.name, "prediction"), colour, f"alpha {arm.alpha:g}"))
             mip_figure(folder / f"{stem}.png", read_image(pets[stem], "PET"), outlines,
                        f"{stem}: {budget} budget, seed {runs_of[shown[0]][0].config['seed']}")

@@ -14,6 +14,7 @@ from model.errors import InputError
 from model.figures import Outline, mip_figure
 from model.metrics import aggregate, case_metrics
 from model.readers import IMAGE_SUFFIXES, image_stem, read_image
+from model.review_page import PAGE_NAME, evaluation_page, write_page
 
 
 def images_by_stem(folder: Path) -> dict[str, Path]:
@@ -65,6 +66,9 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
                        [Outline(gt_img, "limegreen", "ground truth"), Outline(pred_img, "red", "prediction")],
                        f"{stem}\nDice {dice}  FPV {metrics.fpv_ml:.2f} ml  FNV {metrics.fnv_ml or 0:.2f} ml")
     summary = aggregate(cases)
+    if figures:  # the held-out page beside its pictures: worst case first, the means on top
+        write_page(figures / PAGE_NAME, evaluation_page(rows, summary, {row["case"]: f"{row['case']}.png"
+                                                                       for row in rows}))
     if out_csv:
         out_csv.parent.mkdir(parents=True, exist_ok=True)
         with open(out_csv, "w", newline="") as handle:

@@ -33,7 +33,7 @@ def test_evaluate_writes_csv_json_and_a_picture_per_case(tmp_path):
     result = json.loads((tmp_path / "m.json").read_text())
     assert np.isclose(result["mean"]["dice"], 2 * 32 / 96) and np.isclose(result["mean"]["fpv_ml"], 0.006)
     assert (tmp_path / "m.csv").read_text().count("\n") == 3
-    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["a.png", "neg.png"]
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["a.png", "index.html", "neg.png"]
 
 
 def test_a_missing_prediction_is_an_error(tmp_path, capsys):

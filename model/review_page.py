@@ -1,0 +1,406 @@
+"""One self-contained HTML page to review many cases at once: a header of facts, flag counts, and one row
+per case with its numbers, its picture (a thumbnail that opens the full picture) and links to its files;
+columns sort on a click, a text box filters. The one page builder: ``process.py``'s cohort page
+(``OUT/index.html``, ``cohort_page``) and ``train evaluate``'s held-out page (``evaluation_page``).
+
+It opens from the disk with no network: CSS and JavaScript inline, pictures as relative links to files
+beside the page, a Content-Security-Policy that forbids anything else. Every string from data (case names,
+errors, file names) is HTML-escaped, and every link URL-quoted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+import os
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from model.errors import WriteError, shown
+from model.files import atomic_write_bytes
+
+PAGE_NAME = "index.html"
+# A case whose TMTV exceeds this many times the median TMTV of the cases with lesions is flagged.
+TMTV_FLAG_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    digits: int | None = 1  # None: text; else a number shown with this many decimals
+    hint: str = ""  # the header's tooltip
+
+
+@dataclass
+class Row:
+    values: dict[str, object]  # column key -> value (None: blank, sorted last)
+    picture: str | None = None  # relative path of the full picture
+    links: list[tuple[str, str]] = field(default_factory=list)  # (text, relative path)
+    flags: list[str] = field(default_factory=list)  # keys of Page.flags
+    status: str = ""  # "ok", "failed", "already done": the row's status cell (and class)
+    error: str | None = None
+
+
+@dataclass
+class Page:
+    title: str
+    facts: list[tuple[str, str]]  # the header: (what, value)
+    columns: list[Column]
+    rows: list[Row]
+    flags: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (name, the rule in words)
+    note: str = ""  # a line under the header (the sort order, a run in progress)
+    refresh_s: int | None = None  # reload every so often: a run in progress
+
+
+def _href(path: str) -> str:
+    # fsencode: a file name that is not UTF-8 (surrogate escapes) links to its real bytes
+    return html.escape(quote(os.fsencode(path)), quote=True)
+
+
+def _number(value: object, digits: int) -> tuple[str, str]:
+    """(shown text, sort key) of a numeric cell."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "", ""
+    return (f"{value:.{digits}f}" if isinstance(value, float) else str(value)), repr(float(value))
+
+
+def _cell(row: Row, column: Column) -> str:
+    value = row.values.get(column.key)
+    if column.key == "status":
+        error = f'<div class="error">{html.escape(row.error)}</div>' if row.error else ""
+        status = html.escape(row.status)
+        return f'<td data-sort="{status}"><span class="status">{status}</span>{error}</td>'
+    if column.digits is None:
+        text = "" if value is None else str(value)
+        return f'<td data-sort="{html.escape(text.lower(), quote=True)}">{html.escape(text)}</td>'
+    text, key = _number(value, column.digits)
+    return f'<td class="num" data-sort="{key}">{text}</td>'
+
+
+def _row_html(row: Row, columns: Sequence[Column], index: int, names: Mapping[str, str]) -> str:
+    cells = "".join(_cell(row, column) for column in columns)
+    if row.picture:
+        picture = (f'<td><a href="{_href(row.picture)}" target="_blank"><img src="{_href(row.picture)}" '
+                   f'alt="picture of {html.escape(str(row.values.get("case", "")), quote=True)}" '
+                   'loading="lazy"></a></td>')
+    else:
+        picture = "<td></td>"
+    links = " ".join(f'<a href="{_href(path)}">{html.escape(text)}</a>' for text, path in row.links)
+    flags = " ".join(row.flags)
+    badges = "".join(f'<span class="flag">{html.escape(names.get(flag, flag))}</span>' for flag in row.flags)
+    status = html.escape(row.status.replace(" ", "-"), quote=True)
+    return (f'<tr class="{status}" data-index="{index}" data-flags="{html.escape(flags, quote=True)}">'
+            f'{cells}<td>{badges}</td>{picture}<td class="links">{links}</td></tr>')
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
+h1{font-size:1.3em;margin:0 0 .4em}
+dl{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;margin:.4em 0;font-size:.9em}
+dt{color:#666}dd{margin:0;word-break:break-all}
+.flags button{margin:.2em .4em .2em 0;padding:.25em .6em;border:1px solid #b00;background:#fff5f5;
+border-radius:1em;cursor:pointer}
+.flags button[aria-pressed=true]{background:#b00;color:#fff}
+.rule{color:#666;font-size:.8em}
+table{border-collapse:collapse;margin-top:.6em;font-size:.9em}
+th,td{border-bottom:1px solid #ddd;padding:.3em .5em;vertical-align:top;text-align:left}
+th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;user-select:none;white-space:nowrap}
+th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.failed{background:#fff0f0}.error{color:#b00;font-size:.85em;max-width:18em}
+.flag{display:inline-block;background:#b00;color:#fff;border-radius:.8em;padding:0 .5em;margin:0 .2em .2em 0;
+font-size:.8em}
+img{height:100px;border:1px solid #ccc}.links a{display:block;white-space:nowrap}
+input[type=search]{font-size:1em;padding:.25em;width:22em}
+.means{font-size:.95em;margin:.4em 0}
+"""
+
+# Sorting (a click on a header; again: the other way), the text filter and the flag buttons. The state lives
+# in the URL's fragment, so that a page that reloads itself during a run keeps it.
+_SCRIPT = """
+(function(){
+const table=document.getElementById('cases'),body=table.tBodies[0],filter=document.getElementById('filter');
+const shown=document.getElementById('shown'),buttons=[...document.querySelectorAll('.flags button')];
+let sortKey=null,sortDir=1;
+function apply(){
+  const q=filter.value.trim().toLowerCase();
+  const wanted=buttons.filter(b=>b.getAttribute('aria-pressed')==='true').map(b=>b.dataset.flag);
+  let n=0;
+  for(const tr of body.rows){
+    const flags=(tr.dataset.flags||'').split(' ');
+    const ok=(!q||tr.textContent.toLowerCase().includes(q))&&wanted.every(f=>flags.includes(f));
+    tr.hidden=!ok;n+=ok;
+  }
+  shown.textContent=n+' of '+body.rows.length+' cases shown';
+  const state=new URLSearchParams();
+  if(q)state.set('q',q);if(sortKey!==null)state.set('sort',sortKey+':'+sortDir);
+  if(wanted.length)state.set('flags',wanted.join(','));
+  history.replaceState(null,'',state.toString()?'#'+state.toString():location.pathname);
+}
+function value(tr,i){return tr.cells[i].dataset.sort||'';}
+function sortBy(i,dir){
+  sortKey=i;sortDir=dir;const numeric=table.tHead.rows[0].cells[i].dataset.type==='num';
+  const rows=[...body.rows];
+  rows.sort((a,b)=>{const x=value(a,i),y=value(b,i);
+    if(x===''||y==='')return (x==='')-(y==='')||(+a.dataset.index)-(+b.dataset.index);
+    const c=numeric?(+x)-(+y):x.localeCompare(y);return c*dir||(+a.dataset.index)-(+b.dataset.index);});
+  rows.forEach(r=>body.appendChild(r));
+  [...table.tHead.rows[0].cells].forEach((th,j)=>th.setAttribute('aria-sort',j===i?(dir>0?'ascending':'descending'):'none'));
+  apply();
+}
+[...table.tHead.rows[0].cells].forEach((th,i)=>{if(th.dataset.type)th.addEventListener('click',()=>sortBy(i,sortKey===i?-sortDir:1));});
+filter.addEventListener('input',apply);
+buttons.forEach(b=>b.addEventListener('click',()=>{b.setAttribute('aria-pressed',b.getAttribute('aria-pressed')==='true'?'false':'true');apply();}));
+const state=new URLSearchParams(location.hash.slice(1));
+if(state.get('q'))filter.value=state.get('q');
+(state.get('flags')||'').split(',').forEach(f=>buttons.filter(b=>b.dataset.flag===f).forEach(b=>b.setAttribute('aria-pressed','true')));
+const s=(state.get('sort')||'').split(':');
+if(s.length===2&&table.tHead.rows[0].cells[+s[0]])sortBy(+s[0],+s[1]>0?1:-1);else apply();
+})();
+"""
+
+
+def _head(page: Page) -> str:
+    refresh = f'<meta http-equiv="refresh" content="{page.refresh_s}">' if page.refresh_s else ""
+    # Nothing but this file's own style and script and pictures from the disk: no network, ever.
+    policy = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{policy}">{refresh}'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'<title>{html.escape(page.title)}</title><style>{_STYLE}</style></head>')
+
+
+def render(page: Page) -> str:
+    """The page as one HTML document."""
+    facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in page.facts)
+    counts = {key: sum(key in row.flags for row in page.rows) for key in page.flags}
+    buttons = "".join(f'<button type="button" data-flag="{html.escape(key, quote=True)}" aria-pressed="false" '
+                      f'title="{html.escape(rule, quote=True)}">{html.escape(name)}: {counts[key]}</button>'
+                      for key, (name, rule) in page.flags.items())
+    rules = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(rule)}</li>" for name, rule in page.flags.values())
+    flags = (f'<div class="flags">Flags (click to show only those cases): {buttons}'
+             f'<ul class="rule">{rules}</ul></div>') if page.flags else ""
+    headers = "".join(f'<th data-type="{"text" if c.digits is None else "num"}" aria-sort="none" '
+                      f'title="{html.escape(c.hint, quote=True)}">{html.escape(c.title)}</th>' for c in page.columns)
+    names = {key: name for key, (name, _) in page.flags.items()}
+    rows = "\n".join(_row_html(row, page.columns, index, names) for index, row in enumerate(page.rows))
+    note = f'<p class="means">{html.escape(page.note)}</p>' if page.note else ""
+    return (f"{_head(page)}<body><h1>{html.escape(page.title)}</h1><dl>{facts}</dl>{note}{flags}"
+            f'<p><input type="search" id="filter" placeholder="filter: case name, status, error..." '
+            f'aria-label="filter the cases"> <span id="shown"></span></p>'
+            f'<table id="cases"><thead><tr>{headers}<th>flags</th><th>picture</th><th>files</th></tr></thead>'
+            f"<tbody>\n{rows}\n</tbody></table><script>{_SCRIPT}</script></body></html>\n")
+
+
+def write_page(path: Path, page: Page) -> None:
+    """Write the page whole or not at all (a browser never sees half of it; WriteError)."""
+    # backslashreplace: a name that is not UTF-8 is shown escaped (\\udcff), as model.errors.shown does
+    atomic_write_bytes(Path(path), render(page).encode("utf-8", "backslashreplace"))
+
+
+# --- the cohort page: OUT/index.html ---------------------------------------------------------------------
+
+COHORT_COLUMNS = [
+    Column("case", "case", None), Column("status", "status", None),
+    Column("lesion_count", "lesions", 0), Column("tmtv_ml", "TMTV ml", 1, "total metabolic tumour volume"),
+    Column("tlg", "TLG", 1, "total lesion glycolysis: SUVmean x volume, summed"),
+    Column("suv_max", "SUVmax", 1), Column("suv_peak", "SUVpeak", 1, "SUVpeak of the lesion with the highest SUVmax"),
+    Column("dmax_mm", "Dmax mm", 0, "largest distance between two lesion centroids"),
+    Column("slices", "slices", 0), Column("seconds", "seconds", 1, "this run's time for the case"),
+]
+COHORT_FLAGS = {
+    "failed": ("failed", "the case failed: no mask, no reports (its error is in the status column)"),
+    "no-lesion": ("no lesion", "the mask holds no lesion"),
+    "high-tmtv": ("TMTV high", f"TMTV above {TMTV_FLAG_FACTOR:g} x the median TMTV of this page's cases that "
+                               "have lesions"),
+}
+CASE_FILES = (("picture", "{}.png"), ("lesions CSV", "{}.lesions.csv"), ("report JSON", "{}.report.json"),
+              ("SEG", "{}.seg.dcm"))
+
+
+def entry_case(entry: Mapping) -> str:
+    """A results.json entry's case name: its ``case`` (local mode) or its mask's name."""
+    if entry.get("case"):
+        return str(entry["case"])
+    outputs = entry.get("outputs") or entry.get("inputs") or [{}]
+    name = str(outputs[-1].get("filename", ""))
+    return name.removesuffix(".nii.gz").rsplit(".", 1)[0] if "." in name else name
+
+
+def _report_summary(path: Path) -> dict:
+    """The hottest lesion's SUVpeak and the SUV conversion's method, from a report JSON (empty when the file
+    is missing or not a report: the page still shows the row)."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        lesions = document.get("lesions") or []
+        hottest = max(lesions, key=lambda lesion: lesion["suv_max"], default=None)
+        suv = document.get("suv") or {}
+        return {"suv_peak": hottest["suv_peak"] if hottest else None,
+                "suv_method": suv.get("method") if isinstance(suv, dict) else None}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Mapping[str, tuple]) -> Row:
+    """``run``: case -> (status, seconds) of the cases this process ran (others: another part's or rank's)."""
+    name = entry_case(entry)
+    errors = entry.get("error_messages") or []
+    reports = root / "reports"
+    state, seconds = run.get(name, ("written", None))
+    status = "failed" if errors else "already done" if state == "skipped" else "ok"
+    values = {key: entry.get(key) for key in ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm", "slices")}
+    values.update(case=name, seconds=seconds)
+    row = Row(values=values, status=status, error=str(errors[0]) if errors else None)
+    if errors:
+        row.flags.append("failed")
+        return row
+    report = reports / f"{name}.report.json"
+    if name not in summaries and report.is_file():
+        summaries[name] = _report_summary(report)
+    values["suv_peak"] = summaries.get(name, {}).get("suv_peak")
+    for text, pattern in CASE_FILES:
+        if (reports / pattern.format(name)).is_file():
+            row.links.append((text, f"reports/{pattern.format(name)}"))
+    row.picture = f"reports/{name}.png" if (reports / f"{name}.png").is_file() else None
+    if values["lesion_count"] == 0:
+        row.flags.append("no-lesion")
+    return row
+
+
+def _flag_high_tmtv(rows: Sequence[Row]) -> float | None:
+    """Flag the rows whose TMTV exceeds TMTV_FLAG_FACTOR x the median of the rows with lesions; the median."""
+    tmtvs = [row.values["tmtv_ml"] for row in rows if isinstance(row.values.get("tmtv_ml"), (int, float))
+             and row.values["tmtv_ml"] > 0]
+    if not tmtvs:
+        return None
+    median = statistics.median(tmtvs)
+    for row in rows:
+        if isinstance(row.values.get("tmtv_ml"), (int, float)) and row.values["tmtv_ml"] > TMTV_FLAG_FACTOR * median:
+            row.flags.append("high-tmtv")
+    return median
+
+
+def _model_facts(model: Mapping | None) -> list[tuple[str, str]]:
+    if not model:
+        return []
+    weights = "; ".join(f"{name}: {digest}" for name, digest in (model.get("weights_sha256") or {}).items())
+    described = f"{model.get('encoder')}, {model.get('ensemble')} checkpoint(s)" + (", flip TTA" if model.get("tta")
+                                                                                    else "")
+    return [("software version", str(model.get("version"))), ("model", described),
+            ("weights SHA-256", weights or "n/a"),
+            ("device and precision", f"{model.get('device', 'n/a')}, {model.get('precision')}"),
+            ("min lesion ml", str(model.get("min_lesion_ml")))]
+
+
+def cohort_page(root: Path, entries: Sequence[Mapping], model: Mapping | None = None,
+                progress: tuple[int, int] | None = None, _summaries: dict | None = None,
+                run: Mapping[str, tuple] | None = None) -> Page:
+    """The review page of a run's results.json ``entries`` (reports in ``root/reports``). ``model`` is the
+    reports' model block (``model.cohort.model_info``); ``progress`` (done, total) while the run goes on."""
+    summaries = {} if _summaries is None else _summaries
+    rows = [_cohort_row(Path(root), entry, summaries, run or {}) for entry in entries]
+    median = _flag_high_tmtv(rows)
+    methods = [summaries.get(row.values["case"], {}).get("suv_method") for row in rows if row.status != "failed"]
+    suv = ", ".join(f"{method or 'PET given in SUV'} ({methods.count(method)} cases)"
+                    for method in dict.fromkeys(methods)) or "n/a"
+    count = {status: sum(row.status == status for row in rows) for status in ("ok", "already done", "failed")}
+    state = "finished" if progress is None else f"running: {progress[0]} of {progress[1]} cases of this process done"
+    facts = [("date", datetime.datetime.now().astimezone().isoformat(timespec="seconds")), ("run", state),
+             *_model_facts(model), ("SUV", suv),
+             ("cases", f"{len(rows)}: {count['ok']} ok, {count['failed']} failed, {count['already done']} already "
+                       "done earlier (--skip-existing)"),
+             ("median TMTV of cases with lesions", "n/a" if median is None else f"{median:.1f} ml")]
+    note = "" if progress is None else "This page rewrites itself as cases finish and reloads every 30 s."
+    return Page(title="Lesion segmentation: cohort review", facts=facts, columns=COHORT_COLUMNS, rows=rows,
+                flags=COHORT_FLAGS, note=note, refresh_s=None if progress is None else 30)
+
+
+def part_entries(root: Path, num_parts: int, part_id: int) -> list[dict]:
+    """The results.json entries of the other parts of a job array (``results.part-K-of-N.json`` of the same
+    N) already finished, so that the page of whichever part ends last shows every case."""
+    entries: list[dict] = []
+    for other in range(num_parts):
+        path = Path(root) / f"results.part-{other}-of-{num_parts}.json"
+        if other == part_id or not path.is_file():
+            continue
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a part's file being replaced: the next rewrite of the page has it
+        entries.extend(entry for entry in found if isinstance(entry, dict))
+    return entries
+
+
+def remove_page(root: Path) -> None:
+    """``--no-report``: a page of an earlier run would link reports that are gone."""
+    path = Path(root) / PAGE_NAME
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        raise WriteError(f"{shown(path)}: the review page of an earlier run cannot be removed "
+                         f"({error.strerror})") from None
+
+
+class CohortPage:
+    """``OUT/index.html`` of a local run: rewritten after every case (``model.cohort.run_cohort``) and once at
+    the end over everything (process.py, after results.json; with torchrun rank 0 alone writes it). With
+    ``--num-parts`` each part adds the finished parts' results files: the part that ends last shows all."""
+
+    def __init__(self, root: Path, model: Mapping | None, num_parts: int = 1, part_id: int = 0):
+        self.root = Path(root)
+        self.model = model
+        self.num_parts, self.part_id = num_parts, part_id
+        self._summaries: dict[str, dict] = {}  # report JSONs read once per run, not once per rewrite
+        self._run: dict[str, tuple[str, float | None]] = {}  # this process's cases: (status, seconds)
+
+    def record(self, case: str, status: str, seconds: float | None) -> None:
+        """What this run did with a case (results.json keeps no times: they differ from run to run)."""
+        self._run[case] = (status, seconds)
+
+    def write(self, entries: Sequence[Mapping], progress: tuple[int, int] | None = None) -> None:
+        """The page of ``entries`` (this process's) and the other parts' finished ones (WriteError)."""
+        everything = list(entries)
+        if self.num_parts > 1:
+            everything += part_entries(self.root, self.num_parts, self.part_id)
+        write_page(self.root / PAGE_NAME, cohort_page(self.root, everything, self.model, progress, self._summaries,
+                                                      self._run))
+
+
+# --- train evaluate's page: a held-out set ------------------------------------------------------------------
+
+EVALUATION_COLUMNS = [Column("case", "case", None), Column("dice", "Dice", 3), Column("fpv_ml", "FPV ml", 2,
+                      "false positive volume: predicted components that touch no true lesion"),
+                      Column("fnv_ml", "FNV ml", 2, "false negative volume: true lesions the prediction misses"),
+                      Column("gt_ml", "truth ml", 2), Column("pred_ml", "predicted ml", 2)]
+
+
+def _badness(values: Mapping) -> tuple:
+    """Worst first: the lowest Dice; a case without true lesions counts as Dice 1 without false positives and
+    0 with any; ties by the larger FPV + FNV."""
+    dice = values.get("dice")
+    if dice is None:
+        dice = 1.0 if not values.get("fpv_ml") else 0.0
+    return dice, -((values.get("fpv_ml") or 0.0) + (values.get("fnv_ml") or 0.0))
+
+
+def evaluation_page(rows: Sequence[Mapping], mean: Mapping, pictures: Mapping[str, str]) -> Page:
+    """The held-out page: per case Dice, FPV, FNV and its picture (truth and prediction in two colours),
+    worst first, the means on top. ``pictures``: case -> picture path relative to the page."""
+    shown = []
+    for values in sorted(rows, key=_badness):
+        row = Row(values=dict(values), status="ok", picture=pictures.get(str(values["case"])))
+        if row.picture:
+            row.links.append(("picture", row.picture))
+        shown.append(row)
+    means = ", ".join(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}"
+                      for key, value in mean.items())
+    facts = [("date", datetime.datetime.now().astimezone().isoformat(timespec="seconds")),
+             ("cases", str(len(rows))), ("means", means or "n/a")]
+    return Page(title="Lesion segmentation: held-out evaluation", facts=facts, columns=EVALUATION_COLUMNS,
+                rows=shown, note="Worst first: lowest Dice (a case without true lesions: Dice 1 without false "
+                                 "positives, 0 with any), then the largest FPV + FNV. Green: truth; red: prediction.")
