@@ -320,7 +320,6 @@ def machine(threads: int, precision: str) -> dict[str, str]:
 def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list[RunSpec]]) -> None:
     """Per budget, one picture per held-out case: the first seed's masks of the largest and smallest alpha
     (process.py's, no post-processing) over the PET MIP with the ground truth."""
-    import process
     from model.figures import Outline, mip_figure
     from model.readers import read_image
     from train.evaluate import images_by_stem, pair_pets
