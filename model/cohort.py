@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import glob
-import json
 import os
 import re
 import shutil
@@ -41,7 +40,7 @@ from model.cases import CaseSource, LoadedCase, output_paths, write_local_output
 from model.checkpoint import find_checkpoints, read_config
 from model.checks import check_study
 from model.errors import InputError, WriteError, describe, one_line, shown
-from model.files import atomic_write_bytes
+from model.files import atomic_write_json, loads_strict
 from model.inference import CaseTimings, Predictor, ct_on_pet_grid, resolve_device
 from model.readers import _STDERR_CAPTURE, IMAGE_SUFFIXES, read_image, require_utf8_path
 from model.runner import CaseResult, run_images, write_mask
@@ -217,7 +216,7 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
     if not all(path.is_file() for path in paths.values()):
         return None
     try:
-        document = json.loads(paths["report"].read_text())
+        document = loads_strict(paths["report"].read_text())
         return _Done(headline={key: document[key] for key in HEADLINE_KEYS})
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -475,7 +474,7 @@ def write_results(path: Path, entries: list[dict]) -> None:
         if _final_name(entry.name, ".part") == path.name:
             with contextlib.suppress(OSError):  # hidden and harmless where it cannot be removed
                 entry.unlink()
-    atomic_write_bytes(path, json.dumps(entries, indent=2).encode())
+    atomic_write_json(path, entries)  # strict JSON: a NaN raises rather than reach the file
 
 
 # --- parts and torchrun ------------------------------------------------------------------------------------
