@@ -37,6 +37,7 @@ from model.dicom import (
 )
 from model.errors import InputError, WriteError, shown
 from model.figures import case_figure
+from model.files import open_regular
 from model.readers import IMAGE_SUFFIXES, image_stem, is_image_name, read_image, read_images
 from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
 from model.seg import write_seg
@@ -239,7 +240,8 @@ def manifest_cases(manifest: Path, suv_method: SuvMethod = "qiba", weight_kg: fl
     manifest = Path(manifest)
     where = shown(manifest)
     try:
-        with open(manifest, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: spreadsheets write a BOM
+        # utf-8-sig: spreadsheets write a BOM; open_regular: a FIFO would hang the run
+        with open_regular(manifest, "manifest", "r", newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [(field or "").strip().lower() for field in reader.fieldnames or []]
             reader.fieldnames = header
@@ -258,6 +260,8 @@ def manifest_cases(manifest: Path, suv_method: SuvMethod = "qiba", weight_kg: fl
         pet, ct, name = ((row.get(column) or "").strip() for column in ("pet", "ct", "name"))
         if not pet or not ct:
             raise InputError(f"{where}: line {line}: both pet and ct must name a path")
+        if "\0" in pet + ct:  # no file name holds one; os.stat would raise ValueError
+            raise InputError(f"{where}: line {line}: a path holds a NUL byte")
         if name:
             _check_case_name(name, f"{where}: line {line}")
         pet_path, ct_path = (path if path.is_absolute() else manifest.parent / path
