@@ -62,6 +62,7 @@ class CaseSource:
     mask_suffix: str  # ".mha" or ".nii.gz" (NIfTI and DICOM input)
     is_dicom: bool  # the PET is a DICOM series: SUV computed here, and a DICOM SEG is written
     load: Callable[[], LoadedCase]  # reads the images (InputError with one line); may run in a worker thread
+    pet_path: Path | None = None  # the PET when it is an image file: its header gives the mask's grid
 
 
 def mask_suffix(image_path: Path) -> str:
@@ -105,7 +106,7 @@ def layout_cases(input_dir: Path) -> list[CaseSource]:
         seen[stem] = ct_path
     return [CaseSource(name=image_stem(ct_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
                        mask_suffix=mask_suffix(ct_path), is_dicom=False,
-                       load=partial(_load_paths, pet_path, ct_path, None, None, "qiba", None))
+                       load=partial(_load_paths, pet_path, ct_path, None, None, "qiba", None), pet_path=pet_path)
             for pet_path, ct_path in zip(pets, cts, strict=True)]
 
 
@@ -212,7 +213,8 @@ def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = "qiba",
         pet_label=series_label(pet) if pet is not None else shown(pet_path),
         ct_label=series_label(ct) if ct is not None else shown(ct_path),
         mask_suffix=DICOM_MASK_SUFFIX if pet is not None else mask_suffix(pet_path), is_dicom=pet is not None,
-        load=partial(_load_paths, pet_path, ct_path, pet, ct, suv_method, weight_kg))
+        load=partial(_load_paths, pet_path, ct_path, pet, ct, suv_method, weight_kg),
+        pet_path=pet_path if pet is None else None)
 
 
 def _check_case_name(name: str, where: str) -> None:

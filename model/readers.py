@@ -269,7 +269,7 @@ def check_metaimage(path: Path, role: str) -> None:
         raise InputError(f"{corrupt} (CompressedDataSize {declared!r}, the compressed stream is {consumed} bytes)")
 
 
-def _check_header(path: Path, role: str) -> None:
+def _check_header(path: Path, role: str) -> sitk.ImageFileReader:
     """What the file's header says, before any voxel is read: 3D, one component of a real type. A read with a
     cast to float32 would otherwise combine a vector's components (or a complex value's) without a word."""
     reader = sitk.ImageFileReader()
@@ -288,6 +288,7 @@ def _check_header(path: Path, role: str) -> None:
     if components != 1 or reader.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         raise InputError(f"{shown(path)}: {role} image has {components} components per voxel "
                          f"({sitk.GetPixelIDValueAsString(reader.GetPixelID())}), expected a scalar image")
+    return reader
 
 
 def _check_file(path: Path, role: str) -> None:
@@ -395,6 +396,14 @@ def read_images(requests: list[tuple[Path, str, int]]) -> list[sitk.Image]:
                 raise InputError(f"{shown(path)}: {kind} {role} image (ITK: {_reason(own, error)})")
         images = [image for image, _, _ in reads]  # the complaint did not come back: the single reads stand
     return [_check_volume(image, path, role) for image, path, (_, role, _) in zip(images, paths, requests, strict=True)]
+
+
+def read_grid(path: Path, role: str) -> sitk.ImageFileReader:
+    """The header of a 3D scalar image, checked as ``read_image`` checks the file, without its voxels: a
+    reader whose GetSize, GetSpacing, GetOrigin and GetDirection give its grid."""
+    path = Path(path)
+    _check_file(path, role)
+    return _check_header(path, role)
 
 
 def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sitk.Image:
