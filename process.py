@@ -52,6 +52,22 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
 
 
+# Every numeric argument's plausible range, checked before anything starts: an absurd value otherwise fails every
+# case after inference (--min-lesion-ml 1e308: OverflowError) or allocates without bound (--batch-size).
+MAX_LESION_ML = 1e5  # 100 litres: more than any body
+MAX_BATCH = 1024
+MAX_WEIGHT_KG = 1000.0
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """--min-lesion-ml, --batch-size and --weight-kg finite and within range (one line naming the option)."""
+    for option, value, low, high in (("--min-lesion-ml", args.min_lesion_ml, 0.0, MAX_LESION_ML),
+                                     ("--batch-size", args.batch_size, 1, MAX_BATCH),
+                                     ("--weight-kg", args.weight_kg, 1.0, MAX_WEIGHT_KG)):
+        if value is not None and not (math.isfinite(value) and low <= value <= high):
+            raise InputError(f"{option} {value}: must be a finite number from {low:g} to {high:g}")
+
+
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse prints usage and message (two lines) and exits itself
         raise InputError(f"{message} (see --help)")
@@ -111,8 +127,7 @@ def check_arguments(args: argparse.Namespace) -> bool:
     if args.manifest is not None and args.weight_kg is not None:
         raise InputError("--weight-kg: one body weight for every study of a manifest; give --pet/--ct per study")
     check_device(args.device)
-    if not math.isfinite(args.min_lesion_ml):
-        raise InputError(f"--min-lesion-ml {args.min_lesion_ml}: must be a finite number of ml")
+    check_numbers(args)
     part_indices(0, args.num_parts, args.part_id)  # refuses impossible parts
     return grand_challenge
 

@@ -37,6 +37,7 @@ from model.dicom import (
 )
 from model.errors import InputError, WriteError, shown
 from model.figures import case_figure
+from model.files import open_regular
 from model.readers import IMAGE_SUFFIXES, image_stem, is_image_name, read_image, read_images
 from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
 from model.seg import write_seg
@@ -61,6 +62,7 @@ class CaseSource:
     mask_suffix: str  # ".mha" or ".nii.gz" (NIfTI and DICOM input)
     is_dicom: bool  # the PET is a DICOM series: SUV computed here, and a DICOM SEG is written
     load: Callable[[], LoadedCase]  # reads the images (InputError with one line); may run in a worker thread
+    pet_path: Path | None = None  # the PET when it is an image file: its header gives the mask's grid
 
 
 def mask_suffix(image_path: Path) -> str:
@@ -104,7 +106,7 @@ def layout_cases(input_dir: Path) -> list[CaseSource]:
         seen[stem] = ct_path
     return [CaseSource(name=image_stem(ct_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
                        mask_suffix=mask_suffix(ct_path), is_dicom=False,
-                       load=partial(_load_paths, pet_path, ct_path, None, None, "qiba", None))
+                       load=partial(_load_paths, pet_path, ct_path, None, None, "qiba", None), pet_path=pet_path)
             for pet_path, ct_path in zip(pets, cts, strict=True)]
 
 
@@ -211,7 +213,8 @@ def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = "qiba",
         pet_label=series_label(pet) if pet is not None else shown(pet_path),
         ct_label=series_label(ct) if ct is not None else shown(ct_path),
         mask_suffix=DICOM_MASK_SUFFIX if pet is not None else mask_suffix(pet_path), is_dicom=pet is not None,
-        load=partial(_load_paths, pet_path, ct_path, pet, ct, suv_method, weight_kg))
+        load=partial(_load_paths, pet_path, ct_path, pet, ct, suv_method, weight_kg),
+        pet_path=pet_path if pet is None else None)
 
 
 def _check_case_name(name: str, where: str) -> None:
@@ -239,7 +242,8 @@ def manifest_cases(manifest: Path, suv_method: SuvMethod = "qiba", weight_kg: fl
     manifest = Path(manifest)
     where = shown(manifest)
     try:
-        with open(manifest, newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: spreadsheets write a BOM
+        # utf-8-sig: spreadsheets write a BOM; open_regular: a FIFO would hang the run
+        with open_regular(manifest, "manifest", "r", newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [(field or "").strip().lower() for field in reader.fieldnames or []]
             reader.fieldnames = header
@@ -258,6 +262,8 @@ def manifest_cases(manifest: Path, suv_method: SuvMethod = "qiba", weight_kg: fl
         pet, ct, name = ((row.get(column) or "").strip() for column in ("pet", "ct", "name"))
         if not pet or not ct:
             raise InputError(f"{where}: line {line}: both pet and ct must name a path")
+        if "\0" in pet + ct:  # no file name holds one; os.stat would raise ValueError
+            raise InputError(f"{where}: line {line}: a path holds a NUL byte")
         if name:
             _check_case_name(name, f"{where}: line {line}")
         pet_path, ct_path = (path if path.is_absolute() else manifest.parent / path

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -18,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig
 from model.errors import InputError, shown
-from model.files import atomic_target, atomic_write_bytes
+from model.files import atomic_target, atomic_write_json, open_regular
 from model.network import build_network
 
 FORMAT = "autopet-unet2d"
@@ -35,7 +37,7 @@ class Checkpoint:
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path, "weights file") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -52,15 +54,32 @@ def save_checkpoint(network: torch.nn.Module, config: ModelConfig, stem: Path) -
         sha = _sha256(tmp)
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": sha,
                 "model": config.to_dict()}
-    atomic_write_bytes(stem.with_suffix(".json"), json.dumps(document, indent=2).encode())
+    atomic_write_json(stem.with_suffix(".json"), document)
     return weights_path
+
+
+def _non_finite_key(value: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinity in a parsed JSON document (Python's json reads NaN,
+    Infinity and 1e400 as floats), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "the document"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite_key(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def read_config(json_path: Path) -> tuple[ModelConfig, str]:
     """The ModelConfig and recorded weights hash of a checkpoint's JSON; a JSON without its hash is refused:
     the hash is what ties the weights to the config and catches a truncated, swapped or tampered file."""
     try:
-        document = json.loads(Path(json_path).read_text())
+        with open_regular(Path(json_path), "checkpoint config", "r", encoding="utf-8") as handle:
+            document = json.load(handle)
+        bad = _non_finite_key(document)
+        if bad is not None:  # not JSON, and NaN or infinity in a normalisation gives empty or litre-sized masks
+            raise ValueError(f"{bad} is NaN or infinite (not a JSON number)")
         if not isinstance(document, dict):
             raise ValueError(f"a JSON object is expected, got {type(document).__name__}")
         if document.get("format") != FORMAT:
@@ -76,15 +95,17 @@ def read_config(json_path: Path) -> tuple[ModelConfig, str]:
         raise InputError(f"{shown(json_path)}: config missing (each .safetensors needs its .json)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{shown(json_path)}: unreadable checkpoint config ({error})") from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, IndexError) as error:
         raise InputError(f"{shown(json_path)}: not a valid checkpoint config: {error}") from None
 
 
 def load_checkpoint(weights_path: Path, verify_hash: bool = True) -> Checkpoint:
     """Rebuild the network from the JSON and fill it from the safetensors file (strict)."""
     weights_path = Path(weights_path)
-    if not weights_path.is_file():
+    if not weights_path.exists():
         raise InputError(f"{shown(weights_path)}: weights file missing")
+    if not weights_path.is_file():  # a FIFO would block the hash's read forever
+        raise InputError(f"{shown(weights_path)}: weights file is not a regular file")
     json_path = weights_path.with_suffix(".json")
     config, sha = read_config(json_path)
     if verify_hash and _sha256(weights_path) != sha:

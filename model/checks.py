@@ -51,6 +51,18 @@ def check_spacing(image: sitk.Image, name: str, role: str) -> None:
                              f"implausible for a whole-body study ({axes} must lie in {low:g} to {high:g} mm)")
 
 
+def check_finite(image: sitk.Image, name: str, role: str) -> None:
+    """Refuse NaN or infinite voxels (a float image, or a NIfTI scaled by an infinite scl_slope): they would
+    reach the normalisation, SUVpeak and the reports as NaN or infinity. Checked in chunks of slices, so
+    that no whole-volume temporary is made."""
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return  # integer voxels are finite
+    values = sitk.GetArrayViewFromImage(image)
+    bad = sum(int(np.count_nonzero(~np.isfinite(values[z:z + 32]))) for z in range(0, values.shape[0], 32))
+    if bad:
+        raise InputError(f"{shown(name)}: {role} holds {bad} voxel(s) that are NaN or infinite")
+
+
 IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 IN_PLANE[1] = ndimage.generate_binary_structure(2, 1)  # 4-connected neighbours within a slice
 
@@ -152,7 +164,9 @@ def _coarse(pet: sitk.Image, ct: sitk.Image) -> tuple[np.ndarray, np.ndarray, np
 
 def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name: str = "CT") -> None:
     """Every plausibility check of one study (SimpleITK images as read; the CT on any grid that overlaps
-    the PET): voxel spacings, SUV units, one study. InputError names the file and the problem."""
+    the PET): finite voxels, voxel spacings, SUV units, one study. InputError names the file and the problem."""
+    check_finite(pet, pet_name, "PET")
+    check_finite(ct, ct_name, "CT")
     check_spacing(pet, pet_name, "PET")
     check_spacing(ct, ct_name, "CT")
     pet_small, ct_small, covered = _coarse(pet, ct)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import re
 import shutil
@@ -34,15 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+import SimpleITK as sitk
 import torch
 
 from model.cases import CaseSource, LoadedCase, output_paths, write_local_outputs
 from model.checkpoint import find_checkpoints, read_config
 from model.checks import check_study
 from model.errors import InputError, WriteError, describe, one_line, shown
-from model.files import atomic_write_bytes
+from model.files import atomic_write_json, loads_strict
 from model.inference import CaseTimings, Predictor, ct_on_pet_grid
-from model.readers import _STDERR_CAPTURE, IMAGE_SUFFIXES, read_image, require_utf8_path
+from model.readers import _STDERR_CAPTURE, IMAGE_SUFFIXES, read_grid, read_image, require_utf8_path
 from model.review_page import CohortPage
 from model.runner import CaseResult, run_images, write_mask
 
@@ -203,13 +204,17 @@ def _entry(case: CaseSource, mask: Path | None, headline: Mapping | None, error:
 
 
 def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions) -> _Done | None:
-    """--skip-existing: the case's mask reads as an image and, with reports, its reports are all there and
-    its report JSON holds the headline numbers. Anything less: the case is redone."""
+    """--skip-existing: the case's mask is one the checker passes (uint8, 0 and 1 only, on its PET's grid)
+    and, with reports, its reports are all there and its report JSON holds the headline numbers. Anything
+    less (a CT copied to the mask's name, a mask of another study): the case is redone."""
     mask_path = layout.mask_path(case)
     if not mask_path.is_file():
         return None
     try:
-        slices = read_image(mask_path, "mask").GetSize()[2]
+        mask = read_image(mask_path, "mask")
+        if not _is_mask_of(mask, case):
+            return None
+        slices = mask.GetSize()[2]
     except InputError:
         return None
     if not options.reports:
@@ -218,10 +223,22 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
     if not all(path.is_file() for path in paths.values()):
         return None
     try:
-        document = json.loads(paths["report"].read_text())
+        document = loads_strict(paths["report"].read_text())
         return _Done(headline={key: document[key] for key in HEADLINE_KEYS} | {"slices": slices})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _is_mask_of(mask: sitk.Image, case: CaseSource) -> bool:
+    """uint8 holding 0 and 1 only, on the grid of the case's PET (from the PET file's header; a DICOM PET is
+    read whole, which is still far cheaper than segmenting it). InputError when the PET cannot be read."""
+    if mask.GetPixelID() != sitk.sitkUInt8 or not set(np.unique(sitk.GetArrayViewFromImage(mask)).tolist()) <= {0, 1}:
+        return False
+    pet = read_grid(case.pet_path, "PET") if case.pet_path is not None else case.load().pet
+    return (tuple(mask.GetSize()) == tuple(pet.GetSize())
+            and np.allclose(mask.GetSpacing(), pet.GetSpacing(), rtol=1e-6)
+            and np.allclose(mask.GetOrigin(), pet.GetOrigin(), rtol=1e-6, atol=1e-4)
+            and np.allclose(mask.GetDirection(), pet.GetDirection(), atol=1e-6))
 
 
 def _prepare(case: CaseSource, layout: OutputLayout, predictor: Predictor,
@@ -491,7 +508,7 @@ def write_results(path: Path, entries: list[dict]) -> None:
         if _final_name(entry.name, ".part") == path.name:
             with contextlib.suppress(OSError):  # hidden and harmless where it cannot be removed
                 entry.unlink()
-    atomic_write_bytes(path, json.dumps(entries, indent=2).encode())
+    atomic_write_json(path, entries)  # strict JSON: a NaN raises rather than reach the file
 
 
 # --- parts and torchrun: model/distributed.py ------------------------------------------------------------

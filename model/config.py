@@ -38,6 +38,32 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# Plausible ranges of a checkpoint's numbers, checked when its JSON is read: a NaN or an absurd value gives empty
+# masks (pet_scale NaN), litre-sized ones (ct_scale inf), an 8 TiB allocation (crop_size 2^20) or fails every
+# case (spacing_mm 1e-3) only after the weights load. Every other number of these dataclasses must be finite.
+NUMBER_RANGES: dict[str, tuple[float, float]] = {
+    "ct_clip": (-10000.0, 10000.0), "pet_clip": (1e-3, 1000.0), "pet_scale": (1e-3, 1000.0),
+    "ct_center": (-5000.0, 5000.0), "ct_scale": (1e-3, 10000.0), "body_threshold_hu": (-1100.0, 1000.0),
+    "crop_size": (32, 2048), "spacing_mm": (0.4, 20.0), "decoder_channels": (1, 4096), "threshold": (0.0, 1.0),
+}
+
+
+def check_numbers(config: Any) -> None:
+    """Every numeric field of a config dataclass (a field whose default is a number or a tuple of numbers)
+    holds finite numbers, within NUMBER_RANGES where the field has one; ValueError names the field."""
+    for item in dataclasses.fields(config):
+        default = item.default
+        sample = default[0] if isinstance(default, tuple) and default else default
+        if not _is_number(sample):
+            continue
+        value = getattr(config, item.name)
+        values = value if isinstance(value, (tuple, list)) else (value,)
+        low, high = NUMBER_RANGES.get(item.name, (-math.inf, math.inf))
+        if not all(_is_number(v) and math.isfinite(v) and low <= v <= high for v in values):
+            where = f" in [{low:g}, {high:g}]" if item.name in NUMBER_RANGES else ""
+            raise ValueError(f"{item.name} must be finite numbers{where}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class NormalisationConfig:
     """How raw SUV and HU become network input (model/preprocessing.py NORMALISERS has one function per scheme).
@@ -74,6 +100,7 @@ class NormalisationConfig:
         if self.scheme not in NORMALISATION_SCHEMES:
             raise ValueError(f"normalisation scheme must be one of {list(NORMALISATION_SCHEMES)}, "
                              f"got {self.scheme!r}")
+        check_numbers(self)  # first: the comparisons below need numbers
         if not self.ct_clip[0] < self.ct_clip[1]:
             raise ValueError(f"normalisation ct_clip must be (low, high) with low < high, got {list(self.ct_clip)}")
         if self.pet_scale <= 0 or self.ct_scale <= 0 or self.pet_clip <= 0:
@@ -123,6 +150,7 @@ class ModelConfig:
                              f"got {self.orientation!r}")
         if not isinstance(self.provenance, dict):
             raise ValueError(f"provenance must be a JSON object, got {self.provenance!r}")
+        check_numbers(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO, Any
 
-from model.errors import WriteError, shown
+from model.errors import InputError, WriteError, shown
 
 
 def _reason(error: OSError) -> str:
@@ -73,3 +77,45 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
     with atomic_target(path, verify=verify) as tmp, open(tmp, "wb") as handle:
         handle.write(data)
+
+
+def open_regular(path: Path, what: str, mode: str = "rb", **kwargs) -> IO:
+    """Open a file for reading only if it is a regular file: a FIFO would block the run forever and a device
+    would be read without end. Opened without blocking and checked on the open descriptor (no window between
+    a check and the open); InputError names the file, FileNotFoundError passes through for callers that say
+    "missing" their own way."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO opens at once instead of waiting for a writer
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError(f"{shown(path)}: {what} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, mode, **kwargs)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _not_a_json_number(token: str) -> float:
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def _finite_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):  # 1e400 parses as inf
+        raise ValueError(f"{token} is not a finite number")
+    return value
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """JSON as the standard has it: Python's json accepts NaN, Infinity and 1e400 (inf); refused here."""
+    return json.loads(text, parse_constant=_not_a_json_number, parse_float=_finite_float)
+
+
+def dumps_strict(document: Any, indent: int | None = 2) -> bytes:
+    """JSON that any strict parser reads: a NaN or infinity raises ValueError instead of writing ``NaN``."""
+    return json.dumps(document, indent=indent, allow_nan=False).encode()
+
+
+def atomic_write_json(path: Path, document: Any, indent: int | None = 2) -> None:
+    """Every JSON file the project writes: strict (no NaN/Infinity), whole or not at all."""
+    atomic_write_bytes(path, dumps_strict(document, indent))

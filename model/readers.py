@@ -13,7 +13,9 @@ import threading
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import SimpleITK as sitk
@@ -44,17 +46,20 @@ def require_utf8_path(path: Path, what: str) -> None:
         raise InputError(f"{shown(path)}: {what} name is not valid UTF-8 (rename it)") from None
 
 
-def _nifti_payload_bytes(header: bytes, path: Path) -> int | None:
-    """Header plus voxel bytes that a NIfTI-1 or NIfTI-2 header announces; None if not NIfTI."""
-    if len(header) < 348:
-        return None
+# The magic of a single-file NIfTI: "ni1"/"ni2" (and Analyze headers) keep their voxels in another file.
+_NIFTI1_MAGIC, _NIFTI2_MAGIC = b"n+1\0", b"n+2\0\r\n\x1a\n"
+
+
+def _nifti_payload_bytes(header: bytes, path: Path, role: str) -> int:
+    """Header plus voxel bytes that a single-file NIfTI-1 or NIfTI-2 header announces; anything else (no NIfTI
+    header, a pair header whose voxels are in a .img file, an impossible offset or size) is refused."""
     for endian in "<>":
-        size = struct.unpack(f"{endian}i", header[:4])[0]
-        if size == 348:
+        size = struct.unpack(f"{endian}i", header[:4])[0] if len(header) >= 4 else 0
+        if size == 348 and len(header) >= 348 and header[344:348] == _NIFTI1_MAGIC:
             dims = struct.unpack(f"{endian}8h", header[40:56])
             bitpix = struct.unpack(f"{endian}h", header[72:74])[0]
             offset = struct.unpack(f"{endian}f", header[108:112])[0]
-        elif size == 540 and len(header) >= 540:
+        elif size == 540 and len(header) >= 540 and header[4:12] == _NIFTI2_MAGIC:
             bitpix = struct.unpack(f"{endian}h", header[14:16])[0]
             dims = struct.unpack(f"{endian}8q", header[16:80])
             offset = struct.unpack(f"{endian}q", header[168:176])[0]
@@ -64,64 +69,109 @@ def _nifti_payload_bytes(header: bytes, path: Path) -> int | None:
                 and all(d >= 0 for d in dims[1 : dims[0] + 1])):
             raise InputError(f"{shown(path)}: invalid NIfTI header (vox_offset {offset}, dim {list(dims)}, "
                              f"bitpix {bitpix})")
-        voxels = int(np.prod([max(d, 1) for d in dims[1 : dims[0] + 1]], dtype=np.int64))
+        voxels = math.prod(max(d, 1) for d in dims[1 : dims[0] + 1])
         return max(int(offset), size) + voxels * bitpix // 8
-    return None
+    raise InputError(f"{shown(path)}: unreadable or truncated {role} image (not a single-file NIfTI-1 or NIfTI-2 "
+                     "header)")
 
 
-def _gzip_stream_complete(path: Path) -> bool:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            decompressor.decompress(block, 0)
-            if decompressor.eof:
-                return True
-    return decompressor.eof
-
-
-def check_gzip_nifti_complete(path: Path) -> None:
-    """SimpleITK zero-fills a truncated .nii.gz without a word; refuse such a file instead.
-
-    The gzip trailer holds the uncompressed size: when it matches what the header announces the file is
-    whole (a cheap check); otherwise the stream is decompressed to the end to decide.
-    """
+def check_nifti(path: Path, role: str) -> None:
+    """SimpleITK zero-fills a short NIfTI and reads a .nii.gz whose data fails its CRC as garbage, both without
+    a word: the whole gzip stream is decompressed here (every member, CRC and size trailers checked by zlib,
+    nothing but members after it) and its length, or the .nii's, must cover what the header announces."""
+    gz = path.name.endswith(".gz")
     try:
-        with gzip.open(path, "rb") as handle:
-            header = handle.read(540)
-        with open(path, "rb") as handle:
-            handle.seek(-4, os.SEEK_END)
-            trailer_size = struct.unpack("<I", handle.read(4))[0]
-        expected = _nifti_payload_bytes(header, path)
-        if expected is not None and expected % (1 << 32) == trailer_size:
-            return
-        complete = _gzip_stream_complete(path)
-    except (OSError, EOFError, struct.error, zlib.error):
-        raise InputError(f"{shown(path)}: unreadable or truncated gzip file") from None
-    if not complete:
-        raise InputError(f"{shown(path)}: truncated file (the gzip stream ends early)")
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as handle:
+            head = handle.read(540)
+        expected = _nifti_payload_bytes(head, path, role)
+        if gz:
+            with open(path, "rb") as handle:
+                total, _ = _inflate(handle, 16 + zlib.MAX_WBITS, members=True)
+        else:
+            total = path.stat().st_size
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(f"{shown(path)}: unreadable or truncated gzip file ({one_line(error)})") from None
+    if total < expected:
+        raise InputError(f"{shown(path)}: truncated file ({total} of the {expected} bytes its header announces"
+                         f"{' uncompressed' if gz else ''})")
 
 
 # A MetaImage header is short text ending with ElementDataFile; everything after it is voxel data.
 METAIMAGE_HEADER_BYTES = 1 << 16
+# MetaIO (ITK's MET_Read) reads a header line with getline(s, 500): a longer line fails its stream.
+METAIO_LINE_LIMIT = 499
+_C_SPACE = b" \t\n\v\f\r"  # C's isspace: what MET_Read skips before a key
+_METAIO_LOCAL = ("LOCAL", "Local", "local")  # the spellings MetaIO takes for "the voxels follow the header"
+# Bytes per voxel of the MetaIO element types (metaTypes.h MET_ValueTypeSize).
+_METAIO_TYPE_BYTES = {"MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+                      "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4,
+                      "MET_DOUBLE": 8}
 
 
-def check_metaimage_data_file(path: Path, role: str) -> None:
-    """The data file a MetaImage header names must be the header itself (LOCAL) or a regular file inside the
-    header's folder: otherwise a crafted header makes ITK read any file or device of the host (an absolute
-    path, ``../``, /dev/urandom) or hang on a FIFO. File lists and patterns are refused too."""
-    with open(path, "rb") as handle:
-        head = handle.read(METAIMAGE_HEADER_BYTES)
-    data_file = None
-    for line in head.splitlines():
-        key, sep, value = line.decode("latin-1").partition("=")
-        if sep and key.strip().lower() == "elementdatafile":
-            data_file = value.strip()
-            break
-    if data_file is None:
-        raise InputError(f"{shown(path)}: unreadable {role} image (not a MetaImage: no ElementDataFile "
-                         f"in its first {METAIMAGE_HEADER_BYTES // 1024} KiB)")
-    if data_file.upper() == "LOCAL":
-        return
+@dataclass(frozen=True)
+class MetaImageHeader:
+    fields: dict[str, str]  # each key before ElementDataFile, its value as MetaIO sees it (repeated: the last)
+    data_file: str  # the ElementDataFile value MetaIO uses
+    data_offset: int  # where the voxels start when data_file is LOCAL
+
+
+def _c_strip_end(value: bytes) -> bytes:
+    """MET_StringStripEnd: trailing bytes that are not printable ASCII, or are spaces, are dropped."""
+    end = len(value)
+    while end and not 0x21 <= value[end - 1] <= 0x7E:
+        end -= 1
+    return value[:end]
+
+
+def parse_metaimage_header(head: bytes, path: Path, role: str) -> MetaImageHeader:
+    """The header as MetaIO's MET_Read reads it: keys are matched exactly (case included) after leading
+    whitespace, up to the first '=' or ':' less trailing blanks; the value follows any run of '=', ':',
+    spaces and tabs, up to the end of the line; the first exact ``ElementDataFile`` ends the header. What
+    MetaIO would read differently from a plain line-by-line reading (a line without a separator, whose value
+    MetaIO takes from the next line; an empty value; a NUL, which ends a C string; a line longer than MetaIO
+    reads; a near-miss of ElementDataFile such as ``elementdatafile``) is refused, so that the value checked
+    here is the one ITK uses."""
+    bad = f"{shown(path)}: unreadable {role} image"
+    fields: dict[str, str] = {}
+    pos, size = 0, len(head)
+    while True:
+        while pos < size and head[pos] in _C_SPACE:
+            pos += 1
+        end = pos
+        while end < size and head[end] not in b"=:\r\n":
+            end += 1
+        line_end = head.find(b"\n", end)
+        if line_end < 0:
+            raise InputError(f"{bad} (not a MetaImage: no ElementDataFile in its first "
+                             f"{METAIMAGE_HEADER_BYTES // 1024} KiB)")
+        line = head[pos:line_end]
+        if b"\0" in line or line_end - pos > METAIO_LINE_LIMIT:
+            raise InputError(f"{bad} (header line {line[:40]!r} holds a NUL byte or is longer than MetaIO reads)")
+        key = head[pos:end].rstrip(b" \t").decode("latin-1")
+        if head[end] in b"\r\n":
+            raise InputError(f"{bad} (header line {key[:40]!r} has no '=': MetaIO would take its value from the "
+                             "next line)")
+        start = end
+        while start < line_end and head[start] in b"=: \t":
+            start += 1
+        value = _c_strip_end(head[start:line_end]).decode("latin-1")
+        if not value:
+            raise InputError(f"{bad} (header field {key[:40]!r} has no value)")
+        if key != "ElementDataFile" and key.strip(" \t\v\f\r").lower() == "elementdatafile":
+            raise InputError(f"{bad} (header key {key!r} is not ElementDataFile for MetaIO, which matches keys "
+                             "exactly: an ambiguous header)")
+        pos = line_end + 1
+        if key == "ElementDataFile":
+            return MetaImageHeader(fields=fields, data_file=value, data_offset=pos)
+        fields[key] = value
+
+
+def _metaimage_data_path(path: Path, data_file: str, role: str) -> Path | None:
+    """The file a MetaImage header's voxels are in: None for the header itself (LOCAL), else a regular file
+    inside the header's folder. Anything else (an absolute path, ``../``, a link out of the folder, a device,
+    a FIFO, a file list or pattern) is refused: a header must not make ITK read any file of the host or hang."""
+    if data_file in _METAIO_LOCAL:
+        return None
     refuse = f"{shown(path)}: {role} header names the data file {data_file!r}"
     if data_file.upper().startswith("LIST") or "%" in data_file:
         raise InputError(f"{refuse}: file lists and patterns are not read (use LOCAL or one file)")
@@ -138,25 +188,122 @@ def check_metaimage_data_file(path: Path, role: str) -> None:
         raise InputError(f"{refuse}: {error.strerror}") from None
     if not stat.S_ISREG(mode):
         raise InputError(f"{refuse}: not a regular file")
+    return Path(target)
+
+
+def _metaimage_payload_bytes(header: MetaImageHeader, path: Path, role: str) -> int:
+    """Voxel bytes the header announces (NDims, DimSize, ElementNumberOfChannels, ElementType)."""
+    try:
+        ndims = float(header.fields["NDims"])
+        dims = [float(v) for v in header.fields["DimSize"].split()]
+        channels = float(header.fields.get("ElementNumberOfChannels", "1"))
+        element = _METAIO_TYPE_BYTES[header.fields["ElementType"]]
+    except (KeyError, ValueError):
+        raise InputError(f"{shown(path)}: unreadable {role} image (its header lacks NDims, DimSize or a known "
+                         "ElementType)") from None
+    numbers = [ndims, channels, *dims]
+    if not (all(math.isfinite(v) and v == int(v) and v >= 1 for v in numbers) and len(dims) >= ndims):
+        raise InputError(f"{shown(path)}: unreadable {role} image (header NDims {header.fields['NDims']!r}, "
+                         f"DimSize {header.fields['DimSize']!r})")
+    return math.prod(int(d) for d in dims[: int(ndims)]) * int(channels) * element
+
+
+def _inflate(handle: BinaryIO, wbits: int, members: bool) -> tuple[int, int]:
+    """Decompress a zlib/gzip stream from ``handle``'s position to its end, checksums and length trailers
+    included (zlib raises on a mismatch, EOFError on a stream that stops early), without ever holding more than
+    a block of output. ``members``: gzip members may follow each other (gzread reads them all); anything else
+    after the last is refused. Returns (bytes out, compressed bytes consumed)."""
+    total = consumed = 0
+    decompressor = zlib.decompressobj(wbits)
+    data = handle.read(1 << 22)
+    while True:
+        while data and not decompressor.eof:
+            total += len(decompressor.decompress(data, 1 << 24))
+            rest = decompressor.unused_data if decompressor.eof else decompressor.unconsumed_tail
+            consumed += len(data) - len(rest)
+            data = rest
+        if decompressor.eof:
+            if not members:
+                return total, consumed
+            data = data or handle.read(1 << 22)
+            if not data:
+                return total, consumed
+            decompressor = zlib.decompressobj(wbits)  # another gzip member (or garbage: zlib.error)
+            continue
+        data = handle.read(1 << 22)
+        if not data:
+            raise EOFError("the compressed stream ends early")
+
+
+def check_metaimage(path: Path, role: str) -> None:
+    """A MetaImage header read as ITK will read it (``parse_metaimage_header``), its data file inside its
+    folder, and its voxel data whole: uncompressed, exactly the bytes the header announces; compressed, a
+    stream that decompresses completely, checksum included, to exactly those bytes from exactly the
+    CompressedDataSize it declares. ITK zero-fills or reads garbage past a short or lying payload without
+    failing, and a HeaderSize moves where it reads from: refused."""
+    with open(path, "rb") as handle:
+        header = parse_metaimage_header(handle.read(METAIMAGE_HEADER_BYTES), path, role)
+    data_path = _metaimage_data_path(path, header.data_file, role)
+    expected = _metaimage_payload_bytes(header, path, role)
+    if header.fields.get("HeaderSize", "0").strip() not in ("0", "0.0"):
+        raise InputError(f"{shown(path)}: unreadable {role} image (a HeaderSize of {header.fields['HeaderSize']!r} "
+                         "moves where ITK reads the voxels from; not read)")
+    compressed = header.fields.get("CompressedData", "False")[:1] in ("T", "t", "1")  # MetaIO's own test
+    corrupt = f"{shown(path)}: corrupt or truncated {role} image"
+    with open(data_path or path, "rb") as handle:
+        offset = 0 if data_path is not None else header.data_offset
+        handle.seek(offset)
+        if not compressed:
+            available = os.fstat(handle.fileno()).st_size - offset
+            if available != expected:  # short: ITK zero-fills; longer: the header and its voxels disagree
+                raise InputError(f"{corrupt} ({available} voxel bytes where its header announces {expected})")
+            return
+        declared = header.fields.get("CompressedDataSize")
+        try:
+            total, consumed = _inflate(handle, 32 + zlib.MAX_WBITS, members=False)  # zlib or gzip, as MetaIO
+        except (zlib.error, EOFError) as error:
+            raise InputError(f"{corrupt} (its compressed voxels: {error})") from None
+    if total != expected:
+        raise InputError(f"{corrupt} (its compressed voxels hold {total} bytes, its header announces {expected})")
+    if declared is None or declared.strip() != str(consumed):
+        raise InputError(f"{corrupt} (CompressedDataSize {declared!r}, the compressed stream is {consumed} bytes)")
+
+
+def _check_header(path: Path, role: str) -> sitk.ImageFileReader:
+    """What the file's header says, before any voxel is read: 3D, one component of a real type. A read with a
+    cast to float32 would otherwise combine a vector's components (or a complex value's) without a word."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    with _captured_native_stderr() as native:
+        try:
+            reader.ReadImageInformation()
+            error = None
+        except RuntimeError as raised:
+            error = raised
+    if error is not None or native:
+        raise InputError(f"{shown(path)}: unreadable or truncated {role} image (ITK: {_reason(native, error)})")
+    if reader.GetDimension() != 3:
+        raise InputError(f"{shown(path)}: {role} image is {reader.GetDimension()}D, expected 3D")
+    components = reader.GetNumberOfComponents()
+    if components != 1 or reader.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise InputError(f"{shown(path)}: {role} image has {components} components per voxel "
+                         f"({sitk.GetPixelIDValueAsString(reader.GetPixelID())}), expected a scalar image")
+    return reader
 
 
 def _check_file(path: Path, role: str) -> None:
-    """Refuse missing files, non-UTF-8 names, MetaImage headers that point elsewhere, and truncated NIfTI
-    that SimpleITK would read without a word."""
+    """Refuse missing files, non-UTF-8 names, MetaImage headers that point elsewhere or lie about their data,
+    NIfTI that SimpleITK would zero-fill without a word, and images that are not 3D scalar by their header."""
     require_utf8_path(path, f"{role} file")
     if not path.exists():
         raise InputError(f"{shown(path)}: {role} file missing")
     if not path.is_file():
         raise InputError(f"{shown(path)}: {role} file is not a regular file")
-    if path.name.endswith(".mha") or path.name.endswith(".mhd"):
-        check_metaimage_data_file(path, role)
-    elif path.name.endswith(".nii.gz"):
-        check_gzip_nifti_complete(path)
-    elif path.name.endswith(".nii"):
-        with open(path, "rb") as handle:
-            expected = _nifti_payload_bytes(handle.read(540), path)
-        if expected is not None and path.stat().st_size < expected:
-            raise InputError(f"{shown(path)}: truncated file ({path.stat().st_size} of {expected} bytes)")
+    if path.name.endswith((".mha", ".mhd")):
+        check_metaimage(path, role)
+    elif path.name.endswith((".nii.gz", ".nii")):
+        check_nifti(path, role)
+    _check_header(path, role)
 
 
 # File descriptor 2 is one per process: two captures at once (a read in a worker thread while a mask is
@@ -249,6 +396,14 @@ def read_images(requests: list[tuple[Path, str, int]]) -> list[sitk.Image]:
                 raise InputError(f"{shown(path)}: {kind} {role} image (ITK: {_reason(own, error)})")
         images = [image for image, _, _ in reads]  # the complaint did not come back: the single reads stand
     return [_check_volume(image, path, role) for image, path, (_, role, _) in zip(images, paths, requests, strict=True)]
+
+
+def read_grid(path: Path, role: str) -> sitk.ImageFileReader:
+    """The header of a 3D scalar image, checked as ``read_image`` checks the file, without its voxels: a
+    reader whose GetSize, GetSpacing, GetOrigin and GetDirection give its grid."""
+    path = Path(path)
+    _check_file(path, role)
+    return _check_header(path, role)
 
 
 def read_image(path: Path, role: str, pixel_type: int = sitk.sitkUnknown) -> sitk.Image:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial.distance import pdist
 
-from model.files import atomic_write_bytes
+from model.files import atomic_write_bytes, atomic_write_json
 from model.geometry import same_grid
 from model.postprocessing import CONNECTIVITY, voxel_ml
 
@@ -99,7 +99,9 @@ def _peak(suv: np.ndarray, centres: np.ndarray, offsets: np.ndarray) -> float:
 
 
 def lesion_report(suv: sitk.Image, mask: sitk.Image) -> StudyReport:
-    """Per-lesion and study numbers of a 0/1 ``mask`` on the grid of the ``suv`` image."""
+    """Per-lesion and study numbers of a 0/1 ``mask`` on the grid of the ``suv`` image. Every number is finite:
+    a NaN or infinite SUV in a lesion or its peak sphere raises ValueError (model.checks refuses such a PET
+    before any work; this keeps an infinity out of a report whatever the caller)."""
     if not same_grid(suv, mask):
         raise ValueError(f"mask grid {mask.GetSize()} {mask.GetSpacing()} differs from the SUV image's "
                          f"{suv.GetSize()} {suv.GetSpacing()}")
@@ -130,11 +132,20 @@ def lesion_report(suv: sitk.Image, mask: sitk.Image) -> StudyReport:
                           bbox_max=tuple(int(v) for v in where.max(axis=0)[::-1])))
     found.sort(key=lambda f: (-f["voxels"], -f["suv_max"], f["bbox_min"][::-1]))  # largest first
     lesions = tuple(Lesion(id=k + 1, **f) for k, f in enumerate(found))
+    _require_finite(lesions)
     centroids = np.array([lesion.centroid_mm for lesion in lesions])
     return StudyReport(lesions=lesions, tmtv_ml=float(sum(les.volume_ml for les in lesions)),
                        tlg=float(sum(les.tlg for les in lesions)),
                        suv_max=max((les.suv_max for les in lesions), default=None),
                        dmax_mm=float(pdist(centroids).max()) if len(lesions) > 1 else 0.0)
+
+
+def _require_finite(lesions: tuple[Lesion, ...]) -> None:
+    for lesion in lesions:
+        numbers = (lesion.volume_ml, lesion.suv_max, lesion.suv_mean, lesion.suv_peak, lesion.tlg, *lesion.centroid_mm)
+        if not all(math.isfinite(value) for value in numbers):
+            raise ValueError(f"lesion {lesion.id}: SUV values that are not finite (NaN or infinity in the PET around "
+                             f"voxel {lesion.bbox_min}); no report is written")
 
 
 CSV_COLUMNS = ("id", "voxels", "volume_ml", "suv_max", "suv_mean", "suv_peak", "tlg", "centroid_x_mm",
@@ -177,4 +188,4 @@ def write_report_json(report: StudyReport, path: Path, *, case: str, suv: Mappin
                       model: Mapping | None = None) -> None:
     """``<case>.report.json`` (see ``report_document``)."""
     document = report_document(report, case=case, suv=suv, model=model)
-    atomic_write_bytes(Path(path), json.dumps(document, indent=2).encode())
+    atomic_write_json(Path(path), document)  # strict: a NaN or infinity raises instead of writing "NaN"

@@ -368,7 +368,12 @@ def test_an_implausible_spacing_is_refused_per_case(capsys, case, tiny_weights):
     (["--device", "foo"], "--device 'foo': expected auto, cpu, cuda or cuda:N"),
     (["--min-lesion-ml", "inf"], "--min-lesion-ml inf: must be a finite number"),
     (["--min-lesion-ml", "nan"], "--min-lesion-ml nan: must be a finite number"),
-    (["--min-lesion-ml", "-1"], "must not be negative"),
+    (["--min-lesion-ml", "-1"], "--min-lesion-ml -1.0: must be a finite number from 0 to 100000"),
+    (["--min-lesion-ml", "1e308"], "--min-lesion-ml 1e+308: must be a finite number from 0 to 100000"),
+    (["--batch-size", "0"], "--batch-size 0: must be a finite number from 1 to 1024"),
+    (["--batch-size", str(2 ** 40)], "--batch-size 1099511627776: must be a finite number"),
+    (["--weight-kg", "nan"], "--weight-kg nan: must be a finite number"),
+    (["--weight-kg", "1e300"], "--weight-kg 1e+300: must be a finite number from 1 to 1000"),
     (["--min-lesion-ml", "abc"], "invalid float value: 'abc'"),
     (["--precision", "fp8"], "invalid choice: 'fp8'"),
 ])
@@ -530,6 +535,7 @@ def test_a_manifest_pairs_explicitly_and_a_bad_row_fails_alone(capsys, tmp_path,
     ("pet,ct\nstudies/x_suv.mha,\n", "line 2: both pet and ct must name a path"),
     ("pet,ct,name\nstudies/x_suv.mha,studies/x_hu.mha,../up\n", "name '../up' is not a file name"),
     ("pet,ct\n", "manifest lists no case"),
+    ("pet,ct\nstudies/x_suv.mha\0x,studies/x_hu.mha\n", "line 2: a path holds a NUL byte"),
 ])
 def test_a_manifest_that_cannot_be_used_stops_the_run(capsys, tmp_path, tiny_weights, small_phantom, rows,
                                                        needle):
@@ -538,6 +544,20 @@ def test_a_manifest_that_cannot_be_used_stops_the_run(capsys, tmp_path, tiny_wei
                          str(tiny_weights), "--device", "cpu"]) == 2
     (line,) = _lines(capsys)
     assert line.startswith(f"error: {manifest}: ") and needle in line
+
+
+def test_a_fifo_manifest_is_refused_not_waited_on(capsys, tmp_path, tiny_weights):
+    import signal
+
+    os.mkfifo(tmp_path / "cohort.csv")
+    signal.alarm(60)  # a regression would block on the FIFO: fail instead of hanging the suite
+    try:
+        assert process.main(["--manifest", str(tmp_path / "cohort.csv"), "--output", str(tmp_path / "out"),
+                             "--weights", str(tiny_weights), "--device", "cpu"]) == 2
+    finally:
+        signal.alarm(0)
+    (line,) = _lines(capsys)
+    assert "cohort.csv: manifest is not a regular file" in line
 
 
 def test_a_dicom_export_end_to_end(tmp_path, tiny_weights, small_phantom):

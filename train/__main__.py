@@ -4,16 +4,52 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from model.errors import InputError
+from model.errors import InputError, shown
 
 CONFIGS = Path(__file__).parent / "configs"
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage and message (two lines) and exits itself
+        raise InputError(f"{message} (see --help)")
+
+
+# Each subcommand's numeric arguments and their plausible ranges (inclusive): a value outside is one line and
+# exit 2 before any work, not a traceback (--size 0, --cases -1) or an absurd allocation.
+RANGES: dict[str, dict[str, tuple[float, float]]] = {
+    "synth": {"cases": (1, 100000), "size": (16, 2048), "spacing": (0.4, 20.0), "slices": (1, 4096),
+              "thickness": (0.4, 50.0), "negative_fraction": (0.0, 1.0), "feet_fraction": (0.0, 1.0)},
+    "prepare": {"workers": (1, 1024), "spacing": (0.4, 20.0)},
+    "splits": {"folds": (2, 1000)},
+    "fit": {"fold": (0, 1000)},
+}
+FOLDERS_MADE = {"synth": ("out",), "prepare": ("out",), "fit": ("out",)}  # written: must not be files
+FOLDERS_READ = {"prepare": ("source",), "splits": ("data",), "fit": ("data",), "evaluate": ("pred", "gt")}
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every subcommand's arguments, before any work (InputError: one line, exit 2)."""
+    for name, (low, high) in RANGES.get(args.command, {}).items():
+        value = getattr(args, name)
+        for number in value if isinstance(value, list) else [value]:
+            if number is not None and not (math.isfinite(number) and low <= number <= high):
+                raise InputError(f"--{name.replace('_', '-')} {number}: must be a number from {low:g} to {high:g}")
+    for name in FOLDERS_MADE.get(args.command, ()):
+        folder = getattr(args, name)
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"--{name} {shown(folder)}: is a file, not a folder")
+    for name in FOLDERS_READ.get(args.command, ()):
+        folder = getattr(args, name)
+        if not folder.is_dir():
+            raise InputError(f"--{name} {shown(folder)}: folder missing")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    parser = _OneLineParser(prog="python -m train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     synth = sub.add_parser("synth", help="write synthetic whole-body PET/CT phantoms with lesions",
@@ -85,11 +121,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
     from train.notices import one_line_warnings
 
     one_line_warnings()
     try:
+        args = _parser().parse_args(argv)
+        check_arguments(args)
         if args.command == "synth":
             from train.phantom import PhantomSpec, write_dataset
 

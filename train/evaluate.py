@@ -4,23 +4,31 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
+import io
+import math
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
-from model.errors import InputError
+from model.errors import InputError, shown
 from model.figures import Outline, mip_figure
+from model.files import atomic_write_bytes, atomic_write_json
+from model.geometry import same_grid
 from model.metrics import aggregate, case_metrics
-from model.readers import IMAGE_SUFFIXES, image_stem, read_image
+from model.readers import image_stem, is_image_name, read_image
 from model.review_page import PAGE_NAME, evaluation_page, write_page
 
 
 def images_by_stem(folder: Path) -> dict[str, Path]:
     if not folder.is_dir():
-        raise InputError(f"{folder}: folder missing")
-    return {image_stem(p): p for p in sorted(folder.iterdir()) if p.name.endswith(IMAGE_SUFFIXES)}
+        raise InputError(f"{shown(folder)}: folder missing")
+    return {image_stem(p): p for p in sorted(folder.iterdir()) if is_image_name(p.name)}
+
+
+def _grid(image: sitk.Image) -> str:
+    return (f"size {image.GetSize()}, spacing {tuple(round(s, 4) for s in image.GetSpacing())}, origin "
+            f"{tuple(round(o, 2) for o in image.GetOrigin())}")
 
 
 def pair_pets(pets: dict[str, Path], gt_stems: list[str]) -> dict[str, Path]:
@@ -38,6 +46,8 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
              pet_dir: Path | None = None) -> dict:
     """Per-case and aggregated metrics; predictions and ground truth are matched by file stem."""
     preds, gts = images_by_stem(pred_dir), images_by_stem(gt_dir)
+    if not gts:  # nothing to average: refused before any file is written
+        raise InputError(f"{shown(gt_dir)}: no ground truth image (.mha, .nii.gz, .nii) in this folder")
     missing = sorted(set(gts) - set(preds))
     if missing:
         raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s), e.g. {missing[0]}")
@@ -48,8 +58,9 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
     for stem, gt_path in gts.items():
         gt_img = read_image(gt_path, "ground truth")
         pred_img = read_image(preds[stem], "prediction")
-        if gt_img.GetSize() != pred_img.GetSize():
-            raise InputError(f"{preds[stem]}: size {pred_img.GetSize()} differs from ground truth {gt_img.GetSize()}")
+        if not same_grid(gt_img, pred_img):  # equal sizes are not enough: voxels must lie at the same places
+            raise InputError(f"{shown(preds[stem])}: its grid ({_grid(pred_img)}) differs from its ground truth "
+                             f"{shown(gt_path)} ({_grid(gt_img)}, or the direction)")
         gt, pred = sitk.GetArrayFromImage(gt_img) > 0, sitk.GetArrayFromImage(pred_img) > 0
         metrics = case_metrics(pred, gt, gt_img.GetSpacing())
         cases.append(metrics)
@@ -69,11 +80,13 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
     if figures:  # the held-out page beside its pictures: worst case first, the means on top
         write_page(figures / PAGE_NAME, evaluation_page(rows, summary, {row["case"]: f"{row['case']}.png"
                                                                        for row in rows}))
-    if out_csv:
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(out_csv, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-        out_csv.with_suffix(".json").write_text(json.dumps({"cases": rows, "mean": summary}, indent=2))
+    if out_csv:  # both whole or not at all, and strict JSON
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_bytes(out_csv, text.getvalue().encode())
+        # A mean over no positive case is NaN: null in JSON ("not defined"), which strict parsers read.
+        mean = {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in summary.items()}
+        atomic_write_json(out_csv.with_suffix(".json"), {"cases": rows, "mean": mean})
     return {"cases": rows, "mean": summary}

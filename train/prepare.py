@@ -15,7 +15,6 @@ diagnosis are looked up again on every run, so a metadata CSV given later reache
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 
 from model.config import DEFAULT_ORIENTATION, NormalisationConfig
 from model.errors import InputError
-from model.files import atomic_write_bytes
+from model.files import atomic_write_json, loads_strict, open_regular
 from model.geometry import (
     CT_FILL_HU,
     inplane_grid,
@@ -104,8 +103,9 @@ def nnunet_case(case: str) -> tuple[str, str, str]:
 def find_nnunet(source: Path, diagnoses: Diagnoses) -> list[SourceStudy]:
     """imagesTr/<case>_000k.nii.gz and labelsTr/<case>.nii.gz, channel order from dataset.json."""
     try:
-        dataset = json.loads((source / "dataset.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        with open_regular(source / "dataset.json", "nnU-Net dataset description", "r", encoding="utf-8") as handle:
+            dataset = loads_strict(handle.read())
+    except (OSError, ValueError) as error:
         raise InputError(f"{source / 'dataset.json'}: cannot read the nnU-Net dataset description: {error}") from None
     names = {str(v).upper(): int(k) for k, v in dataset.get("channel_names", dataset.get("modality", {})).items()}
     pet_channel = next((i for n, i in names.items() if "PET" in n or "SUV" in n), None)
@@ -141,9 +141,11 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
     pet = read_image(study.pet, "PET", sitk.sitkFloat32)
     ct = read_image(study.ct, "CT", sitk.sitkFloat32)
     mask = read_image(study.mask, "mask", sitk.sitkUInt8)
+    label_ml = _lesion_ml(mask)
     if not same_grid(ct, pet):
         ct = resample_onto(ct, pet, CT_FILL_HU)
     if not same_grid(mask, pet):
+        check_label_box(study, mask, pet)
         mask = resample_onto(mask, pet, 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
     # One grid, so one permutation for all three.
     pet, ct, mask = (reorient(image, DEFAULT_ORIENTATION) for image in (pet, ct, mask))
@@ -151,6 +153,7 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
         grid = inplane_grid(pet, spacing_mm)
         pet, ct = resample_onto(pet, grid, 0.0), resample_onto(ct, grid, CT_FILL_HU)
         mask = resample_onto(mask, grid, 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    check_label_kept(study, label_ml, _lesion_ml(mask))
     pet_a, ct_a, mask_a = (sitk.GetArrayViewFromImage(i) for i in (pet, ct, mask))
     if not np.isfinite(pet_a).all() or not np.isfinite(ct_a).all():
         raise InputError(f"{study.pet}: non-finite values in PET or CT")
@@ -172,8 +175,41 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
            "body_threshold_hu": norm.body_threshold_hu, "spacing": list(pet.GetSpacing()),
            "crop_offset_yx": [int(ys.start), int(xs.start)], "source_shape": list(pet_a.shape),
            "orientation": DEFAULT_ORIENTATION}
-    atomic_write_bytes(folder / "meta.json", json.dumps(row).encode())
+    atomic_write_json(folder / "meta.json", row, indent=None)
     return row
+
+
+# A label resampled onto the PET's grid (nearest neighbour) keeps about its volume when it lies on the PET; one
+# that lost more than this share of its lesion volume lies elsewhere (a SEG 300 mm off its PET stored as a
+# negative study) or is on a grid too coarse for its lesions: that study is skipped, not stored wrong.
+MAX_LABEL_LOSS = 0.1
+
+
+def _corners(image: sitk.Image) -> np.ndarray:
+    size = np.array(image.GetSize(), dtype=float)
+    return np.array([image.TransformContinuousIndexToPhysicalPoint([float(c) for c in corner])
+                     for corner in (-0.5 * np.ones(3), size - 0.5)])
+
+
+def check_label_box(study: SourceStudy, mask: sitk.Image, pet: sitk.Image) -> None:
+    """A label on another grid than its PET's must still cover the PET's box (within one PET voxel): a label
+    moved inside the field of view keeps its voxels but puts them on the wrong anatomy."""
+    off = float(np.abs(_corners(mask) - _corners(pet)).max())
+    if off > max(pet.GetSpacing()):
+        raise InputError(f"{study.mask}: the label's box lies {off:.1f} mm off its PET's: the label does not lie on "
+                         "its PET (origin, spacing or direction differ)")
+
+
+def _lesion_ml(mask: sitk.Image) -> float:
+    return float(np.count_nonzero(sitk.GetArrayViewFromImage(mask))) * float(np.prod(mask.GetSpacing())) / 1000.0
+
+
+def check_label_kept(study: SourceStudy, label_ml: float, stored_ml: float) -> None:
+    """Refuse a study whose label loses lesion voxels on the way to the PET's grid (InputError: skipped.json
+    gives the reason)."""
+    if label_ml > 0 and stored_ml < (1 - MAX_LABEL_LOSS) * label_ml:
+        raise InputError(f"{study.mask}: its lesions ({label_ml:.2f} ml) keep {stored_ml:.2f} ml on the PET's grid: "
+                         "the label does not lie on its PET (origin, spacing or direction differ)")
 
 
 def bodyless_slices(ct: np.ndarray, norm: NormalisationConfig) -> list[int]:
@@ -191,7 +227,7 @@ def _prepare_one(args: tuple) -> tuple[str, dict | None, str | None]:
 
 def iter_prepared(out: Path) -> Iterator[dict]:
     for meta in sorted((out / "studies").glob("*/meta.json")):
-        yield json.loads(meta.read_text())
+        yield loads_strict(meta.read_text())
 
 
 def find_studies(source: Path, layout: str, tracer: str = "all", metadata: Path | None = None) -> list[SourceStudy]:
@@ -243,8 +279,8 @@ def prepare(source: Path, layout: str, out: Path, workers: int = 1, spacing_mm: 
     rows = [{**row, "patient": current[row["study"]].patient, "tracer": current[row["study"]].tracer,
              "diagnosis": current[row["study"]].diagnosis}
             for row in iter_prepared(out) if row["study"] in current]
-    atomic_write_bytes(out / "index.json", json.dumps(rows).encode())
-    atomic_write_bytes(out / "skipped.json", json.dumps(skipped, indent=2).encode())
+    atomic_write_json(out / "index.json", rows, indent=None)
+    atomic_write_json(out / "skipped.json", skipped)
     for study_id, reason in sorted(skipped.items()):
         print(f"skipped {study_id}: {reason}")
     return {"studies": len(studies), "prepared": len(rows), "skipped": len(skipped),
@@ -255,4 +291,4 @@ def load_index(data: Path) -> list[dict]:
     path = Path(data) / "index.json"
     if not path.is_file():
         raise InputError(f"{path}: no prepared store here (run `python -m train prepare` first)")
-    return json.loads(path.read_text())
+    return loads_strict(path.read_text())

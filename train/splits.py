@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from model.errors import InputError
-from model.files import atomic_write_bytes
+from model.files import atomic_write_json
 from train.notices import warn
 
 
@@ -52,7 +52,7 @@ def make_splits(index: list[dict], folds: int = 5, seed: int = 0) -> list[dict[s
 
 def write_splits(index: list[dict], path: Path, folds: int = 5, seed: int = 0) -> list[dict[str, list[str]]]:
     splits = make_splits(index, folds, seed)
-    atomic_write_bytes(path, json.dumps({"seed": seed, "folds": splits}, indent=1).encode())
+    atomic_write_json(path, {"seed": seed, "folds": splits}, indent=1)
     return splits
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,49 @@ def test_a_pickle_is_not_taken_for_a_checkpoint(tmp_path):
 def test_the_shipped_demo_weights_carry_a_matching_hash():
     loaded = load_checkpoint(ROOT / "weights" / "demo.safetensors")
     assert loaded.config.encoder == "regnety_002"
+
+
+def _normalisation(key, value):
+    return lambda d: d["model"].setdefault("normalisation", {}).update({key: value})
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (_normalisation("pet_scale", float("nan")), "model.normalisation.pet_scale is NaN or infinite"),
+    (_normalisation("pet_clip", float("nan")), "model.normalisation.pet_clip is NaN or infinite"),
+    (_normalisation("body_threshold_hu", float("nan")), "body_threshold_hu is NaN"),
+    (_normalisation("ct_scale", float("inf")), "model.normalisation.ct_scale is NaN or infinite"),
+    (_normalisation("ct_center", -float("inf")), "ct_center is NaN"),
+    (_normalisation("ct_clip", [-1000, float("inf")]), "model.normalisation.ct_clip.1 is NaN"),
+    (_normalisation("ct_scale", 1e300), "ct_scale must be finite numbers in"),
+    (_normalisation("pet_scale", 1e-30), "pet_scale must be finite numbers in"),
+    (_normalisation("body_threshold_hu", "-500"), "body_threshold_hu must be finite numbers"),
+    (_normalisation("ct_clip", [-1000]), "not a valid checkpoint config"),
+    (lambda d: d["model"].update(crop_size=2 ** 20), "crop_size must be finite numbers in [32, 2048]"),
+    (lambda d: d["model"].update(spacing_mm=[1e-3, 1e-3]), "spacing_mm must be finite numbers in [0.4, 20]"),
+    (lambda d: d["model"].update(spacing_mm=[2.0, float("nan")]), "model.spacing_mm.1 is NaN"),
+    (lambda d: d["model"].update(threshold=float("nan")), "model.threshold is NaN"),
+    (lambda d: d["model"].update(decoder_channels=[2 ** 40, 16, 16]), "decoder_channels must be finite numbers"),
+    (lambda d: d["model"].update(provenance={"dice": float("nan")}), "model.provenance.dice is NaN"),
+])
+def test_non_finite_and_absurd_config_numbers_are_refused_naming_the_key(tmp_path, tiny_weights, change, needle):
+    with pytest.raises(InputError) as error:
+        load_checkpoint(tampered(tmp_path, tiny_weights, change))
+    assert needle in str(error.value) and "t.json" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_fifo_is_never_opened_as_weights_or_config(tmp_path, tiny_weights):
+    import signal
+
+    signal.alarm(30)  # a regression would block on the FIFO: fail instead of hanging the suite
+    try:
+        path = tampered(tmp_path, tiny_weights, lambda d: None)
+        (tmp_path / "t.json").unlink()
+        os.mkfifo(tmp_path / "t.json")
+        with pytest.raises(InputError, match=r"t\.json: checkpoint config is not a regular file"):
+            load_checkpoint(path)
+        (tmp_path / "f.json").write_text((tiny_weights.with_suffix(".json")).read_text())
+        os.mkfifo(tmp_path / "f.safetensors")
+        with pytest.raises(InputError, match=r"f\.safetensors: weights file is not a regular file"):
+            load_checkpoint(tmp_path / "f.safetensors")
+    finally:
+        signal.alarm(0)

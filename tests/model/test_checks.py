@@ -116,3 +116,13 @@ def test_plausible_spacings_pass(spacing):
     image = sitk.Image([8, 8, 8], sitk.sitkFloat32)
     image.SetSpacing(spacing)
     check_spacing(image, "x.mha", "PET")
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("role", ["PET", "CT"])
+def test_non_finite_voxels_are_refused(studies, bad, role):
+    pet, ct = (sitk.Cast(image, sitk.sitkFloat32) for image in studies[0])
+    target = pet if role == "PET" else ct
+    target[3, 4, 5] = bad
+    with pytest.raises(InputError, match=rf"{role.lower()}\.mha: {role} holds 1 voxel\(s\) that are NaN or infinite"):
+        check_study(pet, ct, "pet.mha", "ct.mha")

@@ -153,6 +153,32 @@ def test_an_unreadable_mask_is_redone(tmp_path, cohort_input, predictor):
     sitk.ReadImage(str(OutputLayout(tmp_path).masks / "c1.mha"))
 
 
+def _moved_origin(image: sitk.Image) -> sitk.Image:
+    moved = sitk.Image(image)
+    moved.SetOrigin([o + 500.0 for o in image.GetOrigin()])
+    return moved
+
+
+@pytest.mark.parametrize("fake", [
+    lambda ct, mask: ct,  # the int16 CT copied to the mask's name
+    lambda ct, mask: sitk.Cast(mask, sitk.sitkFloat32),
+    lambda ct, mask: sitk.Cast(mask, sitk.sitkUInt8) * 2,  # uint8 holding 0 and 2
+    lambda ct, mask: _moved_origin(mask),  # a mask of another grid
+    lambda ct, mask: mask[:, :, 1:],
+])
+def test_only_a_mask_the_checker_passes_counts_as_done(tmp_path, cohort_input, predictor, fake):
+    sources = layout_cases(cohort_input)[:2]
+    run_cohort(sources, predictor, tmp_path, CohortOptions())
+    mask_path = OutputLayout(tmp_path).masks / "c1.mha"
+    ct = sitk.ReadImage(str(cohort_input / "images/ct/c1.mha"))
+    sitk.WriteImage(fake(ct, sitk.ReadImage(str(mask_path))), str(mask_path))
+    again = run_cohort(sources, predictor, tmp_path, CohortOptions(skip_existing=True))
+    assert [o.status for o in again.outcomes] == ["skipped", "written"]
+    redone = sitk.ReadImage(str(mask_path))
+    pet = sitk.ReadImage(str(cohort_input / "images/pet/c1_pet.mha"))
+    assert redone.GetPixelID() == sitk.sitkUInt8 and redone.GetSize() == pet.GetSize()
+
+
 def test_a_failed_case_leaves_none_of_its_files_and_the_others_go_on(tmp_path, cohort_input, predictor,
                                                                      tiny_weights, monkeypatch, capsys):
     sources = layout_cases(cohort_input)[:3]

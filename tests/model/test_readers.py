@@ -85,10 +85,14 @@ def _corrupt_compressed(path: Path) -> None:
     path.write_bytes(data[:start] + bytes(len(data) - start))  # the zlib stream zeroed
 
 
-def test_what_itk_reports_while_reading_is_an_error(tmp_path):
+def test_what_itk_reports_while_reading_is_an_error(tmp_path, monkeypatch):
     sitk.WriteImage(volume(), str(tmp_path / "pet.mha"), useCompression=True)
     sitk.WriteImage(volume(1), str(tmp_path / "ct.mha"), useCompression=True)
     _corrupt_compressed(tmp_path / "pet.mha")
+    with pytest.raises(InputError, match=r"pet\.mha: corrupt or truncated PET image \(its compressed voxels"):
+        read_image(tmp_path / "pet.mha", "PET")  # caught before ITK reads a voxel
+    # The second line of defence: whatever ITK prints while reading (here with the payload check off).
+    monkeypatch.setattr(model.readers, "check_metaimage", lambda path, role: None)
     with pytest.raises(InputError, match=r"pet\.mha: corrupt PET image \(ITK: Uncompress failed\)") as error:
         read_image(tmp_path / "pet.mha", "PET")
     one_line(error)
@@ -106,7 +110,7 @@ def _nifti_with_offset(path: Path, offset: float) -> None:
 
 @pytest.mark.parametrize(("name", "make", "needle"), [
     ("zero.nii", lambda p: p.write_bytes(b""), "unreadable or truncated PET image"),
-    ("zero.nii.gz", lambda p: p.write_bytes(b""), "unreadable or truncated gzip file"),
+    ("zero.nii.gz", lambda p: p.write_bytes(b""), "unreadable or truncated PET image"),
     ("empty.nii.gz", lambda p: p.write_bytes(gzip.compress(b"")), "unreadable or truncated"),
     ("nan.nii", lambda p: _nifti_with_offset(p, float("nan")), "invalid NIfTI header (vox_offset nan"),
     ("short.nii", lambda p: p.write_bytes(b"\x5c\x01\x00\x00" + b"\x00" * 100), "unreadable or truncated PET image"),
@@ -198,3 +202,136 @@ def test_an_output_name_that_is_not_utf8_is_refused_not_a_crash(tmp_path):
     path = Path(os.fsdecode(os.fsencode(tmp_path) + b"/m\xff.mha"))
     with pytest.raises(WriteError, match=r"m\\xff\.mha"):
         write_image_atomic(sitk.Image([4, 4, 4], sitk.sitkUInt8), path)
+
+
+# --- Issue 17: the header as MetaIO reads it, payloads checked whole, components from the header ------------------
+
+def _metaimage_parts(tmp_path: Path, compressed: bool = False) -> tuple[str, bytes]:
+    """The header lines (without ElementDataFile) and the voxel bytes of a real MetaImage."""
+    sitk.WriteImage(volume(), str(tmp_path / "ref.mha"), useCompression=compressed)
+    data = (tmp_path / "ref.mha").read_bytes()
+    marker = b"ElementDataFile = LOCAL\n"
+    at = data.index(marker)
+    return data[:at].decode(), data[at + len(marker):]
+
+
+@pytest.mark.parametrize(("tail", "reason"), [
+    # MetaIO matches keys case-sensitively: the lower-case key is skipped and the second one is used.
+    ("elementdatafile = LOCAL\nElementDataFile = {outside}\n", "not ElementDataFile for MetaIO"),
+    ("ElementDataFile = LOCAL \nelementdatafile = x\n", "voxel bytes"),  # LOCAL wins; the rest is voxels to ITK
+    ("ElementDataFile : {outside}\n", "relative path inside the header's folder"),  # ':' separates too
+    ("ElementDataFile = = : {outside}\n", "relative path inside the header's folder"),
+    ("  \t ElementDataFile \t= {outside}\n", "relative path inside the header's folder"),
+    ("ElementDataFile\n= {outside}\n", "has no '='"),  # MetaIO takes the value from the next line
+    ("ObjectType\nElementDataFile = LOCAL\nElementDataFile = {outside}\n", "has no '='"),
+    ("ElementDataFile\v = LOCAL\nElementDataFile = {outside}\n", "not ElementDataFile for MetaIO"),
+    ("ElementDataFile\0x = {outside}\n", "NUL byte"),
+    ("ElementDataFile = LOCAL\0{outside}\n", "NUL byte"),
+    ("ElementDataFile = " + "a/" * 300 + "x.raw\n", "longer than MetaIO reads"),
+    ("ElementDataFile = {fifo}\n", "relative path inside the header's folder"),  # the issue's hang
+    ("ElementDataFile = LoCaL\n", "leads outside the header's folder"),  # not LOCAL to MetaIO: a file name
+    ("ElementDataFile = LIST\nref.raw\n", "file lists and patterns"),
+    ("HeaderSize = 3\nElementDataFile = LOCAL\n", "HeaderSize"),
+    ("ElementDataFile =\n", "has no value"),
+])
+def test_the_data_file_checked_is_the_one_metaio_uses(tmp_path, tail, reason):
+    header, voxels = _metaimage_parts(tmp_path)
+    outside = tmp_path / "outside.raw"
+    outside.write_bytes(voxels)
+    os.mkfifo(tmp_path / "fifo")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.symlink(outside, folder / "LoCaL")
+    path = folder / "x.mha"
+    path.write_bytes(header.encode() + tail.format(outside=outside, fifo=tmp_path / "fifo").encode() + voxels)
+    with pytest.raises(InputError) as error:
+        read_image(path, "PET", sitk.sitkFloat32)
+    assert reason in one_line(error) and "x.mha" in str(error.value)
+
+
+def test_a_plain_header_still_reads(tmp_path):
+    header, voxels = _metaimage_parts(tmp_path)
+    for spelling in ("LOCAL", "Local", "local"):  # the three MetaIO takes for LOCAL
+        path = tmp_path / f"{spelling}.mha"
+        path.write_bytes(f"{header}ElementDataFile = {spelling}\r\n".encode() + voxels)
+        assert np.array_equal(sitk.GetArrayFromImage(read_image(path, "PET")), sitk.GetArrayFromImage(volume()))
+
+
+def _compressed_with(tmp_path: Path, payload: bytes, declared: int | None = None, name: str = "c.mha") -> Path:
+    import zlib
+
+    header, _ = _metaimage_parts(tmp_path, compressed=True)
+    stream = zlib.compress(payload)
+    header = "\n".join(line for line in header.splitlines() if not line.startswith("CompressedDataSize"))
+    size = len(stream) if declared is None else declared
+    (tmp_path / name).write_bytes(f"{header}\nCompressedDataSize = {size}\nElementDataFile = LOCAL\n".encode()
+                                  + stream)
+    return tmp_path / name
+
+
+def test_metaimage_payloads_must_be_whole(tmp_path):
+    full = sitk.GetArrayFromImage(volume()).tobytes()
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(_compressed_with(tmp_path, full), "PET")),
+                          sitk.GetArrayFromImage(volume()))
+    cases = {
+        "short": (_compressed_with(tmp_path, full[: -3 * 20 * 24 * 4], name="short.mha"), "hold"),  # ITK zero-fills
+        "long": (_compressed_with(tmp_path, full + b"\0" * 8, name="long.mha"), "hold"),
+        "lie": (_compressed_with(tmp_path, full, declared=10, name="lie.mha"), "CompressedDataSize"),
+    }
+    header, voxels = _metaimage_parts(tmp_path)
+    (tmp_path / "cut.mha").write_bytes(f"{header}ElementDataFile = LOCAL\n".encode() + voxels[:-100])
+    cases["cut"] = (tmp_path / "cut.mha", "voxel bytes")
+    summed = bytearray(_compressed_with(tmp_path, full, name="sum.mha").read_bytes())
+    summed[-1] ^= 0xFF  # the adler32: complete data, failed checksum
+    (tmp_path / "sum.mha").write_bytes(bytes(summed))
+    cases["sum"] = (tmp_path / "sum.mha", "incorrect data check")
+    for name, (path, reason) in cases.items():
+        with pytest.raises(InputError, match="corrupt or truncated PET image") as error:
+            read_image(path, "PET")
+        assert reason in one_line(error), name
+
+
+def _nifti_gz(tmp_path: Path, name: str, transform) -> Path:
+    sitk.WriteImage(volume(), str(tmp_path / "ref.nii"))
+    raw = (tmp_path / "ref.nii").read_bytes()
+    (tmp_path / name).write_bytes(transform(raw))
+    return tmp_path / name
+
+
+def _flip_stored_bytes(raw: bytes) -> bytes:
+    data = bytearray(gzip.compress(raw, mtime=0))
+    data[len(data) // 2] ^= 0xFF  # inside the deflate data; the size trailer still matches
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("name", "transform", "reason"), [
+    ("cut.nii.gz", lambda raw: gzip.compress(raw[: -3 * 20 * 24 * 4]), "truncated file"),  # a complete stream
+    ("crc.nii.gz", _flip_stored_bytes, "unreadable or truncated gzip file"),
+    ("stop.nii.gz", lambda raw: gzip.compress(raw)[:-20], "unreadable or truncated gzip file"),
+    ("junk.nii.gz", lambda raw: gzip.compress(raw) + b"junk after the stream", "unreadable or truncated gzip file"),
+    ("cut.nii", lambda raw: raw[:-100], "truncated file"),
+    ("pair.nii", lambda raw: raw[:344] + b"ni1\0" + raw[348:], "not a single-file NIfTI"),  # voxels in a .img
+])
+def test_nifti_payloads_must_be_whole(tmp_path, name, transform, reason):
+    path = _nifti_gz(tmp_path, name, transform)
+    with pytest.raises(InputError) as error:
+        read_image(path, "PET", sitk.sitkFloat32)
+    assert reason in one_line(error) and name in str(error.value)
+
+
+def test_two_gzip_members_read_as_itk_reads_them(tmp_path):
+    path = _nifti_gz(tmp_path, "two.nii.gz", lambda raw: gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(path, "PET")), sitk.GetArrayFromImage(volume()))
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nii.gz", ".nii"])
+def test_a_vector_or_complex_pet_is_refused_before_a_cast_combines_it(tmp_path, suffix):
+    pet = volume()
+    sitk.WriteImage(sitk.Compose([pet, pet]), str(tmp_path / f"v{suffix}"))
+    with pytest.raises(InputError, match=r"2 components per voxel .*expected a scalar image") as error:
+        read_image(tmp_path / f"v{suffix}", "PET", sitk.sitkFloat32)
+    one_line(error)
+    complex_pet = sitk.RealAndImaginaryToComplex(pet, pet)
+    sitk.WriteImage(complex_pet, str(tmp_path / f"c{suffix}"))
+    with pytest.raises(InputError, match="expected a scalar image"):
+        read_image(tmp_path / f"c{suffix}", "PET", sitk.sitkFloat32)

@@ -128,3 +128,26 @@ def test_csv_and_json_writers(tmp_path):
     assert document["tmtv_ml"] == pytest.approx(9 * 0.012)
     assert document["lesions"][1]["centroid_mm"] == [14.0, 14.0, 21.0]
     assert "IBSI" in document["definitions"]["suv_peak"]
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_a_non_finite_suv_never_reaches_a_report(tmp_path, bad):
+    suv = np.ones((20, 20, 20))
+    mask = np.zeros_like(suv)
+    suv[5:8, 6:9, 7:10] = 5.0
+    mask[5:8, 6:9, 7:10] = 1
+    suv[6, 7, 10] = bad  # next to the lesion: inside the SUVpeak sphere, outside the mask
+    with pytest.raises(ValueError, match="not finite"):
+        lesion_report(*pair(suv, mask))
+
+
+def test_json_writers_are_strict(tmp_path):
+    from model.files import atomic_write_json, loads_strict
+
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(ValueError):
+            atomic_write_json(tmp_path / "x.json", {"suv_peak": value})
+        assert not (tmp_path / "x.json").exists()
+    for text in ('{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}', '{"a": 1e400}'):
+        with pytest.raises(ValueError):
+            loads_strict(text)

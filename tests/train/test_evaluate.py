@@ -41,3 +41,40 @@ def test_a_missing_prediction_is_an_error(tmp_path, capsys):
     (tmp_path / "pred").mkdir()
     assert train_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 2
     assert "no prediction for 1 case" in capsys.readouterr().err
+
+
+def _evaluate(tmp_path, capsys) -> tuple[int, str]:
+    code = train_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                       "--out", str(tmp_path / "m.csv")])
+    return code, capsys.readouterr().err
+
+
+def test_a_prediction_on_another_grid_is_refused_naming_both(tmp_path, capsys):
+    gt = np.zeros((8, 8, 8))
+    gt[2:4, 2:4, 2:4] = 1
+    _write(tmp_path / "gt/a.mha", gt)
+    _write(tmp_path / "pred/a.mha", gt)
+    moved = sitk.ReadImage(str(tmp_path / "pred/a.mha"))
+    moved.SetOrigin((500.0, 0.0, 0.0))  # same size, same voxels, 500 mm away: not Dice 1
+    sitk.WriteImage(moved, str(tmp_path / "pred/a.mha"))
+    code, err = _evaluate(tmp_path, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "pred/a.mha: its grid" in err and "gt/a.mha" in err and "origin (500.0" in err
+    assert not (tmp_path / "m.csv").exists() and not (tmp_path / "m.json").exists()
+
+
+def test_empty_folders_are_one_line_and_leave_no_csv(tmp_path, capsys):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    code, err = _evaluate(tmp_path, capsys)
+    assert code == 2 and "no ground truth image" in err and err.count("\n") == 1
+    assert not (tmp_path / "m.csv").exists()
+
+
+def test_only_negative_cases_give_strict_json(tmp_path, capsys):
+    from model.files import loads_strict
+
+    _write(tmp_path / "gt/n.mha", np.zeros((4, 4, 4)))
+    _write(tmp_path / "pred/n.mha", np.zeros((4, 4, 4)))
+    assert _evaluate(tmp_path, capsys)[0] == 0
+    assert loads_strict((tmp_path / "m.json").read_text())["mean"]["dice"] is None

@@ -198,3 +198,23 @@ def test_slices_without_body_are_recorded(tmp_path):
     _write_study(tmp_path / "src" / "PETCT_aa" / "study", (pet, air, mask))
     prepare(tmp_path / "src", "tcia", tmp_path / "data")
     assert load_index(tmp_path / "data")[0]["bodyless_slices"] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(("shift_mm", "spacing", "needle"), [
+    ((300.0, 0.0, 0.0), None, "lies 300.0 mm off its PET's"),
+    ((0.0, 0.0, 500.0), None, "lies 500.0 mm off its PET's"),
+    ((0.0, 0.0, 0.0), 4.0, "box lies"),  # a label whose voxels are said to be smaller
+])
+def test_a_label_that_loses_its_lesions_on_the_pet_grid_is_a_skip(tmp_path, volumes, shift_mm, spacing, needle):
+    pet, ct, seg = (sitk.Image(v) for v in volumes)
+    assert sitk.GetArrayViewFromImage(seg).any()  # a positive study
+    seg.SetOrigin(tuple(np.array(seg.GetOrigin()) + shift_mm))  # the label lies elsewhere
+    if spacing is not None:  # the label's voxels said to be small: its lesions shrink to a corner of the PET
+        seg.SetSpacing((spacing, spacing, seg.GetSpacing()[2]))
+    _write_study(tmp_path / "src/P1/S1", (pet, ct, seg))
+    _write_study(tmp_path / "src/P2/S1", volumes)  # a good one beside it
+    summary = prepare(tmp_path / "src", "tcia", tmp_path / "data")
+    assert summary["prepared"] == 1 and summary["skipped"] == 1
+    skipped = json.loads((tmp_path / "data/skipped.json").read_text())
+    assert list(skipped) == ["P1_S1"] and needle in skipped["P1_S1"]
+    assert [row["study"] for row in load_index(tmp_path / "data")] == ["P2_S1"]

@@ -1,0 +1,36 @@
+"""``python -m train``: every subcommand's arguments are checked first, one line and exit 2, never a traceback."""
+
+import pytest
+
+from train.__main__ import main as train_main
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["synth", "--out", "{d}/s", "--size", "0"], "--size 0: must be a number from 16 to 2048"),
+    (["synth", "--out", "{d}/s", "--cases", "-1"], "--cases -1: must be a number from 1"),
+    (["synth", "--out", "{d}/s", "--cases", "0"], "--cases 0: must be a number from 1"),
+    (["synth", "--out", "{d}/s", "--negative-fraction", "2"], "--negative-fraction 2.0: must be a number from 0 to 1"),
+    (["synth", "--out", "{d}/s", "--feet-fraction", "nan"], "--feet-fraction nan: must be a number"),
+    (["synth", "--out", "{d}/s", "--spacing", "inf"], "--spacing inf: must be a number"),
+    (["synth", "--out", "{d}/s", "--slices", "100000"], "--slices 100000: must be a number"),
+    (["synth", "--out", "{d}/s", "--thickness", "-3"], "--thickness -3.0: must be a number"),
+    (["synth", "--out", "{d}/file"], "is a file, not a folder"),
+    (["synth", "--out", "{d}/s", "--size", "abc"], "invalid int value: 'abc'"),
+    (["synth"], "the following arguments are required: --out"),
+    (["prepare", "--source", "{d}/nowhere", "--out", "{d}/p"], "--source {d}/nowhere: folder missing"),
+    (["prepare", "--source", "{d}", "--out", "{d}/p", "--workers", "0"], "--workers 0: must be a number"),
+    (["prepare", "--source", "{d}", "--out", "{d}/p", "--spacing", "0", "2"], "--spacing 0.0: must be a number"),
+    (["prepare", "--source", "{d}", "--out", "{d}/file"], "is a file, not a folder"),
+    (["splits", "--data", "{d}", "--folds", "1"], "--folds 1: must be a number from 2"),
+    (["splits", "--data", "{d}/nowhere"], "folder missing"),
+    (["fit", "--data", "{d}", "--out", "{d}/r", "--fold", "-1"], "--fold -1: must be a number from 0"),
+    (["evaluate", "--pred", "{d}/nowhere", "--gt", "{d}"], "--pred {d}/nowhere: folder missing"),
+    (["nosuch"], "invalid choice: 'nosuch'"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, needle):
+    (tmp_path / "file").write_text("a file")
+    code = train_main([arg.format(d=tmp_path) for arg in argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle.format(d=tmp_path) in err
+    assert not (tmp_path / "s").exists()  # nothing was written
