@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 # Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
 # machine); main() imports the rest once the arguments are known to be good.
 from model.distributed import RankInfo, part_indices
-from model.errors import InputError, WriteError, one_line, shown
+from model.errors import InputError, WriteError, one_line, show_warnings_as_lines, shown
 from model.suv import SUV_METHODS
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ EXIT_CASE_FAILED, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 1, 2, 130
 def check_device(device: str) -> None:
     if not DEVICE_NAME.fullmatch(device):
         raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    if not device.startswith("cuda"):
+        return
     import torch
 
     from model.inference import resolve_device
@@ -126,15 +128,15 @@ def check_arguments(args: argparse.Namespace) -> bool:
         raise InputError("--no-report: reports are written in local mode only (--input, --pet/--ct, --manifest)")
     if args.manifest is not None and args.weight_kg is not None:
         raise InputError("--weight-kg: one body weight for every study of a manifest; give --pet/--ct per study")
-    check_device(args.device)
     check_numbers(args)
     part_indices(0, args.num_parts, args.part_id)  # refuses impossible parts
+    check_device(args.device)  # last: a CUDA device needs PyTorch to be checked
     return grand_challenge
 
 
 def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSource]:
     """The run's cases, in order; InputError when the input as a whole cannot be used."""
-    from model.cases import dicom_cases, layout_cases, manifest_cases, path_case
+    from model.cases import autopet_cases, autopet_study_folders, dicom_cases, layout_cases, manifest_cases, path_case
 
     suv_method = args.suv_method or "qiba"
     if grand_challenge:
@@ -145,8 +147,10 @@ def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSo
         sources = manifest_cases(args.manifest, suv_method)
     elif not args.input.is_dir():
         raise InputError(f"{shown(args.input)}: input folder missing")
-    elif (args.input / "images").exists():  # the grand-challenge layout; else a DICOM export
+    elif (args.input / "images").exists():  # the grand-challenge layout
         sources = layout_cases(args.input)
+    elif autopet_study_folders(args.input):  # the autoPET NIfTI release: Patient/Study/{SUV,CTres}.nii.gz
+        sources = autopet_cases(args.input)
     else:
         sources = dicom_cases(args.input, args.pet_series, args.ct_series, suv_method, args.weight_kg)
     dicom = any(case.is_dicom for case in sources)
@@ -168,6 +172,7 @@ def print_error(message: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     rank: RankInfo | None = None
+    show_warnings_as_lines()
     try:
         args = parse_args(argv)
         # Everything that can stop the run is checked before the weights load and any case runs.

@@ -38,7 +38,7 @@ from model.dicom import (
 from model.errors import InputError, WriteError, shown
 from model.figures import case_figure
 from model.files import open_regular
-from model.readers import IMAGE_SUFFIXES, image_stem, is_image_name, read_image, read_images
+from model.readers import IMAGE_SUFFIXES, image_format, image_stem, is_image_name, read_image, read_images
 from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
 from model.seg import write_seg
 from model.suv import SuvConversion, SuvMethod, check_suv_options
@@ -69,7 +69,8 @@ def mask_suffix(image_path: Path) -> str:
     """The mask's format follows its input's: NIfTI (.nii, .nii.gz) or a DICOM folder in, compressed NIfTI
     out; else MetaImage."""
     path = Path(image_path)
-    return ".nii.gz" if path.is_dir() or path.name.endswith((".nii.gz", ".nii")) else ".mha"
+    found = None if path.is_dir() else image_format(path.name)
+    return found.mask_suffix if found is not None else ".nii.gz"
 
 
 def list_images(folder: Path, role: str) -> list[Path]:
@@ -85,6 +86,59 @@ def list_images(folder: Path, role: str) -> list[Path]:
         raise InputError(f"{shown(folder)}: no {role} image ({', '.join('*' + s for s in IMAGE_SUFFIXES)}) "
                          "in this folder")
     return found
+
+
+# The fixed file names of a study of the autoPET NIfTI release (Patient/Study/{SUV,CTres,...}.nii.gz): every
+# study has them, so a case read from one is named after its folders instead.
+AUTOPET_STUDY_FILES = {"PET": ("SUV.nii.gz",), "CT": ("CTres.nii.gz",)}
+AUTOPET_FIXED_STEMS = frozenset({"SUV", "PET", "CT", "CTres", "SEG"})
+
+
+def file_case_name(pet_path: Path) -> str:
+    """A case given by its PET file is named after that file, except a file of the autoPET release
+    (``Patient/Study/SUV.nii.gz``), which is named ``<patient>_<study>`` (spaces as ``_``): otherwise every such
+    study would be ``SUV``."""
+    path = Path(pet_path)
+    stem = image_stem(path)
+    if stem not in AUTOPET_FIXED_STEMS or not path.parent.parent.name:
+        return stem
+    return f"{path.parent.parent.name}_{path.parent.name}".replace(" ", "_")
+
+
+def autopet_study_folders(root: Path) -> list[Path]:
+    """The study folders of an autoPET NIfTI release (or a copy of part of it) under ``root``: each holds
+    SUV.nii.gz and CTres.nii.gz. Sorted; unreadable folders are passed over."""
+    pet_name, ct_name = AUTOPET_STUDY_FILES["PET"][0], AUTOPET_STUDY_FILES["CT"][0]
+    found = []
+    for folder, _, files in os.walk(root):
+        if pet_name in files and ct_name in files:
+            found.append(Path(folder))
+    return sorted(found)
+
+
+def autopet_cases(root: Path) -> list[CaseSource]:
+    """One case per study folder of the autoPET NIfTI release: its SUV.nii.gz and CTres.nii.gz, named
+    ``<patient>_<study>``; two studies of one name are refused."""
+    cases = [path_case(folder / AUTOPET_STUDY_FILES["PET"][0], folder / AUTOPET_STUDY_FILES["CT"][0])
+             for folder in autopet_study_folders(root)]
+    names = [case.name for case in cases]
+    for name in names:
+        if names.count(name) > 1:
+            raise InputError(f"{shown(root)}: two studies are both case {shown(name)}: rename one folder")
+    return cases
+
+
+def describe_input_folder(folder: Path) -> str:
+    """Why a folder given as --input holds nothing this program reads, and what to give instead."""
+    accepted = ("--input takes a folder with images/pet and images/ct (grand-challenge layout), an autoPET "
+                "release tree (Patient/Study/SUV.nii.gz + CTres.nii.gz) or a DICOM export")
+    if (folder / "pet").is_dir() and (folder / "ct").is_dir():
+        return f"{shown(folder)}: holds pet/ and ct/: give its parent folder ({accepted})"
+    images = [name for _, _, files in os.walk(folder) for name in files if is_image_name(name)]
+    if images:
+        return (f"{shown(folder)}: holds {len(images)} image file(s) but none of the accepted layouts: give one study "
+                f"with --pet/--ct, several with --manifest FILE.csv ({accepted})")
+    return f"{shown(folder)}: no DICOM images or image files found ({accepted})"
 
 
 def layout_cases(input_dir: Path) -> list[CaseSource]:
@@ -144,7 +198,7 @@ def dicom_cases(folder: Path, pet_series: str | None = None, ct_series: str | No
     check_suv_options(suv_method, weight_kg)
     studies = scan_folder(Path(folder))
     if not studies:
-        raise InputError(f"{shown(folder)}: no DICOM images found")
+        raise InputError(describe_input_folder(Path(folder)))
     check_series_choice(studies, pet_series, ct_series)
     cases = []
     for study, name in zip(studies, _unique([s.case_name for s in studies]), strict=True):
@@ -209,7 +263,7 @@ def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = "qiba",
     if ct is None:
         _check_image_path(ct_path, "CT")
     return CaseSource(
-        name=_study_name(pet) if pet is not None else image_stem(pet_path),
+        name=_study_name(pet) if pet is not None else file_case_name(pet_path),
         pet_label=series_label(pet) if pet is not None else shown(pet_path),
         ct_label=series_label(ct) if ct is not None else shown(ct_path),
         mask_suffix=DICOM_MASK_SUFFIX if pet is not None else mask_suffix(pet_path), is_dicom=pet is not None,
@@ -227,7 +281,7 @@ def _manifest_case(pet_path: Path, ct_path: Path, name: str, suv_method: SuvMeth
     try:
         case = path_case(pet_path, ct_path, suv_method, weight_kg)
     except InputError as error:  # this row's folders or options: its case fails, the others go on
-        case = CaseSource(name=image_stem(pet_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
+        case = CaseSource(name=file_case_name(pet_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
                           mask_suffix=mask_suffix(pet_path), is_dicom=pet_path.is_dir(),
                           load=partial(_refuse, str(error)))
     return dataclasses.replace(case, name=name) if name else case

@@ -139,7 +139,9 @@ def find_checkpoints(path: Path) -> list[Path]:
     if path.is_dir():
         found = sorted(p for p in path.glob("*.safetensors") if not p.name.startswith("."))
         if not found:
-            raise InputError(f"{shown(path)}: no *.safetensors checkpoint in this folder")
+            hint = f" (a training run: its best weights are in {shown(path / 'best')})" \
+                if any((path / "best").glob("*.safetensors")) else ""
+            raise InputError(f"{shown(path)}: no *.safetensors checkpoint in this folder{hint}")
         return found
     if path.suffix == ".json":
         path = path.with_suffix(".safetensors")

@@ -97,6 +97,24 @@ def _without_objects(ct_body: np.ndarray, pet_body: np.ndarray) -> np.ndarray:
     return keep[labels]
 
 
+# SUV is never far below 0 (reconstructions give small negatives); a CT's air is -1000 HU.
+MIN_PLAUSIBLE_SUV = -100.0
+
+
+def check_not_swapped(pet: np.ndarray, ct: np.ndarray, pet_name: str, ct_name: str) -> None:
+    """Refuse a PET that holds HU: a CT, most often the two files given the wrong way round."""
+    pet_low = float(np.percentile(pet, 1))
+    if pet_low >= MIN_PLAUSIBLE_SUV:
+        return
+    ct_low = float(np.percentile(ct, 1))
+    if ct_low >= MIN_PLAUSIBLE_SUV:
+        raise InputError(f"{shown(pet_name)}: PET and CT {shown(ct_name)} look swapped: the PET holds values like a "
+                         f"CT in HU (1st percentile {pet_low:.4g}) and the CT like a PET in SUV (1st percentile "
+                         f"{ct_low:.4g}); give them the other way round")
+    raise InputError(f"{shown(pet_name)}: PET holds values like a CT in HU (1st percentile {pet_low:.4g}; SUV is "
+                     "never far below 0): is it the CT?")
+
+
 def check_suv_units(pet: np.ndarray, ct_body: np.ndarray, name: str) -> float:
     """Refuse a PET whose median over the body cannot be SUV (Bq/ml reads about 5000 times more); returns
     that median."""
@@ -172,6 +190,7 @@ def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name:
     pet_small, ct_small, covered = _coarse(pet, ct)
     if not covered.any():
         return  # no common extent: model.inference.segment reports the missing overlap
+    check_not_swapped(pet_small, ct_small[covered], pet_name, ct_name)
     ct_body = (ct_small > BODY_HU) & covered
     if not ct_body.any():
         raise InputError(f"{shown(ct_name)}: CT shows no body (nothing above {BODY_HU:g} HU) where it covers the PET "

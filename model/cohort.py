@@ -43,7 +43,7 @@ from model.checks import check_study
 from model.errors import InputError, WriteError, describe, one_line, shown
 from model.files import atomic_write_json, loads_strict
 from model.inference import CaseTimings, Predictor, ct_on_pet_grid
-from model.readers import _STDERR_CAPTURE, IMAGE_SUFFIXES, read_grid, read_image, require_utf8_path
+from model.readers import _STDERR_CAPTURE, image_format, read_grid, read_image, require_utf8_path
 from model.review_page import CohortPage
 from model.runner import CaseResult, run_images, write_mask
 
@@ -188,16 +188,17 @@ class _Segmented:
     lesion_volume_ml: float
 
 
-def _input_entry(label: str) -> dict:
-    if label.endswith(IMAGE_SUFFIXES):
-        return {"type": "metaio_image", "filename": Path(label).name}
+def _file_entry(label: str) -> dict:
+    found = image_format(label)
+    if found is not None:
+        return {"type": found.result_type, "filename": Path(label).name}
     return {"type": "dicom_series", "filename": label}
 
 
 def _entry(case: CaseSource, mask: Path | None, headline: Mapping | None, error: str | None) -> dict:
     """A results.json entry in evalutils' form; local mode adds the headline numbers."""
-    entry = {"inputs": [_input_entry(case.pet_label), _input_entry(case.ct_label)],
-             "outputs": [] if mask is None else [{"type": "metaio_image", "filename": mask.name}],
+    entry = {"inputs": [_file_entry(case.pet_label), _file_entry(case.ct_label)],
+             "outputs": [] if mask is None else [_file_entry(mask.name)],
              "error_messages": [] if error is None else [error]}
     entry.update(headline or {})
     return entry

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 
 
 def one_line(text: object) -> str:
@@ -58,3 +60,18 @@ class WriteError(OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def show_warnings_as_lines() -> None:
+    """Python warnings as one ``warning: <text>`` line each on stderr, each text once per run: pydicom remarks
+    on every loosely written header value (a StudyID longer than 16 characters) in two lines that name its own
+    source file, which tells a user nothing and splits the one-line-per-problem output."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = one_line(message)
+        if text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show

@@ -111,6 +111,11 @@ def loads_strict(text: str | bytes) -> Any:
     return json.loads(text, parse_constant=_not_a_json_number, parse_float=_finite_float)
 
 
+def undefined_as_null(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics for JSON: an undefined mean (NaN: Dice over no positive case) becomes null, "not defined"."""
+    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in metrics.items()}
+
+
 def dumps_strict(document: Any, indent: int | None = 2) -> bytes:
     """JSON that any strict parser reads: a NaN or infinity raises ValueError instead of writing ``NaN``."""
     return json.dumps(document, indent=indent, allow_nan=False).encode()

@@ -33,12 +33,17 @@ def physical_bounds(image: sitk.Image) -> tuple[np.ndarray, np.ndarray]:
     return points.min(axis=0), points.max(axis=0)
 
 
-def overlap_fraction(reference: sitk.Image, other: sitk.Image) -> float:
-    """Fraction of the reference's bounding box that the other image's bounding box covers."""
+def overlap_by_axis(reference: sitk.Image, other: sitk.Image) -> np.ndarray:
+    """Per physical axis (x, y, z), the fraction of the reference's bounding box that the other's covers."""
     ref_lo, ref_hi = physical_bounds(reference)
     oth_lo, oth_hi = physical_bounds(other)
     inter = np.clip(np.minimum(ref_hi, oth_hi) - np.maximum(ref_lo, oth_lo), 0, None)
-    return float(np.prod(inter) / max(np.prod(ref_hi - ref_lo), 1e-12))
+    return inter / np.maximum(ref_hi - ref_lo, 1e-12)
+
+
+def overlap_fraction(reference: sitk.Image, other: sitk.Image) -> float:
+    """Fraction of the reference's bounding box that the other image's bounding box covers."""
+    return float(np.prod(overlap_by_axis(reference, other)))
 
 
 def resample_onto(image: sitk.Image, reference: sitk.Image, default: float,

@@ -35,6 +35,7 @@ from model.geometry import (
     SPACING_TOLERANCE,
     inplane_grid,
     needs_inplane_resampling,
+    overlap_by_axis,
     overlap_fraction,
     reorient,
     resample_onto,
@@ -418,8 +419,11 @@ def ct_on_pet_grid(pet: sitk.Image, ct: sitk.Image, settings: InferenceConfig, *
     than ``settings.min_ct_overlap`` of the PET's box. model.cohort runs it in the read-ahead thread."""
     covered = overlap_fraction(pet, ct)
     if covered < settings.min_ct_overlap:
-        raise InputError(f"{ct_name}: CT does not overlap the PET {pet_name} in space "
-                         f"(covers {100 * covered:.0f} % of its extent)")
+        x, y, z = (100 * share for share in overlap_by_axis(pet, ct))
+        what = "does not overlap the PET" if covered == 0 else "overlaps too little of the PET"
+        raise InputError(f"{ct_name}: CT {what} {pet_name} in space: its box covers {100 * covered:.0f} % of the "
+                         f"PET's box (along x {x:.0f} %, y {y:.0f} %, z {z:.0f} %); at least "
+                         f"{100 * settings.min_ct_overlap:.0f} % is needed")
     return ct if same_grid(pet, ct) else resample_onto(ct, pet, CT_FILL_HU)
 
 

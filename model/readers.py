@@ -23,7 +23,25 @@ import SimpleITK as sitk
 from model.errors import InputError, WriteError, one_line, reason_of, shown
 from model.files import atomic_target
 
-IMAGE_SUFFIXES = (".mha", ".nii.gz", ".nii")
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """An image format this project reads: everything that depends on it, in one entry."""
+
+    suffix: str
+    result_type: str  # what results.json calls such a file (evalutils' "type")
+    mask_suffix: str  # the mask written for a PET of this format (a NIfTI user gets NIfTI back, compressed)
+
+
+# Longer suffixes first: ".nii.gz" before ".nii".
+IMAGE_FORMATS = (ImageFormat(".mha", "metaio_image", ".mha"), ImageFormat(".nii.gz", "nifti_image", ".nii.gz"),
+                 ImageFormat(".nii", "nifti_image", ".nii.gz"))
+IMAGE_SUFFIXES = tuple(entry.suffix for entry in IMAGE_FORMATS)
+
+
+def image_format(name: str) -> ImageFormat | None:
+    """The format of a file name by its suffix; None when it is not an image this project reads."""
+    return next((entry for entry in IMAGE_FORMATS if name.endswith(entry.suffix)), None)
 
 
 def image_stem(path: Path) -> str:

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from model.errors import InputError, shown
+from model.files import undefined_as_null
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = FitConfig.load(args.config, args.overrides)
             best = run_fit(args.data, args.fold, config, args.out, args.resume, args.device)
-            print(f"best: {json.dumps(best)}; weights in {args.out / 'best'}")
+            print(f"best: {json.dumps(best and undefined_as_null(best))}; weights in {args.out / 'best'}")
         elif args.command == "evaluate":
             from train.evaluate import evaluate
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import math
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,7 @@ import SimpleITK as sitk
 
 from model.errors import InputError, shown
 from model.figures import Outline, mip_figure
-from model.files import atomic_write_bytes, atomic_write_json
+from model.files import atomic_write_bytes, atomic_write_json, undefined_as_null
 from model.geometry import same_grid
 from model.metrics import aggregate, case_metrics
 from model.readers import image_stem, is_image_name, read_image
@@ -87,6 +86,5 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
         writer.writerows(rows)
         atomic_write_bytes(out_csv, text.getvalue().encode())
         # A mean over no positive case is NaN: null in JSON ("not defined"), which strict parsers read.
-        mean = {key: None if isinstance(v, float) and math.isnan(v) else v for key, v in summary.items()}
-        atomic_write_json(out_csv.with_suffix(".json"), {"cases": rows, "mean": mean})
+        atomic_write_json(out_csv.with_suffix(".json"), {"cases": rows, "mean": undefined_as_null(summary)})
     return {"cases": rows, "mean": summary}

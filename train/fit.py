@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import DEFAULT_ORIENTATION, ModelConfig
 from model.errors import InputError
-from model.files import atomic_target, atomic_write_bytes
+from model.files import atomic_target, atomic_write_bytes, undefined_as_null
 from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
 from model.inference import Predictor, cpu_supports_bf16
 from model.metrics import aggregate, case_metrics
@@ -294,7 +294,12 @@ def select_studies(data: Path, fold: int, config: FitConfig, ddp: Distributed) -
     train_rows = [by_id[s] for s in split["train"] if s in by_id]
     val_rows = [by_id[s] for s in split["val"] if s in by_id]
     if config.positive_studies_only:
-        val_rows = [r for r in val_rows if r["lesion_slices"]]
+        positives = [r for r in val_rows if r["lesion_slices"]]
+        if val_rows and not positives and ddp.main:
+            # Validate on what there is rather than not at all: FPV of the negatives picks the best epoch.
+            warn(f"fold {fold}: its {len(val_rows)} validation studies are all negative: validating on the false "
+                 "positive volume alone (Dice and FNV are undefined)")
+        val_rows = positives or val_rows
         if not config.whole_body_negatives:
             train_rows = [r for r in train_rows if r["lesion_slices"]]
     if config.val_max_studies:
@@ -452,7 +457,7 @@ def validate_and_export(run: Run, state: RunState, epoch: int) -> dict[str, Any]
     metrics = validate(network, run.model_config, run.data, run.studies.val, run.device, run.config.val_batch_size)
     if _better(metrics, state.best):
         state.best = {**metrics, "epoch": epoch}
-        save_checkpoint(network, run.config.model_config(**provenance, metrics=metrics), stem)
+        save_checkpoint(network, run.config.model_config(**provenance, metrics=undefined_as_null(metrics)), stem)
     return {f"val_{k}": v for k, v in metrics.items()}
 
 

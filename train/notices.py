@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import warnings
 
+from model.errors import show_warnings_as_lines
+
 
 class TrainingWarning(UserWarning):
     """The data or the run are not quite as expected (unknown diagnoses, merged strata, skipped steps)."""
@@ -14,13 +16,7 @@ def warn(message: str) -> None:
 
 
 def one_line_warnings() -> None:
-    """Print TrainingWarnings as ``warning: <message>`` (the command line), other warnings as Python does."""
-    default = warnings.formatwarning
-
-    def formatted(message, category, filename, lineno, line=None) -> str:
-        if issubclass(category, TrainingWarning):
-            return f"warning: {message}\n"
-        return default(message, category, filename, lineno, line)
-
-    warnings.formatwarning = formatted
+    """Every warning as one ``warning: <message>`` line (model.errors' rule, as process.py prints them), and
+    every TrainingWarning shown, not only its first occurrence."""
+    show_warnings_as_lines()
     warnings.simplefilter("always", TrainingWarning)

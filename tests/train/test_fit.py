@@ -5,6 +5,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -21,7 +22,7 @@ from train.__main__ import main as train_main
 from train.fit import METRICS_FIELDS, FitConfig, TrainModule, fit, training_precision
 from train.notices import TrainingWarning
 from train.phantom import PhantomSpec, write_dataset
-from train.prepare import prepare
+from train.prepare import load_index, prepare
 
 SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)
 TINY_RUN = {"model": TINY.to_dict(), "epochs": 3, "cosine_epochs": 3, "batch_size": 4, "lr": 1e-3,
@@ -294,3 +295,20 @@ def test_paper_json_fits_on_phantoms_with_a_tiny_encoder_from_a_local_file(store
         *(np.load(store / "data/studies" / json.loads((store / "data/index.json").read_text())[0]["study"]
                   / f"{name}.npy").astype(np.float32) for name in ("pet", "ct")))
     assert set(np.unique(mask).tolist()) <= {0, 1}
+
+
+def test_a_fold_whose_validation_studies_are_all_negative_validates_on_fpv_and_exports_best(store, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(store / "data", data)
+    index = load_index(data)
+    negatives = [row["study"] for row in index if not row["lesion_slices"]]
+    positives = [row["study"] for row in index if row["lesion_slices"]]
+    assert negatives and positives
+    (data / "splits.json").write_text(json.dumps({"seed": 0, "folds": [{"train": positives, "val": negatives}]}))
+    with pytest.warns(TrainingWarning, match="validation studies are all negative"):
+        best = fit(data, 0, _config(epochs=2, val_max_studies=0), tmp_path / "run", device="cpu")
+    assert best is not None and math.isnan(best["dice"]) and best["fpv_ml"] >= 0
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(row["val_fpv_ml"] != "" for row in rows)
+    assert Predictor.from_path(tmp_path / "run/best", device="cpu").config.provenance["epoch"] in (0, 1)
