@@ -349,6 +349,14 @@ def _attribute(studies: dict[str, Study], skipped: list[tuple[Path, str, Dataset
                 study.warnings.append(message)
 
 
+def _image_like(ds: Dataset, sop_class: str) -> bool:
+    """Whether a DICOM file claims to be an image (so that one without UIDs or Rows is damaged, not a report):
+    an image SOP class in its header or its meta information, or any element of the image modules."""
+    meta = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    return bool({sop_class, meta} & (PET_STORAGE | CT_STORAGE)) or any(
+        keyword in ds for keyword in ("Rows", "ImagePositionPatient", "PixelSpacing", "ImageType"))
+
+
 def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
     """Every study of a folder (any nesting, any file names), with its image series; DICOMDIR and the usual
     companions of images (NOT_IMAGES) are skipped quietly, every other file or folder that cannot be used
@@ -371,9 +379,8 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
         sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
         instance = str(ds.get("SOPInstanceUID", ""))
         lacking = [k for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows") if not ds.get(k)]
-        if lacking and sop_class in PET_STORAGE | CT_STORAGE:  # an image without them: truncated or damaged
-            skipped.append((path, f"a {'PET' if sop_class in PET_STORAGE else 'CT'} image without "
-                                  f"{', '.join(lacking)} (truncated?)", ds))
+        if lacking and _image_like(ds, sop_class):  # an image without them: truncated or damaged
+            skipped.append((path, f"an image without {', '.join(lacking)} (truncated or damaged?)", ds))
             continue
         if sop_class == DIRECTORY_STORAGE or lacking:
             continue  # not an image (a directory, a report, a presentation state)

@@ -300,7 +300,7 @@ def test_a_ge_export_segments_end_to_end_and_results_json_counts_skipped_files(t
 
     code, entry = run()
     assert code == 0 and entry["error_messages"] == []
-    assert len(entry["warnings"]) == 1 and "truncated: a PET image without" in entry["warnings"][0]
+    assert len(entry["warnings"]) == 1 and "truncated: an image without" in entry["warnings"][0]
     assert any(p.name.endswith(".seg.dcm") for p in (tmp_path / "out" / "reports").iterdir())
     # One of the series' own files cut inside its pixels: the study fails, in one line naming the file.
     files[7].write_bytes(files[7].read_bytes()[:-100])
