@@ -169,6 +169,7 @@ class Study:
     description: str
     series: dict[str, Series] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # files of the export skipped beside this study's
+    conflicts: list[str] = field(default_factory=list)  # study-level values its files disagree on
 
     @property
     def folder_name(self) -> str:
@@ -319,6 +320,10 @@ def _add_image(studies: dict[str, Study], path: Path, ds: Dataset, sop_class: st
         frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or "")))
     series.files.append(path)
     series.headers.append(ds)
+    patient = str(ds.get("PatientID", "") or "")
+    if patient != study.patient_id and not study.conflicts:  # the output folder is named after it
+        study.conflicts.append(f"{study.label()}: PatientID differs between its files ({study.patient_id!r}, "
+                               f"{patient!r} in {shown(path)})")
 
 
 def _uids(ds: Dataset | None) -> tuple[str, str]:
@@ -401,6 +406,8 @@ def _listing(series: Sequence[Series]) -> str:
 def choose_series(study: Study, pet_series: str | None = None, ct_series: str | None = None) -> tuple[Series, Series]:
     """The study's PET series (attenuation corrected, static) and its CT (same frame of reference, else the
     largest). A UID given that belongs to this study chooses; one that does not is ignored here."""
+    if study.conflicts:
+        raise InputError(study.conflicts[0])
     all_series = list(study.series.values())
     if pet_series in study.series:
         pet = study.series[pet_series]

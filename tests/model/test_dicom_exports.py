@@ -306,3 +306,10 @@ def test_a_ge_export_segments_end_to_end_and_results_json_counts_skipped_files(t
     files[7].write_bytes(files[7].read_bytes()[:-100])
     code, entry = run()
     assert code == 1 and "IM00007" in entry["error_messages"][0] and "pixel data" in entry["error_messages"][0]
+
+
+def test_files_of_one_study_that_disagree_on_the_patient_are_refused(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    edit(pet_files(tmp_path, ids)[3:4], lambda ds: setattr(ds, "PatientID", "SOMEONE_ELSE"))
+    with pytest.raises(InputError, match=r"PatientID differs between its files .*'SOMEONE_ELSE'"):
+        choose_series(scan_folder(tmp_path)[0])
