@@ -52,6 +52,7 @@ class LoadedCase:
     ct: sitk.Image  # HU, any grid (segment() resamples it onto the PET)
     suv: SuvConversion | None = None  # DICOM PET only: how its SUV was computed
     pet_headers: list[Dataset] | None = None  # DICOM PET only, in slice order: what write_seg references
+    warnings: list[str] | None = None  # DICOM only: files skipped, images not used (results.json "warnings")
 
 
 @dataclass(frozen=True)
@@ -178,9 +179,14 @@ def _unique(names: list[str]) -> list[str]:
     return unique
 
 
-def _load_dicom(pet: Series, ct: Series, suv_method: SuvMethod, weight_kg: float | None) -> LoadedCase:
+def _load_dicom(pet: Series, ct: Series, suv_method: SuvMethod, weight_kg: float | None,
+                skipped: tuple[str, ...] = ()) -> LoadedCase:
     volume, conversion = read_pet_suv(pet, suv_method, weight_kg)
-    return LoadedCase(pet=volume.image, ct=read_series(ct).image, suv=conversion, pet_headers=volume.headers)
+    ct_volume = read_series(ct)
+    # Issue 16: the study's skipped files and the images not used go into its results.json entry.
+    notes = list(dict.fromkeys([*skipped, *volume.notes, *ct_volume.notes]))
+    return LoadedCase(pet=volume.image, ct=ct_volume.image, suv=conversion, pet_headers=volume.headers,
+                      warnings=notes)
 
 
 def _refuse(message: str) -> LoadedCase:
@@ -211,7 +217,7 @@ def dicom_cases(folder: Path, pet_series: str | None = None, ct_series: str | No
             continue
         cases.append(CaseSource(name=name, pet_label=series_label(pet), ct_label=series_label(ct),
                                 mask_suffix=DICOM_MASK_SUFFIX, is_dicom=True,
-                                load=partial(_load_dicom, pet, ct, suv_method, weight_kg)))
+                                load=partial(_load_dicom, pet, ct, suv_method, weight_kg, tuple(study.warnings))))
     return cases
 
 
@@ -383,4 +389,7 @@ def write_local_outputs(case: CaseSource, loaded: LoadedCase, mask: sitk.Image, 
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return rounded_headline(report)
+    headline = rounded_headline(report)
+    if loaded.warnings:  # issue 16: DICOM files skipped or images not used, one line each
+        headline["warnings"] = loaded.warnings
+    return headline

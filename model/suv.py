@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal
 
 from pydicom.dataset import Dataset
-from pydicom.valuerep import DA, DT, TM
+from pydicom.valuerep import DT, TM
 
 from model.errors import InputError
 
@@ -66,30 +67,49 @@ def _text(ds: Dataset, keyword: str) -> str:
     return "" if value is None else str(value).strip()
 
 
-def _date(value: object) -> dt.date | None:
+def values_of(value: object) -> tuple[str, ...]:
+    """A (possibly multi-valued) element as upper-case strings; a one-valued string is one value, not letters."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        value = [value]
+    return tuple(str(v).strip().upper() for v in value)
+
+
+def _date(value: object, keyword: str, source: str) -> dt.date | None:
+    """A DA value; None when empty; a value that is no date is refused (it would silently change the decay)."""
     text = str(value or "").strip().replace(".", "").replace("-", "")  # ACR-NEMA wrote 2002.11.07
-    return DA(text) if len(text) == 8 and text.isdigit() else None
+    if not text:
+        return None
+    try:
+        if len(text) == 8 and text.isdigit():
+            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+    except ValueError:
+        pass  # refused below, with the value
+    raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a date (YYYYMMDD)")
 
 
-def _time(value: object) -> dt.time | None:
+def _time(value: object, keyword: str, source: str) -> dt.time | None:
     text = str(value or "").strip().replace(":", "")  # ACR-NEMA wrote 10:15:30
     if not text:
         return None
     try:
         return TM(text)
-    except ValueError:
-        return None
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a time (HHMMSS.FFFFFF)") from None
 
 
-def _datetime(value: object) -> dt.datetime | None:
+def _datetime(value: object, keyword: str, source: str) -> dt.datetime | None:
     """A DT value as naive local time (an offset, when written, describes that same local time)."""
     text = str(value or "").strip()
-    if len(text) < 8:
+    if not text:
         return None
     try:
-        parsed = DT(text)
-    except ValueError:
-        return None
+        parsed = DT(text) if len(text) >= 8 else None
+    except (ValueError, TypeError, OverflowError):
+        parsed = None
+    if parsed is None:
+        raise InputError(f"{source}: {keyword} {text!r} is not a date and time (YYYYMMDDHHMMSS)")
     return dt.datetime(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second,
                        parsed.microsecond)
 
@@ -100,11 +120,12 @@ def _combine(date: dt.date | None, time: dt.time | None) -> dt.datetime | None:
     return dt.datetime.combine(date, dt.time(time.hour, time.minute, time.second, time.microsecond))
 
 
-def _acquisition_datetime(ds: Dataset, default_date: dt.date) -> dt.datetime | None:
-    combined = _datetime(ds.get("AcquisitionDateTime"))
+def _acquisition_datetime(ds: Dataset, default_date: dt.date, source: str) -> dt.datetime | None:
+    combined = _datetime(ds.get("AcquisitionDateTime"), "AcquisitionDateTime", source)
     if combined is not None:
         return combined
-    return _combine(_date(ds.get("AcquisitionDate")) or default_date, _time(ds.get("AcquisitionTime")))
+    date = _date(ds.get("AcquisitionDate"), "AcquisitionDate", source) or default_date
+    return _combine(date, _time(ds.get("AcquisitionTime"), "AcquisitionTime", source))
 
 
 def _private_value(ds: Dataset, group: int, creator: str, element: int) -> object | None:
@@ -120,55 +141,126 @@ def _private_value(ds: Dataset, group: int, creator: str, element: int) -> objec
     return value.decode("ascii", errors="replace").strip("\x00 ") if isinstance(value, bytes) else value
 
 
-def _positive_number(value: object) -> float | None:
+def _number(value: object) -> float | None:
     try:
         number = float(str(value).strip())
     except (TypeError, ValueError):
         return None
-    return number if number > 0 else None
+    return number if math.isfinite(number) else None
 
 
-def _same_everywhere(headers: Sequence[Dataset], keyword: str, source: str) -> None:
-    values = {_text(ds, keyword).upper() for ds in headers}
-    if len(values) > 1:
-        raise InputError(f"{source}: {keyword} differs between the images of the series ({sorted(values)})")
+def _positive_number(value: object) -> float | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
 
 
-def _injection_and_scan(headers: Sequence[Dataset], method: str, half_life_s: float,
-                        source: str) -> tuple[dt.datetime, str, dt.datetime, str, list[str]]:
-    """(injection time, its source, scan time, its source, notes) by the method's rule."""
+def _radiopharmaceutical(ds: Dataset) -> Dataset:
+    sequence = ds.get("RadiopharmaceuticalInformationSequence")
+    return sequence[0] if sequence else Dataset()
+
+
+# What every image of a series must agree on (series-level values), as QIBA's pseudo-code and OHIF's
+# calculate-suv require: with the first file's values taken, a mixed series would get a factor that is wrong
+# for some of its slices. Numbers compare as numbers ("75" and "75.0" agree).
+SERIES_LEVEL: tuple[tuple[str, Callable[[Dataset], object], bool], ...] = (
+    ("Units", lambda ds: ds.get("Units"), False),
+    ("DecayCorrection", lambda ds: ds.get("DecayCorrection"), False),
+    ("CorrectedImage", lambda ds: ds.get("CorrectedImage"), False),
+    ("PatientWeight", lambda ds: ds.get("PatientWeight"), True),
+    ("SeriesDate", lambda ds: ds.get("SeriesDate"), False),
+    ("SeriesTime", lambda ds: ds.get("SeriesTime"), False),
+    ("RadionuclideTotalDose", lambda ds: _radiopharmaceutical(ds).get("RadionuclideTotalDose"), True),
+    ("RadionuclideHalfLife", lambda ds: _radiopharmaceutical(ds).get("RadionuclideHalfLife"), True),
+    ("RadiopharmaceuticalStartTime", lambda ds: _radiopharmaceutical(ds).get("RadiopharmaceuticalStartTime"), False),
+    ("RadiopharmaceuticalStartDateTime",
+     lambda ds: _radiopharmaceutical(ds).get("RadiopharmaceuticalStartDateTime"), False),
+    ("GE private scan time (0009,100D)",
+     lambda ds: _private_value(ds, 0x0009, GE_PET_CREATOR, GE_SCAN_DATETIME), False),
+)
+
+
+def _comparable(value: object, numeric: bool) -> object:
+    values = values_of(value)
+    if numeric and len(values) == 1 and (number := _number(values[0])) is not None:
+        return number
+    return "\\".join(values)
+
+
+def check_series_level(headers: Sequence[Dataset], source: str, skip: Sequence[str] = ()) -> None:
+    """One line naming the first series-level value on which the images of the series disagree."""
+    for name, getter, numeric in SERIES_LEVEL:
+        if name in skip:
+            continue
+        seen: Counter = Counter()
+        shown_as: dict[object, str] = {}
+        for ds in headers:
+            raw = getter(ds)
+            key = _comparable(raw, numeric)
+            seen[key] += 1
+            shown_as.setdefault(key, "\\".join(values_of(raw)) or "(missing)")
+        if len(seen) > 1:
+            listing = ", ".join(f"{shown_as[key]!r} in {count} file{'s' * (count > 1)}"
+                                for key, count in seen.most_common())
+            raise InputError(f"{source}: {name} differs between the images of the series ({listing}): one series "
+                             "must have one value")
+
+
+@dataclasses.dataclass
+class _Times:
+    injection: dt.datetime
+    injection_source: str
+    scan: dt.datetime
+    scan_source: str
+    notes: list[str]
+
+
+class _NoTime(InputError):
+    """A time the decay needs is missing (not malformed): under DecayCorrection ADMIN the decay needs none."""
+
+
+def _scan_time(headers: Sequence[Dataset], method: str, series_date: dt.date, half_life_s: float,
+               source: str) -> tuple[dt.datetime, str]:
+    first = headers[0]
+    if method == "autopet":
+        scan = _acquisition_datetime(first, series_date, source)
+        if scan is None:
+            raise _NoTime(f"{source}: the first file has no AcquisitionTime (needed by --suv-method autopet)")
+        return scan, "AcquisitionTime of the series' first file (autoPET conversion)"
+    series = _combine(series_date, _time(first.get("SeriesTime"), "SeriesTime", source))
+    acquisitions = [a for a in (_acquisition_datetime(ds, series_date, source) for ds in headers) if a is not None]
+    earliest = min(acquisitions) if acquisitions else None
+    late = series is not None and earliest is not None and (earliest - series).total_seconds()
+    if late and late > MAX_HALF_LIVES * half_life_s:
+        # An acquisition long after its own series (calculate-suv refuses such a date as unparseable).
+        raise InputError(f"{source}: AcquisitionDate/Time {earliest.isoformat()} is over {MAX_HALF_LIVES:.0f} "
+                         f"half-lives after SeriesDate/SeriesTime {series.isoformat()}: dates or times are wrong")
+    if series is not None and (earliest is None or series <= earliest):
+        return series, "SeriesDate/SeriesTime"
+    ge_scan = _datetime(_private_value(first, 0x0009, GE_PET_CREATOR, GE_SCAN_DATETIME), "GE (0009,100D)", source)
+    if series is not None and ge_scan is not None:
+        return ge_scan, "GE private scan time (0009,100D): SeriesTime is after the acquisition"
+    if earliest is not None:
+        return earliest, ("earliest AcquisitionDate/Time" if series is None else
+                          "earliest AcquisitionDate/Time: SeriesTime is after the acquisition")
+    raise _NoTime(f"{source}: no SeriesDate/SeriesTime nor AcquisitionDate/Time: no scan time for the decay "
+                  "correction")
+
+
+def _injection_and_scan(headers: Sequence[Dataset], method: str, half_life_s: float, source: str) -> _Times:
+    """Injection and scan times (with their sources and notes) by the method's rule; _NoTime when one is
+    missing, InputError when one is malformed."""
     first = headers[0]
     notes: list[str] = []
-    series_date = _date(first.get("SeriesDate")) or _date(first.get("AcquisitionDate"))
+    series_date = (_date(first.get("SeriesDate"), "SeriesDate", source)
+                   or _date(first.get("AcquisitionDate"), "AcquisitionDate", source))
     if series_date is None:
         series_date = dt.date(1900, 1, 1)  # anonymisers may blank every date: times of day still order
         notes.append("no SeriesDate or AcquisitionDate: times of day only")
-    if method == "autopet":
-        scan = _acquisition_datetime(first, series_date)
-        scan_source = "AcquisitionTime of the series' first file (autoPET conversion)"
-        if scan is None:
-            raise InputError(f"{source}: the first file has no AcquisitionTime (needed by --suv-method autopet)")
-    else:
-        series = _combine(series_date, _time(first.get("SeriesTime")))
-        acquisitions = [a for a in (_acquisition_datetime(ds, series_date) for ds in headers) if a is not None]
-        earliest = min(acquisitions) if acquisitions else None
-        if series is not None and (earliest is None or series <= earliest):
-            scan, scan_source = series, "SeriesDate/SeriesTime"
-        else:
-            ge_scan = _datetime(_private_value(first, 0x0009, GE_PET_CREATOR, GE_SCAN_DATETIME))
-            if series is not None and ge_scan is not None:
-                scan, scan_source = ge_scan, "GE private scan time (0009,100D): SeriesTime is after the acquisition"
-            elif earliest is not None:
-                scan = earliest
-                scan_source = ("earliest AcquisitionDate/Time" if series is None else
-                               "earliest AcquisitionDate/Time: SeriesTime is after the acquisition")
-            else:
-                raise InputError(f"{source}: no SeriesDate/SeriesTime nor AcquisitionDate/Time: no scan time for "
-                                 "the decay correction")
-    info = first.RadiopharmaceuticalInformationSequence[0]
-    injection = _datetime(info.get("RadiopharmaceuticalStartDateTime"))
+    scan, scan_source = _scan_time(headers, method, series_date, half_life_s, source)
+    info = _radiopharmaceutical(first)
+    injection = _datetime(info.get("RadiopharmaceuticalStartDateTime"), "RadiopharmaceuticalStartDateTime", source)
     injection_source = "RadiopharmaceuticalStartDateTime"
-    start_time = _time(info.get("RadiopharmaceuticalStartTime"))
+    start_time = _time(info.get("RadiopharmaceuticalStartTime"), "RadiopharmaceuticalStartTime", source)
     if injection is not None:
         hours = (scan - injection).total_seconds() / 3600.0
         if not 0 <= hours * 3600.0 <= MAX_HALF_LIVES * half_life_s and injection.date() != scan.date():
@@ -180,15 +272,28 @@ def _injection_and_scan(headers: Sequence[Dataset], method: str, half_life_s: fl
             injection_source = "time of day of RadiopharmaceuticalStartDateTime on the scan's date"
     if injection is None:
         if start_time is None:
-            raise InputError(f"{source}: no RadiopharmaceuticalStartDateTime or RadiopharmaceuticalStartTime: "
-                             "injection time unknown")
+            raise _NoTime(f"{source}: no RadiopharmaceuticalStartDateTime or RadiopharmaceuticalStartTime: "
+                          "injection time unknown")
         if injection_source == "RadiopharmaceuticalStartDateTime":
             injection_source = "RadiopharmaceuticalStartTime on the scan's date"
         injection = _combine(scan.date(), start_time)
         if injection > scan:
             injection -= dt.timedelta(days=1)
             notes.append("injection before midnight, scan after it: injection taken on the previous day")
-    return injection, injection_source, scan, scan_source, notes
+    return _Times(injection, injection_source, scan, scan_source, notes)
+
+
+def _checked_decay(times: _Times, half_life_s: float, source: str) -> float:
+    """Seconds from injection to scan; a scan before the injection, or too long after it, is refused: the
+    dates or times (or the patient) are wrong, whether or not the dose is decayed."""
+    decay_s = (times.scan - times.injection).total_seconds()
+    if decay_s < 0:
+        raise InputError(f"{source}: scan time {times.scan.isoformat()} ({times.scan_source}) is before the "
+                         f"injection {times.injection.isoformat()} ({times.injection_source}): negative decay time")
+    if decay_s > MAX_HALF_LIVES * half_life_s:
+        raise InputError(f"{source}: {decay_s / 3600:.1f} h from injection {times.injection.isoformat()} to scan "
+                         f"{times.scan.isoformat()}, over {MAX_HALF_LIVES:.0f} half-lives: dates or times are wrong")
+    return decay_s
 
 
 def check_suv_options(method: str, weight_kg: float | None) -> None:
@@ -199,20 +304,10 @@ def check_suv_options(method: str, weight_kg: float | None) -> None:
         raise InputError(f"body weight {weight_kg} kg: must be a positive number")
 
 
-def suv_conversion(headers: Sequence[Dataset], *, method: SuvMethod = "qiba", weight_kg: float | None = None,
-                   source: str = "PET series") -> SuvConversion:
-    """The SUVbw factor of a PET series from its headers (pixel data not needed).
-
-    ``headers`` are the series' images in file-name order (``autopet`` uses the first one); ``weight_kg``
-    overrides PatientWeight. Every refusal is an InputError naming ``source``.
-    """
-    check_suv_options(method, weight_kg)
-    if not headers:
-        raise InputError(f"{source}: no images")
+def _corrections(headers: Sequence[Dataset], source: str) -> tuple[tuple[str, ...], str, str]:
+    """(CorrectedImage, DecayCorrection, Units) of the series, checked."""
     first = headers[0]
-    for keyword in ("Units", "DecayCorrection", "CorrectedImage"):
-        _same_everywhere(headers, keyword, source)
-    corrected = tuple(str(v).strip().upper() for v in (first.get("CorrectedImage") or []))
+    corrected = values_of(first.get("CorrectedImage"))
     missing = [flag for flag in ("ATTN", "DECY") if flag not in corrected]
     if missing:
         raise InputError(f"{source}: CorrectedImage {list(corrected)} lacks {' and '.join(missing)}: SUV needs "
@@ -225,62 +320,89 @@ def suv_conversion(headers: Sequence[Dataset], *, method: SuvMethod = "qiba", we
     units = _text(first, "Units").upper()
     if units not in ("BQML", "CNTS", "GML"):
         raise InputError(f"{source}: Units {units or 'missing'}: SUV needs BQML, CNTS (Philips) or GML")
+    return corrected, decay, units
+
+
+def _philips_factor(headers: Sequence[Dataset], source: str) -> tuple[float, str]:
+    for element, name in ((PHILIPS_SUV_FACTOR, "(7053,1000)"), (PHILIPS_ACTIVITY_FACTOR, "(7053,1009)")):
+        values = {_positive_number(_private_value(ds, 0x7053, PHILIPS_PET_CREATOR, element)) for ds in headers}
+        if len(values) > 1:
+            raise InputError(f"{source}: Philips {name} differs between the images of the series")
+        factor = values.pop()
+        if factor is not None:
+            return factor, f"Philips {name}"
+    raise InputError(f"{source}: Units CNTS without the Philips SUV factor (7053,1000) or activity "
+                     "concentration factor (7053,1009): cannot convert counts to SUV")
+
+
+def _dose_and_half_life(first: Dataset, source: str) -> tuple[float, float]:
+    if not first.get("RadiopharmaceuticalInformationSequence"):
+        raise InputError(f"{source}: no RadiopharmaceuticalInformationSequence: injected dose unknown")
+    info = _radiopharmaceutical(first)
+    dose = _positive_number(info.get("RadionuclideTotalDose"))
+    half_life = _positive_number(info.get("RadionuclideHalfLife"))
+    if dose is None:
+        raise InputError(f"{source}: RadionuclideTotalDose {_text(info, 'RadionuclideTotalDose') or 'missing'!r} is "
+                         "not a positive number: injected dose unknown")
+    if half_life is None:
+        raise InputError(f"{source}: RadionuclideHalfLife {_text(info, 'RadionuclideHalfLife') or 'missing'!r} is "
+                         "not a positive number")
+    return dose, half_life
+
+
+def _decayed_dose(headers: Sequence[Dataset], method: str, decay: str, dose: float, half_life: float,
+                  source: str) -> tuple[float, str, dict, list[str]]:
+    """(decayed dose, the rule's words, the times for SuvConversion, notes)."""
+    if decay == "ADMIN":
+        rule = "DecayCorrection ADMIN: images decay corrected to the injection, dose not decayed"
+        try:
+            times = _injection_and_scan(headers, method, half_life, source)
+        except _NoTime:
+            return dose, rule, {}, ["DecayCorrection ADMIN: injection or scan time missing, their order unchecked"]
+        _checked_decay(times, half_life, source)  # no decay applied, but a scan before the injection is wrong
+        return dose, rule, dict(injection_time=times.injection.isoformat(), injection_time_source=
+                                times.injection_source, scan_time=times.scan.isoformat(),
+                                scan_time_source=times.scan_source), times.notes
+    times = _injection_and_scan(headers, method, half_life, source)
+    decay_s = _checked_decay(times, half_life, source)
+    recorded = dict(injection_time=times.injection.isoformat(), injection_time_source=times.injection_source,
+                    scan_time=times.scan.isoformat(), scan_time_source=times.scan_source, decay_time_s=decay_s)
+    rule = f"dose decayed over {decay_s:.0f} s from injection to {times.scan_source}"
+    return dose * 2.0 ** (-decay_s / half_life), rule, recorded, times.notes
+
+
+def suv_conversion(headers: Sequence[Dataset], *, method: SuvMethod = "qiba", weight_kg: float | None = None,
+                   source: str = "PET series") -> SuvConversion:
+    """The SUVbw factor of a PET series from its headers (pixel data not needed).
+
+    ``headers`` are the series' images in file-name order (``autopet`` uses the first one); ``weight_kg``
+    overrides PatientWeight. Every refusal is an InputError naming ``source``.
+    """
+    check_suv_options(method, weight_kg)
+    if not headers:
+        raise InputError(f"{source}: no images")
+    # The series-level values are checked in every file: a series is one set of values, not its first file's.
+    check_series_level(headers, source, skip=("PatientWeight",) if weight_kg is not None else ())
+    corrected, decay, units = _corrections(headers, source)
     base = dict(method=method, units=units, decay_correction=decay, corrected_image=corrected)
     if units == "GML":
         return SuvConversion(**base, factor=1.0, rule="Units GML: the images are SUVbw already")
-
     vendor_factor, vendor_source = None, None
     if units == "CNTS":
-        for element, name in ((PHILIPS_SUV_FACTOR, "(7053,1000)"), (PHILIPS_ACTIVITY_FACTOR, "(7053,1009)")):
-            values = {_positive_number(_private_value(ds, 0x7053, PHILIPS_PET_CREATOR, element)) for ds in headers}
-            if len(values) > 1:
-                raise InputError(f"{source}: Philips {name} differs between the images of the series")
-            vendor_factor = values.pop()
-            if vendor_factor is not None:
-                vendor_source = f"Philips {name}"
-                break
-        if vendor_factor is None:
-            raise InputError(f"{source}: Units CNTS without the Philips SUV factor (7053,1000) or activity "
-                             "concentration factor (7053,1009): cannot convert counts to SUV")
+        vendor_factor, vendor_source = _philips_factor(headers, source)
         if vendor_source == "Philips (7053,1000)":
             return SuvConversion(**base, factor=vendor_factor, vendor_factor=vendor_factor,
                                  vendor_factor_source=vendor_source,
                                  rule="Units CNTS: SUVbw = value x Philips SUV factor (7053,1000)")
-
+    first = headers[0]
     weight_source = "--weight-kg" if weight_kg is not None else "PatientWeight"
     weight = weight_kg if weight_kg is not None else _positive_number(first.get("PatientWeight"))
     if weight is None:
-        raise InputError(f"{source}: PatientWeight missing or 0: SUVbw needs the body weight; "
-                         "give it with --weight-kg")
-    sequence = first.get("RadiopharmaceuticalInformationSequence")
-    if not sequence:
-        raise InputError(f"{source}: no RadiopharmaceuticalInformationSequence: injected dose unknown")
-    dose = _positive_number(sequence[0].get("RadionuclideTotalDose"))
-    half_life = _positive_number(sequence[0].get("RadionuclideHalfLife"))
-    if dose is None:
-        raise InputError(f"{source}: RadionuclideTotalDose missing or 0: injected dose unknown")
-    if half_life is None:
-        raise InputError(f"{source}: RadionuclideHalfLife missing or 0")
-
-    times: dict = {}
-    if decay == "ADMIN":
-        decayed = dose
-        decay_rule = "DecayCorrection ADMIN: images decay corrected to the injection, dose not decayed"
-        notes: list[str] = []
-    else:
-        injection, injection_source, scan, scan_source, notes = _injection_and_scan(headers, method, half_life,
-                                                                                     source)
-        decay_s = (scan - injection).total_seconds()
-        if decay_s < 0:
-            raise InputError(f"{source}: scan time {scan.isoformat()} ({scan_source}) is before the injection "
-                             f"{injection.isoformat()} ({injection_source}): negative decay time")
-        if decay_s > MAX_HALF_LIVES * half_life:
-            raise InputError(f"{source}: {decay_s / 3600:.1f} h from injection {injection.isoformat()} to scan "
-                             f"{scan.isoformat()}, over {MAX_HALF_LIVES:.0f} half-lives: dates or times are wrong")
-        decayed = dose * 2.0 ** (-decay_s / half_life)
-        times = dict(injection_time=injection.isoformat(), injection_time_source=injection_source,
-                     scan_time=scan.isoformat(), scan_time_source=scan_source, decay_time_s=decay_s)
-        decay_rule = f"dose decayed over {decay_s:.0f} s from injection to {scan_source}"
+        written = _text(first, "PatientWeight")
+        raise InputError(f"{source}: PatientWeight missing or 0{f' ({written!r})' if written else ''}: SUVbw needs "
+                         "the body weight; give it with --weight-kg")
+    dose, half_life = _dose_and_half_life(first, source)
+    decayed, decay_rule, times, notes = _decayed_dose(headers, method, decay, dose, half_life, source)
     bqml_factor = weight * 1000.0 / decayed
     if units == "CNTS":
         factor = vendor_factor * bqml_factor

@@ -216,3 +216,30 @@ def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
     result = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True, timeout=60, check=False)
     lines = [line.strip() for line in (result.stdout + result.stderr).splitlines()]
     return [x for x in lines if x.startswith("Error")], [x for x in lines if x.startswith("Warning")]
+
+
+def ge_gaps(count: int, usual: float = 3.27) -> list[float]:
+    """``count`` gaps between the slices of a GE Discovery ST whole body, as a real 267-slice series has them:
+    mostly 3.27 mm, four of 3.29 and one of 3.19 at bed overlaps (scaled when ``usual`` is another spacing)."""
+    gaps = [usual] * count
+    for k, ratio in zip(range(count // 5, count, max(1, count // 5)), [3.29, 3.29, 3.19, 3.29, 3.29], strict=False):
+        gaps[k] = usual * ratio / 3.27
+    return gaps
+
+
+def ge_multi_bed(values: np.ndarray, grid: Grid, ids: StudyIds, *, beds: int = 6, series_time: str = "102000",
+                 **kwargs) -> list[Dataset]:
+    """A static whole-body series as a GE Discovery ST writes it: SeriesType STATIC\\IMAGE, a rescale slope per
+    slice, the private scan time (0009,100D), each bed's own AcquisitionTime, and NumberOfTimeSlices (0054,0101)
+    filled per bed: 1 to ``beds`` across the one series, ``beds`` in the first file (file order is head first,
+    the last bed's slices first)."""
+    datasets = pet_datasets(values, grid, ids, vendor="ge", series_time=series_time, **kwargs)
+    per_bed = -(-len(datasets) // beds)
+    for k, ds in enumerate(datasets):
+        bed = beds - min(k // per_bed, beds - 1)  # the first files: the last bed
+        ds.SeriesType = ["STATIC", "IMAGE"]
+        ds.NumberOfTimeSlices = bed
+        minutes = 3 * (bed - 1)
+        ds.AcquisitionTime = f"{int(series_time[:2]):02d}{int(series_time[2:4]) + minutes:02d}{series_time[4:]}"
+        ds.ActualFrameDuration = 180000
+    return datasets

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import numpy as np
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence as DicomSequence
 
 from model.errors import InputError
 from model.suv import suv_conversion
@@ -190,3 +194,169 @@ def test_unknown_method_and_bad_weight_are_refused():
     for weight in (0.0, -70.0, float("nan"), float("inf")):
         with pytest.raises(InputError, match="must be a positive number"):
             suv_conversion(series(), weight_kg=weight)
+
+
+# --- The peer implementation: cornerstonejs/calculate-suv (OHIF's QIBA vendor-neutral SUV), its test suite
+# test/calculateSUVScalingFactors.test.ts and test/calculateScanTimes.test.ts. Their instances, keyword for
+# keyword, with the factors (or scan times) as they give them; ours must agree to 1e-11, and refuse what
+# they refuse.
+PEER_BASE = dict(CorrectedImage=["ATTN", "DECY"], Units="BQML", RadionuclideHalfLife=10,
+                 RadiopharmaceuticalStartDateTime="20201023095417", RadionuclideTotalDose=100,
+                 DecayCorrection="ADMIN", PatientWeight=100, SeriesTime="095417", SeriesDate="20201023",
+                 AcquisitionTime="095417", AcquisitionDate="20201023")
+RADIOPHARMACEUTICAL = ("RadionuclideHalfLife", "RadiopharmaceuticalStartDateTime", "RadionuclideTotalDose",
+                       "RadiopharmaceuticalStartTime")
+
+
+def peer_instance(philips: tuple[float, float] | None = None, ge_scan: str | None = None, **changes) -> Dataset:
+    """A PET header from one of calculate-suv's instance objects (numbers written as DICOM strings)."""
+    fields = {**PEER_BASE, **changes}
+    ds, info = Dataset(), Dataset()
+    for keyword, value in fields.items():
+        value = f"{value}" if isinstance(value, int | float) else value
+        setattr(info if keyword in RADIOPHARMACEUTICAL else ds, keyword, value)
+    ds.RadiopharmaceuticalInformationSequence = DicomSequence([info])
+    if philips is not None:  # PhilipsPETPrivateGroup: SUVScaleFactor (7053,1000), ActivityConcentration.. (7053,1009)
+        block = ds.private_block(0x7053, "Philips PET Private Group", create=True)
+        block.add_new(0x00, "DS", f"{philips[0]}")
+        block.add_new(0x09, "DS", f"{philips[1]}")
+    if ge_scan is not None:  # GEPrivatePostInjectionDateTime
+        ds.private_block(0x0009, "GEMS_PETD_01", create=True).add_new(0x0D, "DT", ge_scan)
+    return ds
+
+
+PEER_FACTORS = {
+    "Units GML": ([peer_instance(Units="GML")], 1.0),
+    "CNTS, Philips SUVScaleFactor": ([peer_instance(Units="CNTS", philips=(0.000551, 1.602563))], 0.000551),
+    "CNTS, SUVScaleFactor 0: activity factor": ([peer_instance(Units="CNTS", philips=(0, 1.602563))],
+                                                 1602.5629999999999),
+    "BQML, 75 kg": ([peer_instance(PatientWeight=75, PatientSex="M", PatientSize=1.85)], 750),
+}
+
+
+@pytest.mark.parametrize("case", PEER_FACTORS.values(), ids=PEER_FACTORS.keys())
+def test_factors_agree_with_calculate_suv(case):
+    headers, expected = case
+    assert suv_conversion(headers).factor == pytest.approx(expected, rel=1e-11, abs=0)
+
+
+# calculateScanTimes.test.ts: the scan time each case expects. Their instances carry times only; ours add a
+# START-corrected I-124-like half-life (the test's own comment: "long half-life tracers such as Iodine 124") and
+# an injection an hour before the expected scan, so that the factor follows from the scan time alone.
+I124_HALF_LIFE = 360806.4
+PEER_SCAN_TIMES = {
+    "series earlier than the acquisitions": ("20201127", "093010.10001", "20201127",
+                                             ["095010.12001", "094710.12004", "095340.12001"], None,
+                                             "2020-11-27T09:30:10.100010"),
+    "acquisition date the next day": ("20201127", "113010", "20201128", ["115010", "113010", "123010"], None,
+                                      "2020-11-27T11:30:10"),
+    "series time later, acquisition date the next day": ("20201127", "173010", "20201128",
+                                                         ["115010", "113010", "123010"], None, "2020-11-27T17:30:10"),
+    "same date, series at the earliest acquisition": ("20201127", "113010", "20201127",
+                                                      ["115010", "113010", "123010"], None, "2020-11-27T11:30:10"),
+    "GE private post-injection time": ("20201127", "133010", "20201127", ["123010"], "20201128183010",
+                                       "2020-11-28T18:30:10"),
+}
+
+
+@pytest.mark.parametrize("case", PEER_SCAN_TIMES.values(), ids=PEER_SCAN_TIMES.keys())
+def test_scan_times_agree_with_calculate_suv(case):
+    series_date, series_time, acquisition_date, acquisition_times, ge_scan, expected = case
+    scan = dt.datetime.fromisoformat(expected)
+    injection = (scan - dt.timedelta(hours=1)).strftime("%Y%m%d%H%M%S.%f")
+    headers = [peer_instance(ge_scan=ge_scan, SeriesDate=series_date, SeriesTime=series_time,
+                             AcquisitionDate=acquisition_date, AcquisitionTime=time, DecayCorrection="START",
+                             RadionuclideHalfLife=I124_HALF_LIFE, RadiopharmaceuticalStartDateTime=injection,
+                             RadionuclideTotalDose=3.5e8, PatientWeight=75) for time in acquisition_times]
+    conversion = suv_conversion(headers)
+    assert dt.datetime.fromisoformat(conversion.scan_time) == scan
+    expected_factor = 75_000 / (3.5e8 * 2 ** (-3600 / I124_HALF_LIFE))
+    assert conversion.factor == pytest.approx(expected_factor, rel=1e-11, abs=0)
+
+
+PEER_REFUSALS = {
+    "CorrectedImage without ATTN and DECY": ([peer_instance(CorrectedImage=["Blah"])], "lacks ATTN and DECY"),
+    "Units not CNTS, BQML or GML": ([peer_instance(Units="Blah")], "Units BLAH"),
+    "negative decay time (ADMIN)": ([peer_instance(RadiopharmaceuticalStartDateTime="20201023115417")],
+                                    "negative decay time"),
+    "series-level values differ": ([peer_instance(), peer_instance(RadionuclideHalfLife=11)],
+                                   "RadionuclideHalfLife differs"),
+    "Philips factors both 0": ([peer_instance(Units="CNTS", philips=(0, 0))], "Units CNTS without the Philips"),
+    "acquisition date unparseable (year 3000)": (
+        [peer_instance(DecayCorrection="START", SeriesTime="133010", AcquisitionDate="30001127",
+                       AcquisitionTime="133010", SeriesDate="20201127",
+                       RadionuclideHalfLife=6586.2, RadiopharmaceuticalStartDateTime="20201127123010")],
+        "after SeriesDate/SeriesTime"),
+}
+
+
+@pytest.mark.parametrize("case", PEER_REFUSALS.values(), ids=PEER_REFUSALS.keys())
+def test_what_calculate_suv_refuses_is_refused(case):
+    headers, message = case
+    with pytest.raises(InputError, match=message) as error:
+        suv_conversion(headers, source="/data/pet")
+    assert "\n" not in str(error.value)
+
+
+# --- One series, one set of values (issue 16): the first file's values are not the series'.
+SERIES_LEVEL_CHANGES = {
+    "PatientWeight": lambda ds: setattr(ds, "PatientWeight", "80"),
+    "RadionuclideHalfLife": lambda ds: setattr(ds.RadiopharmaceuticalInformationSequence[0],
+                                               "RadionuclideHalfLife", "6588"),
+    "RadionuclideTotalDose": lambda ds: setattr(ds.RadiopharmaceuticalInformationSequence[0],
+                                                "RadionuclideTotalDose", "3.6e8"),
+    "DecayCorrection": lambda ds: setattr(ds, "DecayCorrection", "ADMIN"),
+    "Units": lambda ds: setattr(ds, "Units", "GML"),
+    "CorrectedImage": lambda ds: setattr(ds, "CorrectedImage", ["NORM", "ATTN", "DECY"]),
+    "SeriesDate": lambda ds: setattr(ds, "SeriesDate", "20200102"),
+    "SeriesTime": lambda ds: setattr(ds, "SeriesTime", "102100"),
+}
+
+
+@pytest.mark.parametrize("keyword", SERIES_LEVEL_CHANGES)
+@pytest.mark.parametrize("which", [0, 2])
+def test_a_series_whose_images_disagree_is_refused_naming_the_tag_and_values(keyword, which):
+    headers = series(slices=3)
+    SERIES_LEVEL_CHANGES[keyword](headers[which])
+    with pytest.raises(InputError, match=rf"{keyword} differs between the images of the series \(") as error:
+        suv_conversion(headers, source="/data/pet")
+    message = str(error.value)
+    assert "in 2 files" in message and "in 1 file)" in message and "\n" not in message
+
+
+def test_equal_numbers_written_differently_agree():
+    headers = series(slices=2)
+    headers[1].PatientWeight = "75.0"
+    assert suv_conversion(headers).factor == pytest.approx(SIEMENS_FACTOR, rel=1e-9)
+
+
+def test_scan_before_injection_is_refused_under_admin_too():
+    headers = series(injection_time="110000")
+    for ds in headers:
+        ds.DecayCorrection = "ADMIN"
+        ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20200101110000"
+    with pytest.raises(InputError, match=r"before the injection .* negative decay time"):
+        suv_conversion(headers)
+
+
+def test_a_one_valued_corrected_image_is_one_value():
+    headers = series()
+    for ds in headers:
+        ds.CorrectedImage = "BLAH"
+    with pytest.raises(InputError, match=r"CorrectedImage \['BLAH'\] lacks ATTN and DECY"):
+        suv_conversion(headers)
+    for ds in headers:
+        ds.Units = "GML"
+        ds.CorrectedImage = "ATTN"
+    with pytest.raises(InputError, match=r"CorrectedImage \['ATTN'\] lacks DECY"):
+        suv_conversion(headers)
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("SeriesDate", "20231340"), ("SeriesTime", "256000"),
+                                                ("AcquisitionDate", "2023-13"), ("AcquisitionTime", "xx")])
+def test_a_date_or_time_that_is_not_one_is_refused_in_one_line(keyword, value):
+    headers = series()
+    for ds in headers:
+        setattr(ds, keyword, value)
+    with pytest.raises(InputError, match=f"{keyword} '{value}' is not a"):
+        suv_conversion(headers, source="/data/pet")

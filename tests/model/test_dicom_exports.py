@@ -1,0 +1,315 @@
+"""DICOM as scanners really write it (issue 16): GE's static multi-bed series, what makes a series dynamic,
+geometry the headers say or a refusal, and exports with damaged files, unreadable entries and bad studies, in
+which each failure stays that file's or that study's one line."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from pydicom.uid import generate_uid
+
+import process
+from model.dicom import choose_series, convert, main, read_series, scan_folder, series_in_folder
+from model.errors import InputError
+from tests.model.dicom_series import (
+    Grid,
+    StudyIds,
+    ct_datasets,
+    ge_gaps,
+    ge_multi_bed,
+    pet_datasets,
+    write_series,
+)
+
+GE_FACTOR = 75_000 / (3.5e8 * 2 ** (-3900 / 6588))  # 09:15 to 10:20, GE's F-18 half-life
+
+
+def ge_grid(slices: int = 16, rows: int = 6, columns: int = 5, usual: float = 3.27, spacing=(2.0, 3.0)) -> Grid:
+    z = np.concatenate([[-900.0], -900.0 + np.cumsum(ge_gaps(slices - 1, usual))])
+    return Grid(z=[round(float(v), 2) for v in z], rows=rows, columns=columns, pixel_spacing=spacing)
+
+
+def values(grid: Grid) -> np.ndarray:
+    z, y, x = np.indices((len(grid.z), grid.rows, grid.columns))
+    return 1000.0 * (1 + z) + 100.0 * y + 10.0 * x + 5.0
+
+
+def write_ge_study(root, ids: StudyIds | None = None, grid: Grid | None = None) -> tuple[StudyIds, list]:
+    ids = ids or StudyIds()
+    grid = grid or ge_grid()
+    pet = ge_multi_bed(values(grid), grid, ids)
+    write_series(pet, root / ids.patient_id / "PT", pattern="IM{k:05d}")
+    ct_grid = Grid(z=list(np.linspace(grid.z[0], grid.z[-1], 12)), rows=grid.rows, columns=grid.columns,
+                   pixel_spacing=grid.pixel_spacing)
+    write_series(ct_datasets(np.zeros((12, grid.rows, grid.columns)), ct_grid, ids),
+                 root / ids.patient_id / "CT", pattern="{uid}")
+    return ids, pet
+
+
+@contextlib.contextmanager
+def loose_values() -> Iterator[None]:
+    """pydicom refuses to set a value its VR cannot hold; scanners, converters and damage write them anyway."""
+    before = pydicom.config.settings.writing_validation_mode
+    pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        pydicom.config.settings.writing_validation_mode = before
+
+
+def edit(paths, change) -> None:
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        with loose_values():
+            change(ds)
+            ds.save_as(path)
+
+
+PLACEHOLDER = "7531"  # a value no builder writes, replaced in the file's bytes by text its VR cannot hold
+
+
+def write_text_value(paths, keyword: str, text: str, vr: str | None = None) -> None:
+    """``keyword`` holding ``text`` (4 bytes, padded) in each file, whatever its VR allows: pydicom refuses to
+    set such a value, a damaged or badly converted file holds it anyway."""
+    assert len(text) <= 4
+    def change(ds):
+        if vr is None:
+            setattr(ds, keyword, PLACEHOLDER)
+        else:
+            ds.add_new(pydicom.datadict.tag_for_keyword(keyword), vr, PLACEHOLDER)
+    edit(paths, change)
+    for path in paths:
+        raw = path.read_bytes()
+        at = raw.index(PLACEHOLDER.encode())
+        assert at < raw.index(b"\xe0\x7f\x10\x00")  # in the header, not the pixels
+        path.write_bytes(raw[:at] + text.ljust(4).encode() + raw[at + 4:])
+
+
+def pet_files(root, ids):
+    return sorted((root / ids.patient_id / "PT").iterdir())
+
+
+# --- 1. Static or dynamic, from what makes a series dynamic
+def test_a_ge_static_multi_bed_series_converts_whatever_number_of_time_slices_says(tmp_path, capsys):
+    ids, pet = write_ge_study(tmp_path / "export")
+    assert pydicom.dcmread(pet_files(tmp_path / "export", ids)[0]).NumberOfTimeSlices == 6
+    assert sorted({int(ds.NumberOfTimeSlices) for ds in pet}) == [1, 2, 3, 4, 5, 6]
+    assert len({ds.RescaleSlope for ds in pet}) == len(pet)
+    assert main([str(tmp_path / "export"), str(tmp_path / "out")]) == 0
+    folder = tmp_path / "out" / ids.patient_id / ids.study_uid
+    suv = sitk.ReadImage(str(folder / "SUV.nii.gz"))
+    grid = ge_grid()
+    assert suv.GetSize() == (5, 6, 16)
+    assert suv.GetSpacing()[2] == pytest.approx((grid.z[-1] - grid.z[0]) / 15, rel=1e-6)  # NIfTI: float32
+    np.testing.assert_allclose(sitk.GetArrayFromImage(suv), values(grid) * GE_FACTOR, rtol=2e-4)
+    assert json.loads((folder / "suv.json").read_text())["suv"]["factor"] == pytest.approx(GE_FACTOR, rel=1e-9)
+    assert capsys.readouterr().err == ""
+
+
+def test_a_number_of_time_slices_that_is_no_number_is_not_read(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    # US cannot hold text: written as a (wrong) IS, as a fuzzed or badly converted header may hold it.
+    write_text_value(pet_files(tmp_path, ids)[:1], "NumberOfTimeSlices", "abc", vr="IS")
+    pet, _ = choose_series(scan_folder(tmp_path)[0])
+    assert read_series(pet).image.GetSize()[2] == 16
+
+
+def test_each_position_imaged_several_times_is_dynamic_whatever_series_type_says(tmp_path):
+    ids = StudyIds()
+    grid = Grid(z=[0.0, 3.0, 6.0])
+    frames = [pet_datasets(np.ones((3, 6, 5)), grid, ids, vendor="siemens") for _ in range(3)]
+    uid = frames[0][0].SeriesInstanceUID
+    for t, frame in enumerate(frames):
+        for ds in frame:
+            ds.SeriesInstanceUID, ds.FrameReferenceTime = uid, str(60000 * t)
+    write_series([ds for frame in frames for ds in frame], tmp_path / "pet", pattern="{uid}")
+    write_series(ct_datasets(np.zeros((3, 6, 5)), grid, ids), tmp_path / "ct")
+    with pytest.raises(InputError, match=r"only dynamic or gated PET.*'PET WB AC' \(9 PT images\)"):
+        choose_series(scan_folder(tmp_path)[0])
+    with pytest.raises(InputError, match="3 of 3 positions imaged up to 3 times"):
+        read_series(series_in_folder(tmp_path / "pet", "PT"))
+
+
+def test_images_that_disagree_on_series_type_are_one_line(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    edit(pet_files(tmp_path, ids)[:3], lambda ds: setattr(ds, "SeriesType", ["DYNAMIC", "IMAGE"]))
+    with pytest.raises(InputError, match=r"SeriesType differs .*STATIC in 13 files, DYNAMIC in 3 files"):
+        choose_series(scan_folder(tmp_path)[0])
+
+
+# --- 3. Geometry that the headers say, or a refusal
+def test_uneven_gaps_under_the_missing_slice_tolerance_are_refused(tmp_path):
+    z = np.concatenate([[0.0], np.cumsum([24.0] * 8 + [35.0] * 7)])
+    write_series(pet_datasets(np.ones((16, 6, 5)), Grid(z=list(z)), StudyIds()), tmp_path)
+    with pytest.raises(InputError, match=r"uneven slice gaps \(24.00 to 35.00 mm\).*resample") as error:
+        read_series(series_in_folder(tmp_path, "PT"))
+    assert "\n" not in str(error.value)
+
+
+def test_slices_at_a_slight_angle_are_refused_not_dropped(tmp_path):
+    datasets = ct_datasets(np.zeros((16, 6, 5)), Grid(z=[3.0 * k for k in range(16)]), StudyIds())
+    for ds in datasets[-2:]:
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9998, 0.02]
+    write_series(datasets, tmp_path)
+    with pytest.raises(InputError, match=r"2 of 16 images have another ImageOrientationPatient"):
+        read_series(series_in_folder(tmp_path, "CT"))
+
+
+def test_a_localizer_in_another_plane_is_dropped_with_a_note(tmp_path):
+    ids = StudyIds()
+    datasets = ct_datasets(np.zeros((4, 6, 5)), Grid(z=[0.0, 3.0, 6.0, 9.0]), ids)
+    scout = ct_datasets(np.zeros((1, 6, 5)), Grid(z=[0.0], orientation=(1, 0, 0, 0, 0, -1)), ids,
+                        series_uid=datasets[0].SeriesInstanceUID)[0]
+    write_series([*datasets, scout], tmp_path)
+    volume = read_series(series_in_folder(tmp_path, "CT"))
+    assert volume.image.GetSize()[2] == 4
+    assert len(volume.notes) == 1 and "1 image(s) in another plane (localizers?) not used" in volume.notes[0]
+
+
+@pytest.mark.parametrize("slope", ["0", "-0.5", "nan", "inf", "abc"])
+def test_a_rescale_slope_that_is_not_a_positive_number_is_refused(tmp_path, slope):
+    datasets = pet_datasets(np.ones((3, 6, 5)) * 1000, Grid(z=[0.0, 3.0, 6.0]), StudyIds(), vendor="ge")
+    paths = write_series(datasets, tmp_path)
+    write_text_value(paths[1:2], "RescaleSlope", slope)
+    with pytest.raises(InputError, match=r"RescaleSlope .* (not a positive number|is not 1 number)"):
+        read_series(series_in_folder(tmp_path, "PT"))
+
+
+# --- 4. One bad file or one bad study never stops the others
+def corrupt_vr(path, keyword_tag: bytes = b"\x08\x00\x60\x00") -> None:
+    """The VR bytes of an element (Modality by default) replaced by 'XS'."""
+    raw = path.read_bytes()
+    at = raw.index(keyword_tag, 132)
+    path.write_bytes(raw[:at + 4] + b"XS" + raw[at + 6:])
+
+
+def test_a_file_with_a_corrupt_vr_fails_its_study_alone_with_a_warning(tmp_path, capsys):
+    export = tmp_path / "export"
+    good, _ = write_ge_study(export, StudyIds(patient_id="A"))
+    bad, _ = write_ge_study(export, StudyIds(patient_id="B"))
+    corrupt_vr(pet_files(export, bad)[5])
+    assert convert(export, tmp_path / "out") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("warning: ") and "IM00005: damaged element(s) Modality" in err[0]
+    assert err[1].startswith("error: ") and "1 of its files could not be read" in err[1] and "incomplete" in err[1]
+    assert (tmp_path / "out" / "A" / good.study_uid / "suv.json").is_file()
+    assert not (tmp_path / "out" / "B").exists()
+
+
+def test_a_damaged_file_of_another_series_or_an_unused_element_leaves_the_study_running(tmp_path, capsys):
+    ids, _ = write_ge_study(tmp_path / "export")
+    nac = pet_datasets(np.ones((3, 6, 5)), Grid(z=[0.0, 3.0, 6.0]), ids, description="PET NAC")
+    for ds in nac:
+        ds.CorrectedImage = ["NORM", "DECY"]
+    nac_files = write_series(nac, tmp_path / "export" / ids.patient_id / "NAC")
+    corrupt_vr(nac_files[0])
+    corrupt_vr(pet_files(tmp_path / "export", ids)[2], b"\x08\x00\x30\x00")  # StudyTime: not used here
+    assert convert(tmp_path / "export", tmp_path / "out") == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("warning: ") for line in err)
+    document = json.loads((tmp_path / "out" / ids.patient_id / ids.study_uid / "suv.json").read_text())
+    assert len(document["warnings"]) == 1 and "NAC" in document["warnings"][0]
+
+
+@pytest.mark.parametrize("damage", ["SeriesDate", "PixelSpacing", "InstanceNumber", "ImagePositionPatient",
+                                    "Rows"])
+def test_a_bad_header_value_fails_its_study_alone(tmp_path, capsys, damage):
+    export = tmp_path / "export"
+    studies = [write_ge_study(export, StudyIds(patient_id=f"P{k}"))[0] for k in range(3)]
+    changes = {"SeriesDate": ("SeriesDate", "20231340", "SeriesDate"), "PixelSpacing": ("PixelSpacing", [0, 0],
+               "PixelSpacing"), "InstanceNumber": ("InstanceNumber", "abc", "InstanceNumber"),
+               "ImagePositionPatient": ("ImagePositionPatient", "a\\b", "ImagePositionPatient"),
+               "Rows": ("Rows", 7, "pixel data")}
+    keyword, value, needle = changes[damage]
+    if isinstance(value, str) and not value.isdigit():
+        write_text_value(pet_files(export, studies[1]), keyword, value)
+    else:
+        edit(pet_files(export, studies[1]), lambda ds: setattr(ds, keyword, value))
+    assert main([str(export), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["P0", "P2"]
+
+
+def test_unreadable_entries_of_the_export_are_skipped_with_a_warning(tmp_path, capsys, monkeypatch):
+    export = tmp_path / "export"
+    ids, _ = write_ge_study(export)
+    (export / "proc_link").symlink_to("/proc/1/cwd")
+    (export / "locked").mkdir()
+    (export / "broken").symlink_to(tmp_path / "nowhere")
+    real_scandir = os.scandir
+
+    def scandir(path=".", *args):
+        if str(path).endswith("locked"):  # as a folder without read permission (root reads any)
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path, *args)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert main([str(export), str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("locked: folder cannot be read (Permission denied)" in line for line in err), err
+    assert any("proc_link" in line for line in err) and any("broken" in line for line in err)
+    assert all(line.startswith("warning: ") for line in err)
+    assert (tmp_path / "out" / ids.patient_id / ids.study_uid / "suv.json").is_file()
+
+
+def test_uids_that_differ_by_a_trailing_dot_get_folders_of_their_own(tmp_path):
+    uid = generate_uid()
+    write_ge_study(tmp_path / "a", StudyIds(study_uid=uid, patient_id="P"))
+    write_ge_study(tmp_path / "b", StudyIds(study_uid=uid + ".", patient_id="P"))
+    assert main([str(tmp_path), str(tmp_path / "out")]) == 0
+    folders = sorted((tmp_path / "out" / "P").iterdir())
+    assert [p.name for p in folders] == [uid, f"{uid}_2"]
+    assert {json.loads((p / "suv.json").read_text())["study_uid"] for p in folders} == {uid, uid + "."}
+    # Converting again rewrites each study's own folder, and never one that holds another study.
+    assert main([str(tmp_path), str(tmp_path / "out")]) == 0
+    (tmp_path / "b").rename(tmp_path / "b_gone")
+    assert main([str(tmp_path / "a"), str(tmp_path / "out")]) == 0
+
+
+def test_a_folder_holding_another_study_is_not_overwritten(tmp_path, capsys):
+    ids, _ = write_ge_study(tmp_path / "export")
+    folder = tmp_path / "out" / ids.patient_id / ids.study_uid
+    folder.mkdir(parents=True)
+    (folder / "suv.json").write_text(json.dumps({"study_uid": "1.2.3"}))
+    assert main([str(tmp_path / "export"), str(tmp_path / "out")]) == 1
+    assert "holds study 1.2.3 from an earlier conversion" in capsys.readouterr().err
+    assert json.loads((folder / "suv.json").read_text()) == {"study_uid": "1.2.3"}
+
+
+def test_a_ge_export_segments_end_to_end_and_results_json_counts_skipped_files(tmp_path, tiny_weights):
+    grid = ge_grid(slices=24, rows=48, columns=48, usual=8.0, spacing=(8.0, 8.0))
+    ids, _ = write_ge_study(tmp_path / "export", grid=grid)
+    files = pet_files(tmp_path / "export", ids)
+    # A truncated copy that names no series: skipped with a warning, counted in the study's results.json entry.
+    (files[0].parent / "truncated").write_bytes(files[0].read_bytes()[:300])
+
+    def run() -> tuple[int, dict]:
+        code = process.main(["--input", str(tmp_path / "export"), "--output", str(tmp_path / "out"), "--weights",
+                             str(tiny_weights), "--device", "cpu"])
+        (entry,) = json.loads((tmp_path / "out" / "results.json").read_text())
+        return code, entry
+
+    code, entry = run()
+    assert code == 0 and entry["error_messages"] == []
+    assert len(entry["warnings"]) == 1 and "truncated: an image without" in entry["warnings"][0]
+    assert any(p.name.endswith(".seg.dcm") for p in (tmp_path / "out" / "reports").iterdir())
+    # One of the series' own files cut inside its pixels: the study fails, in one line naming the file.
+    files[7].write_bytes(files[7].read_bytes()[:-100])
+    code, entry = run()
+    assert code == 1 and "IM00007" in entry["error_messages"][0] and "pixel data" in entry["error_messages"][0]
+
+
+def test_files_of_one_study_that_disagree_on_the_patient_are_refused(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    edit(pet_files(tmp_path, ids)[3:4], lambda ds: setattr(ds, "PatientID", "SOMEONE_ELSE"))
+    with pytest.raises(InputError, match=r"PatientID differs between its files .*'SOMEONE_ELSE'"):
+        choose_series(scan_folder(tmp_path)[0])
