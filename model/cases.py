@@ -202,6 +202,8 @@ def dicom_cases(folder: Path, pet_series: str | None = None, ct_series: str | No
     series cannot be chosen is listed with a ``load()`` that raises its one-line error.
     """
     check_suv_options(suv_method, weight_kg)
+    if (Path(folder) / "pet").is_dir() and (Path(folder) / "ct").is_dir():  # DIR/images given for DIR
+        raise InputError(describe_input_folder(Path(folder)))
     studies = scan_folder(Path(folder))
     if not studies:
         raise InputError(describe_input_folder(Path(folder)))

@@ -41,7 +41,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 from model.errors import InputError, WriteError, describe, one_line, shown
 from model.files import atomic_write_bytes
 from model.geometry import CT_FILL_HU, resample_onto
-from model.readers import write_image_atomic
+from model.readers import is_image_name, write_image_atomic
 from model.suv import SUV_METHODS, SuvConversion, SuvMethod, suv_conversion, values_of
 
 PET_STORAGE = {"1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.128.1"}
@@ -378,7 +378,7 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
             skipped.append((path, problem, ds))
             continue
         if ds is None:
-            if path.suffix.lower() not in NOT_IMAGES:
+            if path.suffix.lower() not in NOT_IMAGES and not is_image_name(path.name):
                 warn(f"{shown(path)}: not a DICOM file; skipped")
             continue
         sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
@@ -611,8 +611,10 @@ def _rescale(ds: Dataset, path: Path, series_uid: str) -> tuple[float, float]:
         None, "") else 1.0
     intercept = float(_numbers(ds, "RescaleIntercept", 1, path, series_uid)[0]) if ds.get("RescaleIntercept") not in (
         None, "") else 0.0
-    if not slope > 0:
+    if not (math.isfinite(slope) and slope > 0):
         raise InputError(f"{shown(path)}: series {series_uid}: RescaleSlope {slope:g} is not a positive number")
+    if not math.isfinite(intercept):
+        raise InputError(f"{shown(path)}: series {series_uid}: RescaleIntercept {intercept:g} is not a number")
     return slope, intercept
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 
 
@@ -63,15 +62,18 @@ class WriteError(OSError):
 
 
 def show_warnings_as_lines() -> None:
-    """Python warnings as one ``warning: <text>`` line each on stderr, each text once per run: pydicom remarks
-    on every loosely written header value (a StudyID longer than 16 characters) in two lines that name its own
-    source file, which tells a user nothing and splits the one-line-per-problem output."""
+    """Python warnings as one ``warning: <text>`` line each on stderr: pydicom remarks on every loosely written
+    header value (a StudyID longer than 16 characters) in two lines that name its own source file, which tells
+    a user nothing and splits the one-line-per-problem output. Each text is shown once per run (Python's own
+    once-per-place registry is reset by every ``catch_warnings``). Only the format changes, not the display
+    hook, so that pytest and other recorders still see every warning."""
     seen: set[str] = set()
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:
-        text = one_line(message)
-        if text not in seen:
-            seen.add(text)
-            print(f"warning: {text}", file=file or sys.stderr, flush=True)
+    def formatted(message, category, filename, lineno, line=None) -> str:
+        text = f"warning: {one_line(message)}\n"
+        if text in seen:
+            return ""  # written as nothing
+        seen.add(text)
+        return text
 
-    warnings.showwarning = show
+    warnings.formatwarning = formatted

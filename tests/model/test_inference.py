@@ -221,7 +221,7 @@ def test_segment_honours_the_ct_overlap_floor(small_phantom):
     origin[2] += 0.4 * ct.GetSize()[2] * ct.GetSpacing()[2]  # the CT covers 60 % of the PET
     shifted.SetOrigin(origin)
     assert sitk.GetArrayFromImage(segment(pet, shifted, oracle_predictor())).shape[0] == pet.GetSize()[2]
-    with pytest.raises(InputError, match="covers 60 % of its extent"):
+    with pytest.raises(InputError, match=r"covers 60 % of the PET's box \(along x 100 %, y 100 %, z 60 %\)"):
         segment(pet, shifted, oracle_predictor(min_ct_overlap=0.7), pet_name="p.mha", ct_name="c.mha")
 
 
