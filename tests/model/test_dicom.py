@@ -25,6 +25,7 @@ from model.dicom import (
 )
 from model.errors import InputError
 from model.geometry import CT_FILL_HU
+from tests.conftest import needs_tool
 from tests.model.dicom_series import DCIODVFY, Grid, StudyIds, ct_datasets, dciodvfy, pet_datasets, write_series
 from tests.model.test_suv import SIEMENS_FACTOR
 
@@ -377,7 +378,7 @@ def test_real_ct_images_read_as_gdcm_reads_them(tmp_path, name):
     assert sitk.GetArrayViewFromImage(ours).std() > 100  # a real image, not a decoder's zeros
 
 
-@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (dicom3tools) is not installed")
+@needs_tool(DCIODVFY, "dciodvfy (dicom3tools)")
 @pytest.mark.parametrize("vendor", ["siemens", "ge", "philips"])
 def test_the_test_series_are_valid_pet_and_ct_iods(tmp_path, vendor):
     """The builders are meant to look real: dciodvfy must find no error in their PET and CT images."""

@@ -1,5 +1,5 @@
 """The cohort page as a user meets it, in a headless Chromium (the system's; CI installs it with
-.ci/install-browser.sh): a small run of two phantoms and one broken case."""
+.ci/install-tools.sh): a small run of two phantoms and one broken case."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import pytest
 from matplotlib.image import imread
 
 import process
-from tests.conftest import SMALL_SPEC, write_case
+from tests.conftest import SMALL_SPEC, needs_tool, write_case
 from tests.model.browser import Browser, find_chromium
 from train.phantom import make_phantom
 
 CHROMIUM = find_chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (CI installs one: .ci/install-browser.sh)")
+pytestmark = needs_tool(CHROMIUM, "chromium")
 BROKEN = "c broken <b>&amp;"  # a name that HTML would swallow if it were not escaped
 
 

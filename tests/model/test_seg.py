@@ -10,6 +10,7 @@ import SimpleITK as sitk
 
 from model.dicom import read_series, series_in_folder
 from model.seg import build_seg, write_seg
+from tests.conftest import needs_tool
 from tests.model.dicom_series import DCIODVFY, Grid, StudyIds, dciodvfy, pet_datasets, write_series
 
 WEIGHTS = {"fold0.safetensors": "0" * 63 + "1", "fold1.safetensors": "f" * 64}
@@ -82,7 +83,7 @@ def test_empty_mask_and_wrong_shapes(pet, tmp_path):
         build_seg(empty, pet.headers[:-1], algorithm_version="1", weights_sha256=WEIGHTS)
 
 
-@pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (dicom3tools) is not installed")
+@needs_tool(DCIODVFY, "dciodvfy (dicom3tools)")
 @pytest.mark.parametrize("lesions", [True, False], ids=["lesions", "empty"])
 def test_dciodvfy_finds_the_seg_a_valid_segmentation_iod(pet, tmp_path, lesions):
     """An independent validator of the standard's modules, not highdicom reading its own output."""
