@@ -42,7 +42,7 @@ from model.errors import InputError, WriteError, describe, one_line, shown
 from model.files import atomic_write_bytes
 from model.geometry import CT_FILL_HU, resample_onto
 from model.readers import is_image_name, write_image_atomic
-from model.suv import SUV_METHODS, SuvConversion, SuvMethod, suv_conversion, values_of
+from model.suv import DEFAULT_SUV_METHOD, SUV_METHODS, SuvConversion, SuvMethod, suv_conversion, values_of
 
 PET_STORAGE = {"1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.128.1"}
 CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
@@ -707,7 +707,7 @@ def _in_file_order(series: Series) -> list[Dataset]:
     return [ds for _, ds in sorted(zip(series.files, series.headers, strict=True), key=lambda pair: pair[0])]
 
 
-def read_pet_suv(series: Series, method: SuvMethod = "qiba", weight_kg: float | None = None) -> tuple[
+def read_pet_suv(series: Series, method: SuvMethod = DEFAULT_SUV_METHOD, weight_kg: float | None = None) -> tuple[
         SeriesVolume, SuvConversion]:
     """The PET series in SUVbw (float32) and the conversion used; the factor is checked before the pixels
     are read, so a series without SUV is refused at once."""
@@ -720,7 +720,7 @@ def read_pet_suv(series: Series, method: SuvMethod = "qiba", weight_kg: float | 
 
 
 def load_case(study: Study, pet_series: str | None = None, ct_series: str | None = None,
-              suv_method: SuvMethod = "qiba", weight_kg: float | None = None) -> DicomCase:
+              suv_method: SuvMethod = DEFAULT_SUV_METHOD, weight_kg: float | None = None) -> DicomCase:
     """Choose, check and read one study: PET in SUV and CT in HU, each on its own grid."""
     pet_choice, ct_choice = choose_series(study, pet_series, ct_series)
     pet, conversion = read_pet_suv(pet_choice, suv_method, weight_kg)
@@ -820,7 +820,7 @@ def _convert_one(study: Study, folder_name: str, out_dir: Path, pet_series: str 
 
 
 def convert(dicom_dir: Path, out_dir: Path, pet_series: str | None = None, ct_series: str | None = None,
-            suv_method: SuvMethod = "qiba", weight_kg: float | None = None) -> int:
+            suv_method: SuvMethod = DEFAULT_SUV_METHOD, weight_kg: float | None = None) -> int:
     """Convert every study of ``dicom_dir``; a failed study is one line on stderr and the others go on.
     Returns the number of failed studies."""
     studies = scan_folder(dicom_dir)
@@ -854,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--pet-series", default=None, help="SeriesInstanceUID of the PET series to use")
     parser.add_argument("--ct-series", default=None, help="SeriesInstanceUID of the CT series to use")
-    parser.add_argument("--suv-method", default="qiba", choices=SUV_METHODS,
+    parser.add_argument("--suv-method", default=DEFAULT_SUV_METHOD, choices=SUV_METHODS,
                         help="qiba (default) or autopet (the training data's conversion)")
     parser.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
     args = parser.parse_args(argv)
