@@ -20,8 +20,9 @@ from model.geometry import CT_FILL_HU
 # times larger); slices are not resampled, so their limit is looser (and the tests' small phantoms use 24 mm).
 PLAUSIBLE_INPLANE_MM = (0.4, 20.0)
 PLAUSIBLE_SLICE_MM = (0.4, 50.0)
-# CT above this is body: the default cut the normalisation and the crop use (one definition).
-BODY_HU = NormalisationConfig().body_threshold_hu
+# CT above this is body where the caller gives no threshold: the default of NormalisationConfig. A run passes
+# its checkpoint's own (``check_study(..., body_threshold_hu=config.normalisation.body_threshold_hu)``).
+DEFAULT_BODY_HU = NormalisationConfig().body_threshold_hu
 # CT below this is padding, not air (about -1000 HU).
 CT_PADDING_BELOW_HU = -1100.0
 # The median SUV over the body is about 0.4 to 1.5 (fat 0.3, muscle 0.7, liver 2); no body reaches 30, while a
@@ -128,14 +129,15 @@ def check_suv_units(pet: np.ndarray, ct_body: np.ndarray, name: str) -> float:
     return median
 
 
-def outline_dice(pet: np.ndarray, ct: np.ndarray, covered: np.ndarray, body_median_suv: float) -> float:
+def outline_dice(pet: np.ndarray, ct: np.ndarray, covered: np.ndarray, body_median_suv: float,
+                 body_threshold_hu: float = DEFAULT_BODY_HU) -> float:
     """Agreement of the PET's and the CT's body outlines where the CT has data: a Dice in which a voxel of one
     outline counts as matched when the other is within one voxel in-plane (PET blur, partial volume and
-    breathing move an outline by that much within one study)."""
+    breathing move an outline by that much within one study). The CT's body: above ``body_threshold_hu``."""
     if not body_median_suv > 0:
         return 0.0  # no activity in most of what the CT shows as body: not this CT's PET
     pet_body = _filled(pet > PET_BODY_FRACTION * body_median_suv) & covered
-    ct_body = _filled(_without_objects((ct > BODY_HU) & covered, pet_body))
+    ct_body = _filled(_without_objects((ct > body_threshold_hu) & covered, pet_body))
     total = np.count_nonzero(pet_body) + np.count_nonzero(ct_body)
     if total == 0:
         return 1.0
@@ -144,12 +146,12 @@ def outline_dice(pet: np.ndarray, ct: np.ndarray, covered: np.ndarray, body_medi
 
 
 def check_same_study(pet: np.ndarray, ct: np.ndarray, covered: np.ndarray, body_median_suv: float,
-                     pet_name: str, ct_name: str) -> float:
+                     pet_name: str, ct_name: str, body_threshold_hu: float = DEFAULT_BODY_HU) -> float:
     """Refuse a PET and a CT whose body outlines disagree grossly (two different studies); returns the Dice."""
     if not body_median_suv > 0:
         raise InputError(f"{shown(pet_name)}: PET and CT {shown(ct_name)} look like two different studies (the PET "
                          "shows no activity in most of the CT's body, or none at all)")
-    dice = outline_dice(pet, ct, covered, body_median_suv)
+    dice = outline_dice(pet, ct, covered, body_median_suv, body_threshold_hu)
     if dice < MIN_OUTLINE_DICE:
         raise InputError(f"{shown(pet_name)}: PET and CT {shown(ct_name)} look like two different studies (their "
                          f"body outlines agree at Dice {dice:.2f}; a PET and its own CT agree at 0.9 and more)")
@@ -180,9 +182,12 @@ def _coarse(pet: sitk.Image, ct: sitk.Image) -> tuple[np.ndarray, np.ndarray, np
     return sitk.GetArrayFromImage(small).astype(np.float32), ct_small, covered
 
 
-def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name: str = "CT") -> None:
+def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name: str = "CT", *,
+                body_threshold_hu: float = DEFAULT_BODY_HU) -> None:
     """Every plausibility check of one study (SimpleITK images as read; the CT on any grid that overlaps
-    the PET): finite voxels, voxel spacings, SUV units, one study. InputError names the file and the problem."""
+    the PET): finite voxels, voxel spacings, SUV units, one study. InputError names the file and the problem.
+    ``body_threshold_hu``: CT above it is body, as the model that will segment the study has it (its
+    checkpoint's NormalisationConfig.body_threshold_hu)."""
     check_finite(pet, pet_name, "PET")
     check_finite(ct, ct_name, "CT")
     check_spacing(pet, pet_name, "PET")
@@ -191,9 +196,9 @@ def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name:
     if not covered.any():
         return  # no common extent: model.inference.segment reports the missing overlap
     check_not_swapped(pet_small, ct_small[covered], pet_name, ct_name)
-    ct_body = (ct_small > BODY_HU) & covered
+    ct_body = (ct_small > body_threshold_hu) & covered
     if not ct_body.any():
-        raise InputError(f"{shown(ct_name)}: CT shows no body (nothing above {BODY_HU:g} HU) where it covers the PET "
-                         f"{shown(pet_name)}")
+        raise InputError(f"{shown(ct_name)}: CT shows no body (nothing above {body_threshold_hu:g} HU) where it "
+                         f"covers the PET {shown(pet_name)}")
     median = check_suv_units(pet_small, ct_body, pet_name)
-    check_same_study(pet_small, ct_small, covered, median, pet_name, ct_name)
+    check_same_study(pet_small, ct_small, covered, median, pet_name, ct_name, body_threshold_hu)

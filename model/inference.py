@@ -20,7 +20,6 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,6 +28,14 @@ from tqdm.auto import tqdm
 
 from model.checkpoint import Checkpoint, load_ensemble
 from model.config import ModelConfig, NormalisationConfig
+from model.devices import (  # noqa: F401  (re-exported: process.py, model.distributed and train/ import them here)
+    DTYPES,
+    Precision,
+    cpu_supports_bf16,
+    describe_precision,
+    resolve_device,
+    resolve_precision,
+)
 from model.errors import InputError
 from model.geometry import (
     CT_FILL_HU,
@@ -45,52 +52,6 @@ from model.geometry import (
 from model.network import fold_batch_norm
 from model.postprocessing import remove_small_components, voxel_ml
 from model.preprocessing import body_boxes, pad_to_crop, sanitise, slice_input, window_input, window_starts
-
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if any(check is not None for check in checks):
-        return any(check() for check in checks if check is not None)
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA GPU is visible to PyTorch")
-    return torch.device(device)
-
-
-def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
-    """fp16 autocast on CUDA (the T4 has no bf16), bf16 on CPUs that have it, fp32 otherwise."""
-    if precision != "auto":
-        return DTYPES[precision]
-    if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else torch.float32
-
-
-def describe_precision(predictor: Predictor) -> str:
-    """Where and in what precision a predictor runs, and why, as one phrase: "cpu, bf16 (auto: the CPU has
-    native bf16)". Printed at the start of a run, so that a log says what produced its masks."""
-    device, dtype = predictor.device, predictor.dtype
-    name = next(key for key, value in DTYPES.items() if value == dtype)
-    if predictor.settings.precision != "auto":
-        why = "as asked"
-    elif device.type == "cuda":
-        why = "auto: fp16 autocast on CUDA"
-    else:
-        why = "auto: the CPU has native bf16" if dtype == torch.bfloat16 else "auto: the CPU has no native bf16"
-    return f"{device}, {name} ({why})"
 
 
 def default_batch_size(device: torch.device) -> int:

@@ -1,18 +1,21 @@
 """Slice preprocessing shared by training and inference: sanitising, normalisation, body box, tiles.
 
-Everything works on torch tensors of shape (N, H, W), so it runs on whichever device holds the batch.
+Everything works on torch tensors of shape (N, H, W), so it runs on whichever device holds the batch. The
+normalisation schemes are one table, NORMALISERS: NormalisationConfig accepts its names, and each entry
+carries the function, whether its statistics are per window, and any check of the config it needs.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from model.config import NormalisationConfig
 from model.geometry import CT_FILL_HU
+from model.validation import check_numbers
 
 # Slices with fewer body pixels than this count as empty (specks of noise, a sliver of couch): training
 # never samples them and inference does not segment them.
@@ -20,6 +23,36 @@ MIN_BODY_PIXELS = 16
 # Floors of the z-score's standard deviation (PET in SUV, CT in HU), about the noise of each modality: a
 # slice that varies less than its noise has no structure to stretch, and its values stay bounded.
 ZSCORE_STD_FLOOR = (0.1, 20.0)
+
+
+@dataclass(frozen=True)
+class NormalisationConfig:
+    """How raw SUV and HU become network input: ``scheme`` names an entry of NORMALISERS (whose function's
+    docstring says what it does); the CT is clipped to ``ct_clip`` first, whatever the scheme."""
+
+    scheme: str = "fixed"  # a name of NORMALISERS
+    ct_clip: tuple[float, float] = (-1000.0, 1000.0)
+    pet_clip: float = 50.0
+    pet_scale: float = 5.0
+    ct_center: float = 0.0
+    ct_scale: float = 500.0
+    # A voxel belongs to the body where CT is above this; the crop and the z-score statistics use it.
+    body_threshold_hu: float = -500.0
+
+    def __post_init__(self) -> None:
+        if self.scheme not in NORMALISERS:
+            raise ValueError(f"normalisation scheme must be one of {list(NORMALISERS)}, got {self.scheme!r}")
+        check_numbers(self)  # first: the comparisons below need numbers
+        if not self.ct_clip[0] < self.ct_clip[1]:
+            raise ValueError(f"normalisation ct_clip must be (low, high) with low < high, got {list(self.ct_clip)}")
+        if self.pet_scale <= 0 or self.ct_scale <= 0 or self.pet_clip <= 0:
+            raise ValueError("normalisation pet_clip, pet_scale and ct_scale must be positive")
+        NORMALISERS[self.scheme].check(self)
+
+    @property
+    def per_window(self) -> bool:
+        """Whether the statistics are the window's (the crop's, the tile's) rather than the whole slice's."""
+        return NORMALISERS[self.scheme].per_window
 
 
 def sanitise(pet: torch.Tensor, ct: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,15 +72,20 @@ def slices_with_body(ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tenso
 
 
 def _fixed(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
+    """One global scaling for every slice: ``clip(SUV, 0, pet_clip) / pet_scale`` and
+    ``(clip(HU, *ct_clip) - ct_center) / ct_scale``."""
     pet_n = pet.clamp(0.0, norm.pet_clip) / norm.pet_scale
     ct_n = (ct - norm.ct_center) / norm.ct_scale
     return torch.stack((pet_n, ct_n), dim=1)
 
 
 def _zscore_per_slice(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
-    """Statistics over the body's voxels, so a slice and its body-cropped version normalise identically
-    (training reads body-cropped slices). A slice without body (air, or PET beyond the CT's range) takes
-    the whole slice's statistics; the floors keep every value finite and bounded."""
+    """Each channel z-scored per slice over the body's voxels (CT above ``body_threshold_hu``), so a slice and
+    its body-cropped version normalise identically (training reads body-cropped slices) however it is cropped
+    or tiled. A slice with fewer body voxels than MIN_BODY_PIXELS (air, or PET beyond the CT's range) takes the
+    whole slice's statistics; the standard deviation is floored at about the noise of each modality
+    (ZSCORE_STD_FLOOR), so every slice gives finite, bounded values. Not the seed code's scheme: it exists
+    because its statistics do not depend on where a crop or tile falls."""
     body = body_mask(ct, norm)
     region = torch.where(slices_with_body(ct, norm)[:, None, None], body, torch.ones_like(body)).float()
     count = region.sum(dim=(1, 2), keepdim=True)
@@ -70,10 +108,16 @@ def _zscore_over(x: torch.Tensor, selected: torch.Tensor, floor: float) -> torch
 
 
 def _seed(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
-    """The seed code's per-window z-score (NormalisationConfig's docstring); ``ct`` is already clipped.
+    """The seed code's per-window z-score; ``ct`` is already clipped.
 
-    As in ZZZsn/MICCAI2022-autopet docker/test_loader.py: ``if pet.max() != 0`` z-score over pet != 0;
-    ``if ct.max() - ct.min() == 0: ct - ct.min()`` else z-score over ct != -1000 (the clip's floor).
+    As in ZZZsn/MICCAI2022-autopet (PETCT_train_v2/data_loader_petct.py with norm 'z-score' and
+    docker/test_loader.py), per window the network sees (the training crop, each inference tile):
+    ``if pet.max() != 0`` z-score over pet != 0 (else left as it is); ``if ct.max() - ct.min() == 0: ct -
+    ct.min()`` else z-score over ct != ct_clip[0] (-1000, the clip's floor). Population standard deviation as
+    numpy's. Where the seed divides by zero (one PET value, or air and one uniform tissue value) the standard
+    deviation is floored as for zscore_per_slice, which real slices never reach. The tiles of a body wider
+    than the crop each take their own statistics, so one pixel in two tiles is normalised twice, differently
+    (the seed's single 256x256 crop cut such bodies off).
     """
     pet_floor, ct_floor = ZSCORE_STD_FLOOR
     pet_active = (pet.amax(dim=(1, 2)) != 0)[:, None, None]
@@ -84,17 +128,34 @@ def _seed(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> tor
     return torch.stack((pet_n, ct_n), dim=1)
 
 
-# The normalisation schemes, by the names NormalisationConfig accepts (model.config.NORMALISATION_SCHEMES).
-NORMALISERS: dict[str, Callable[[torch.Tensor, torch.Tensor, NormalisationConfig], torch.Tensor]] = {
-    "zscore_per_slice": _zscore_per_slice,
-    "fixed": _fixed,
-    "seed": _seed,
+def _no_check(norm: NormalisationConfig) -> None:
+    """The checks every scheme has (NormalisationConfig.__post_init__) are all this scheme needs."""
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """One normalisation scheme: (N, H, W) SUV and clipped HU to the network's (N, 2, H, W) input."""
+
+    normalise: Callable[[torch.Tensor, torch.Tensor, NormalisationConfig], torch.Tensor]
+    # Statistics of the window the network sees: computed on each crop (training) and each tile (inference)
+    # instead of on the whole slice (slice_input / window_input).
+    per_window: bool = False
+    # What this scheme needs of a NormalisationConfig beyond the common checks; raises ValueError.
+    check: Callable[[NormalisationConfig], None] = _no_check
+
+
+# The normalisation schemes by the names a checkpoint's config gives; adding one is one entry.
+NORMALISERS: dict[str, Normaliser] = {
+    "zscore_per_slice": Normaliser(_zscore_per_slice),
+    "fixed": Normaliser(_fixed),
+    "seed": Normaliser(_seed, per_window=True),
 }
+NORMALISATION_SCHEMES = tuple(NORMALISERS)
 
 
 def normalise(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
     """(N, H, W) SUV and HU to the network's (N, 2, H, W) input, as ``norm`` says (CT clipped to ct_clip)."""
-    return NORMALISERS[norm.scheme](pet, ct.clamp(norm.ct_clip[0], norm.ct_clip[1]), norm)
+    return NORMALISERS[norm.scheme].normalise(pet, ct.clamp(norm.ct_clip[0], norm.ct_clip[1]), norm)
 
 
 def slice_input(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
@@ -128,11 +189,12 @@ def body_boxes(ct: torch.Tensor, norm: NormalisationConfig) -> np.ndarray:
     return boxes
 
 
-def window_starts(lo: int, hi: int, length: int, crop: int, overlap: float = 0.25) -> list[int]:
+def window_starts(lo: int, hi: int, length: int, crop: int, overlap: float) -> list[int]:
     """Starts of crop-wide windows along one axis of ``length`` that cover [lo, hi).
 
     One window centred on the span when it fits; otherwise the fewest windows overlapping by at least
-    ``overlap`` of the crop that cover it, spread evenly. ``length`` must be at least ``crop``.
+    ``overlap`` of the crop that cover it, spread evenly. ``length`` must be at least ``crop``. ``overlap``
+    has no default here: its one home is model.inference.InferenceConfig.tile_overlap.
     """
     if length < crop:
         raise ValueError(f"axis of {length} is shorter than the crop {crop}; pad first")
@@ -144,15 +206,6 @@ def window_starts(lo: int, hi: int, length: int, crop: int, overlap: float = 0.2
     count = math.ceil((extent - crop) / stride) + 1
     starts = np.linspace(lo, hi - crop, count).round().astype(int)
     return sorted({min(max(int(s), 0), length - crop) for s in starts})
-
-
-def tile_windows(box: np.ndarray, shape: tuple[int, int], crop: int,
-                 overlap: float = 0.25) -> list[tuple[int, int]]:
-    """(y, x) starts of the crop windows that cover a body box in a slice of ``shape``."""
-    y0, y1, x0, x1 = (int(v) for v in box)
-    ys = window_starts(y0, y1, shape[0], crop, overlap)
-    xs = window_starts(x0, x1, shape[1], crop, overlap)
-    return [(y, x) for y in ys for x in xs]
 
 
 def pad_to_crop(pet: torch.Tensor, ct: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor,

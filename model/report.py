@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import cc3d
 import numpy as np
@@ -29,47 +31,132 @@ from model.geometry import same_grid
 from model.postprocessing import CONNECTIVITY, voxel_ml
 
 PEAK_RADIUS_MM = 6.2  # radius of a 1 cm^3 sphere: (3 / (4 pi))^(1/3) cm
-DEFINITIONS = {
-    "lesions": f"{CONNECTIVITY}-connected components of the mask",
-    "suv_peak": f"mean SUV of all voxels with centres within {PEAK_RADIUS_MM} mm (1 cm^3 sphere) of the lesion's "
-                "SUVmax voxel centre, voxels outside the lesion included (IBSI local peak)",
-    "tlg": "SUVmean x volume (ml), summed over lesions for the study",
-    "dmax_mm": "largest distance between two lesion centroids (unweighted), 0 for one lesion",
-    "centroid_mm": "patient coordinates (DICOM LPS) of the lesion's voxel centres' mean",
-    "bbox": "voxel index (x, y, z) of the lesion's first and last voxel along each axis, inclusive",
-}
+
+
+@dataclasses.dataclass
+class LesionVoxels:
+    """One lesion's voxels, what a lesion quantity is computed from."""
+
+    id: int  # 1 for the largest (lesion_report numbers them after sorting)
+    index: np.ndarray  # (n, 3) array indices (z, y, x) of its voxels
+    values: np.ndarray  # (n,) their SUV, float64
+    suv: np.ndarray  # the whole SUV array (a view), for SUVpeak's sphere
+    image: sitk.Image  # the SUV image: spacing, direction, origin
+    offsets: np.ndarray  # sphere_offsets(image)
+
+    @functools.cached_property
+    def volume_ml(self) -> float:
+        return len(self.index) * voxel_ml(self.image.GetSpacing())
+
+    @functools.cached_property
+    def suv_max(self) -> float:
+        return float(self.values.max())
+
+    @functools.cached_property
+    def suv_mean(self) -> float:
+        return float(self.values.mean())
+
+
+class _Values:
+    """Quantities by name as attributes (``report.tmtv_ml``, ``lesion.suv_peak``), from QUANTITIES."""
+
+    values: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no quantity {name!r}") from None
 
 
 @dataclasses.dataclass(frozen=True)
-class Lesion:
-    id: int
-    voxels: int
-    volume_ml: float
-    suv_max: float
-    suv_mean: float
-    suv_peak: float
-    tlg: float
-    centroid_mm: tuple[float, float, float]
-    bbox_min: tuple[int, int, int]
-    bbox_max: tuple[int, int, int]
+class Lesion(_Values):
+    values: dict[str, Any]  # lesion quantity name -> value
 
 
 @dataclasses.dataclass(frozen=True)
-class StudyReport:
+class StudyReport(_Values):
     lesions: tuple[Lesion, ...]
-    tmtv_ml: float
-    tlg: float
-    suv_max: float | None
-    dmax_mm: float
-
-    @property
-    def lesion_count(self) -> int:
-        return len(self.lesions)
+    values: dict[str, Any]  # study quantity name -> value
 
     def headline(self) -> dict:
-        """The study's numbers (for results.json and figure titles)."""
-        return {"lesion_count": self.lesion_count, "tmtv_ml": self.tmtv_ml, "tlg": self.tlg,
-                "suv_max": self.suv_max, "dmax_mm": self.dmax_mm}
+        """The study's headline numbers (for results.json, the review page and figure titles)."""
+        return {key: self.values[key] for key in HEADLINE_KEYS}
+
+
+def _centroid_mm(lesion: LesionVoxels) -> tuple[float, float, float]:
+    centre = lesion.index.mean(axis=0)[::-1]  # (x, y, z) continuous index
+    return tuple(float(c) for c in lesion.image.TransformContinuousIndexToPhysicalPoint([float(c) for c in centre]))
+
+
+def _dmax_mm(lesions: tuple[Lesion, ...]) -> float:
+    centroids = np.array([lesion.centroid_mm for lesion in lesions])
+    return float(pdist(centroids).max()) if len(lesions) > 1 else 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantity:
+    """One number (or tuple of numbers) of the reports.
+
+    ``per``: "lesion" (a row of lesions.csv and an entry of the report JSON's lesions; ``compute`` takes a
+    LesionVoxels) or "study" (a key of the report JSON; ``compute`` takes the tuple of Lesions). ``digits``:
+    its rounding in lesions.csv (lesion) or the report JSON and results.json (study); None: written as it is.
+    ``json_digits``: a lesion quantity's rounding in the report JSON (None: full precision). ``columns``: a
+    tuple quantity's CSV columns (default: its name). ``definition``: the text the report JSON's definitions
+    give under ``term`` (default: its name). ``headline``: one of the study's numbers in results.json and on
+    the review page.
+    """
+
+    name: str
+    per: Literal["lesion", "study"]
+    compute: Callable[[Any], Any]
+    digits: int | None = 4
+    json_digits: int | None = None
+    columns: tuple[str, ...] = ()
+    definition: str | None = None
+    term: str | None = None
+    headline: bool = False
+
+
+def _axes(prefix: str, suffix: str = "") -> tuple[str, ...]:
+    return tuple(f"{prefix}{axis}{suffix}" for axis in "xyz")
+
+
+# The reports' quantities, in the order they are written: lesion quantities are the columns of lesions.csv and
+# the keys of a lesion in the report JSON, study quantities the report JSON's keys (and results.json's), and
+# the definitions follow this order too (so lesion and study entries interleave). Adding one is one entry.
+QUANTITIES: tuple[Quantity, ...] = (
+    Quantity("lesion_count", "study", len, digits=None, headline=True, term="lesions",
+             definition=f"{CONNECTIVITY}-connected components of the mask"),
+    Quantity("id", "lesion", lambda les: les.id, digits=None),
+    Quantity("voxels", "lesion", lambda les: len(les.index), digits=None),
+    Quantity("volume_ml", "lesion", lambda les: les.volume_ml),
+    Quantity("suv_max", "lesion", lambda les: les.suv_max),
+    Quantity("suv_mean", "lesion", lambda les: les.suv_mean),
+    Quantity("suv_peak", "lesion", lambda les: _peak(les.suv, les.index[les.values == les.suv_max], les.offsets),
+             definition=f"mean SUV of all voxels with centres within {PEAK_RADIUS_MM} mm (1 cm^3 sphere) of the "
+                        "lesion's SUVmax voxel centre, voxels outside the lesion included (IBSI local peak)"),
+    Quantity("tlg", "lesion", lambda les: les.suv_mean * les.volume_ml,
+             definition="SUVmean x volume (ml), summed over lesions for the study"),
+    Quantity("tmtv_ml", "study", lambda lesions: float(sum(les.volume_ml for les in lesions)), headline=True),
+    Quantity("tlg", "study", lambda lesions: float(sum(les.tlg for les in lesions)), headline=True),
+    Quantity("suv_max", "study", lambda lesions: max((les.suv_max for les in lesions), default=None), headline=True),
+    Quantity("dmax_mm", "study", _dmax_mm, headline=True,
+             definition="largest distance between two lesion centroids (unweighted), 0 for one lesion"),
+    Quantity("centroid_mm", "lesion", _centroid_mm, digits=2, json_digits=2, columns=_axes("centroid_", "_mm"),
+             definition="patient coordinates (DICOM LPS) of the lesion's voxel centres' mean"),
+    Quantity("bbox_min", "lesion", lambda les: tuple(int(v) for v in les.index.min(axis=0)[::-1]), digits=None,
+             columns=_axes("bbox_", "0"), term="bbox",
+             definition="voxel index (x, y, z) of the lesion's first and last voxel along each axis, inclusive"),
+    Quantity("bbox_max", "lesion", lambda les: tuple(int(v) for v in les.index.max(axis=0)[::-1]), digits=None,
+             columns=_axes("bbox_", "1")),
+)
+LESION_QUANTITIES = tuple(q for q in QUANTITIES if q.per == "lesion")
+STUDY_QUANTITIES = tuple(q for q in QUANTITIES if q.per == "study")
+# The study's numbers in results.json and on the review page (model.cohort reads them back from a report JSON).
+HEADLINE_KEYS = tuple(q.name for q in STUDY_QUANTITIES if q.headline)
+DEFINITIONS = {q.term or q.name: q.definition for q in QUANTITIES if q.definition}
+CSV_COLUMNS = tuple(column for q in LESION_QUANTITIES for column in (q.columns or (q.name,)))
 
 
 def sphere_offsets(image: sitk.Image, radius_mm: float = PEAK_RADIUS_MM) -> np.ndarray:
@@ -114,35 +201,24 @@ def lesion_report(suv: sitk.Image, mask: sitk.Image) -> StudyReport:
     points = np.stack(coords, axis=1)[order]  # (z, y, x) of every lesion voxel, grouped by lesion
     starts = np.flatnonzero(np.diff(lesion_of[order], prepend=0))  # labels count from 1: the first starts
     ends = np.append(starts[1:], len(order))[: len(starts)]
-    voxel = voxel_ml(suv.GetSpacing())
     offsets = sphere_offsets(suv)
     found = []
     for start, end in zip(starts, ends, strict=True):
         where = points[start:end]
-        lesion_values = values[where[:, 0], where[:, 1], where[:, 2]].astype(np.float64)
-        top = float(lesion_values.max())
-        mean = float(lesion_values.mean())
-        volume = len(where) * voxel
-        centre = where.mean(axis=0)[::-1]  # (x, y, z) continuous index
-        found.append(dict(voxels=len(where), volume_ml=volume, suv_max=top, suv_mean=mean,
-                          suv_peak=_peak(values, where[lesion_values == top], offsets), tlg=mean * volume,
-                          centroid_mm=tuple(float(c) for c in suv.TransformContinuousIndexToPhysicalPoint(
-                              [float(c) for c in centre])),
-                          bbox_min=tuple(int(v) for v in where.min(axis=0)[::-1]),
-                          bbox_max=tuple(int(v) for v in where.max(axis=0)[::-1])))
-    found.sort(key=lambda f: (-f["voxels"], -f["suv_max"], f["bbox_min"][::-1]))  # largest first
-    lesions = tuple(Lesion(id=k + 1, **f) for k, f in enumerate(found))
+        found.append(LesionVoxels(id=0, index=where, values=values[where[:, 0], where[:, 1], where[:, 2]].astype(
+            np.float64), suv=values, image=suv, offsets=offsets))
+    # Largest first, then hottest, then first in (z, y, x): the ids of lesions.csv and the picture.
+    found.sort(key=lambda les: (-len(les.index), -les.suv_max, tuple(les.index.min(axis=0))))
+    for number, voxels in enumerate(found, start=1):
+        voxels.id = number
+    lesions = tuple(Lesion({q.name: q.compute(voxels) for q in LESION_QUANTITIES}) for voxels in found)
     _require_finite(lesions)
-    centroids = np.array([lesion.centroid_mm for lesion in lesions])
-    return StudyReport(lesions=lesions, tmtv_ml=float(sum(les.volume_ml for les in lesions)),
-                       tlg=float(sum(les.tlg for les in lesions)),
-                       suv_max=max((les.suv_max for les in lesions), default=None),
-                       dmax_mm=float(pdist(centroids).max()) if len(lesions) > 1 else 0.0)
+    return StudyReport(lesions=lesions, values={q.name: q.compute(lesions) for q in STUDY_QUANTITIES})
 
 
 def _require_finite(lesions: tuple[Lesion, ...]) -> None:
     for lesion in lesions:
-        numbers = (lesion.volume_ml, lesion.suv_max, lesion.suv_mean, lesion.suv_peak, lesion.tlg, *lesion.centroid_mm)
+        numbers = [value for q in LESION_QUANTITIES for value in _cells(lesion.values[q.name])]
         if not all(math.isfinite(value) for value in numbers):
             raise ValueError(f"lesion {lesion.id}: SUV values that are not finite (NaN or infinity in the PET around "
                              f"voxel {lesion.bbox_min}); no report is written")
@@ -152,8 +228,16 @@ CSV_COLUMNS = ("id", "voxels", "volume_ml", "suv_max", "suv_mean", "suv_peak", "
                "centroid_y_mm", "centroid_z_mm", "bbox_x0", "bbox_y0", "bbox_z0", "bbox_x1", "bbox_y1", "bbox_z1")
 
 
-def _rounded(value: float, digits: int = 4) -> float:
-    return float(round(value, digits))
+def _cells(value: Any) -> tuple:
+    """A quantity's CSV cells: one per element of a tuple quantity."""
+    return value if isinstance(value, tuple) else (value,)
+
+
+def _rounded(value: float, digits: int | None = 4) -> Any:
+    """``value`` (a number or a tuple of them) rounded to ``digits``; ints, None and digits None as they are."""
+    if isinstance(value, tuple):
+        return tuple(_rounded(v, digits) for v in value)
+    return float(round(value, digits)) if isinstance(value, float) and digits is not None else value
 
 
 def write_lesions_csv(report: StudyReport, path: Path) -> None:
@@ -162,26 +246,31 @@ def write_lesions_csv(report: StudyReport, path: Path) -> None:
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for les in report.lesions:
-        writer.writerow([les.id, les.voxels, _rounded(les.volume_ml), _rounded(les.suv_max), _rounded(les.suv_mean),
-                         _rounded(les.suv_peak), _rounded(les.tlg), *(_rounded(c, 2) for c in les.centroid_mm),
-                         *les.bbox_min, *les.bbox_max])
+        writer.writerow([cell for q in LESION_QUANTITIES for cell in _cells(_rounded(les.values[q.name], q.digits))])
     atomic_write_bytes(Path(path), text.getvalue().encode())
 
 
 def rounded_headline(report: StudyReport) -> dict:
-    """The study's numbers as the report JSON and results.json give them (4 decimals)."""
-    return {k: (_rounded(v) if isinstance(v, float) else v) for k, v in report.headline().items()}
+    """The study's headline numbers as the report JSON and results.json give them."""
+    digits = {q.name: q.digits for q in STUDY_QUANTITIES}
+    return {key: _rounded(value, digits[key]) for key, value in report.headline().items()}
+
+
+def _lesion_document(lesion: Lesion) -> dict:
+    document = {}
+    for q in LESION_QUANTITIES:
+        value = _rounded(lesion.values[q.name], q.json_digits)
+        document[q.name] = list(value) if isinstance(value, tuple) else value
+    return document
 
 
 def report_document(report: StudyReport, *, case: str, suv: Mapping | None = None,
                     model: Mapping | None = None) -> dict:
     """The JSON report: headline numbers, definitions, the SUV conversion used (``SuvConversion.to_dict()``,
     or None when the PET came in SUV already), the model and weights, and the lesions."""
-    lesions = [{**dataclasses.asdict(les), "centroid_mm": [_rounded(c, 2) for c in les.centroid_mm],
-                "bbox_min": list(les.bbox_min), "bbox_max": list(les.bbox_max)} for les in report.lesions]
     return {"case": case, **rounded_headline(report), "definitions": DEFINITIONS,
             "suv": dict(suv) if suv is not None else None, "model": dict(model) if model is not None else None,
-            "lesions": lesions}
+            "lesions": [_lesion_document(les) for les in report.lesions]}
 
 
 def write_report_json(report: StudyReport, path: Path, *, case: str, suv: Mapping | None = None,

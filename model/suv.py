@@ -13,7 +13,7 @@ import datetime as dt
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DT, TM
@@ -21,7 +21,9 @@ from pydicom.valuerep import DT, TM
 from model.errors import InputError
 
 SuvMethod = Literal["qiba", "autopet"]
-SUV_METHODS: tuple[str, ...] = ("qiba", "autopet")
+SUV_METHODS: tuple[str, ...] = get_args(SuvMethod)
+# QIBA's vendor-neutral rules: the method wherever none is given (process.py's and model.dicom's --suv-method).
+DEFAULT_SUV_METHOD: SuvMethod = "qiba"
 
 GE_PET_CREATOR = "GEMS_PETD_01"
 GE_SCAN_DATETIME = 0x0D  # (0009,100D): GE's scan start, kept when a series is re-created later
@@ -371,8 +373,8 @@ def _decayed_dose(headers: Sequence[Dataset], method: str, decay: str, dose: flo
     return dose * 2.0 ** (-decay_s / half_life), rule, recorded, times.notes
 
 
-def suv_conversion(headers: Sequence[Dataset], *, method: SuvMethod = "qiba", weight_kg: float | None = None,
-                   source: str = "PET series") -> SuvConversion:
+def suv_conversion(headers: Sequence[Dataset], *, method: SuvMethod = DEFAULT_SUV_METHOD,
+                   weight_kg: float | None = None, source: str = "PET series") -> SuvConversion:
     """The SUVbw factor of a PET series from its headers (pixel data not needed).
 
     ``headers`` are the series' images in file-name order (``autopet`` uses the first one); ``weight_kg``

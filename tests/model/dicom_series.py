@@ -1,6 +1,6 @@
 """PET and CT series made with pydicom that carry the tag sets real scanners write (Siemens Biograph mCT,
 GE Discovery ST with a rescale slope per slice and its private scan time, Philips Gemini TF in counts), for the
-tests of model/dicom.py, model/suv.py and model/seg.py."""
+tests of model/dicom/, model/suv.py and model/seg.py."""
 
 from __future__ import annotations
 

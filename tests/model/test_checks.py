@@ -89,6 +89,15 @@ def test_a_pet_without_activity_in_the_cts_body_is_refused(studies):
         check_study(pet, air, "pet.mha", "ct.mha")
 
 
+def test_the_body_is_the_checkpoints_body(studies):
+    pet, ct = studies[0]
+    check_study(pet, ct, "pet.mha", "ct.mha", body_threshold_hu=-500.0)
+    # A model whose body starts above every CT value sees no body in this CT: refused by that model's rule.
+    top = float(sitk.GetArrayViewFromImage(ct).max())
+    with pytest.raises(InputError, match=f"nothing above {top:g} HU"):
+        check_study(pet, ct, "pet.mha", "ct.mha", body_threshold_hu=top)
+
+
 def test_the_outline_cut_is_below_every_same_study_pair(studies):
     # The margin the thresholds keep: each real-looking pair passes with the cut raised by 0.1.
     import model.checks

@@ -10,17 +10,15 @@ import SimpleITK as sitk
 import torch
 
 from model import InferenceConfig, InputError, Predictor, segment
-from model.geometry import CT_FILL_HU, SPACING_TOLERANCE, needs_inplane_resampling
+from model.geometry import CT_FILL_HU, needs_inplane_resampling
 from model.inference import (
     CaseTimings,
     SliceChunk,
     Tiles,
     Window,
     body_windows,
-    cpu_supports_bf16,
     lesion_mask,
     load_chunk,
-    resolve_precision,
     stitch,
     tile_chunk,
 )
@@ -235,31 +233,15 @@ def test_small_components_are_removed():
 
 # --- settings -----------------------------------------------------------------------------------------------------
 
-def test_precision_defaults():
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    native_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
-    assert cpu_supports_bf16() == native_bf16
-    expected = torch.bfloat16 if native_bf16 else torch.float32
-    assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("auto", torch.device("cuda")) == torch.float16
-    assert resolve_precision("fp32", torch.device("cpu")) == torch.float32
-
-
-def test_precision_follows_the_cpu_flags(monkeypatch):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
-    assert resolve_precision("auto", torch.device("cpu")) == torch.bfloat16
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
-    assert resolve_precision("auto", torch.device("cpu")) == torch.float32
-
-
 def test_inference_config_defaults_and_checks():
     settings = InferenceConfig()
-    assert (settings.tile_overlap, settings.min_ct_overlap, settings.spacing_tolerance) == (0.25, 0.5, 0.10)
-    assert settings.spacing_tolerance == SPACING_TOLERANCE
+    # Inference and the geometry resample the same inputs: just beyond the tolerance, not just within it.
     grid = sitk.Image([4, 4, 4], sitk.sitkUInt8)
-    grid.SetSpacing((2.0 * (1 + SPACING_TOLERANCE) + 0.01, 2.0, 1.0))
-    assert needs_inplane_resampling(grid, (2.0, 2.0))  # the tolerance is the geometry's own default
+    edge = 1 + settings.spacing_tolerance
+    for factor, resampled in ((edge * 1.01, True), (edge * 0.99, False)):
+        grid.SetSpacing((2.0 * factor, 2.0, 1.0))
+        assert needs_inplane_resampling(grid, (2.0, 2.0)) == resampled
+        assert needs_inplane_resampling(grid, (2.0, 2.0), settings.spacing_tolerance) == resampled
     assert oracle_predictor().batch_size == 8  # CPU default
     for bad in ({"batch_size": 0}, {"tile_overlap": 1.0}, {"min_ct_overlap": 0.0}, {"min_lesion_ml": -1.0},
                 {"spacing_tolerance": -0.1}, {"chunk_batches": 0}, {"precision": "fp8"},

@@ -6,42 +6,44 @@ import pytest
 import torch
 
 from model.checkpoint import FORMAT, read_config
-from model.config import NORMALISATION_SCHEMES, ModelConfig, NormalisationConfig
+from model.config import ModelConfig, NormalisationConfig
 from model.errors import InputError
 from model.preprocessing import (
     MIN_BODY_PIXELS,
+    NORMALISATION_SCHEMES,
     NORMALISERS,
     ZSCORE_STD_FLOOR,
+    Normaliser,
     body_boxes,
     normalise,
     pad_to_crop,
     sanitise,
     slice_input,
     slices_with_body,
-    tile_windows,
     window_input,
     window_starts,
 )
 
 
+@pytest.mark.parametrize("overlap", [0.0, 0.25, 0.5])
 @pytest.mark.parametrize("lo,hi,length,crop", [(10, 50, 100, 64), (0, 300, 400, 256), (5, 395, 400, 128),
                                                (0, 64, 64, 64), (100, 520, 600, 256)])
-def test_windows_cover_the_span_and_stay_inside(lo, hi, length, crop):
-    starts = window_starts(lo, hi, length, crop)
+def test_windows_cover_the_span_and_stay_inside(lo, hi, length, crop, overlap):
+    starts = window_starts(lo, hi, length, crop, overlap)
     covered = np.zeros(length, bool)
     for s in starts:
         assert 0 <= s <= length - crop
         covered[s : s + crop] = True
     assert covered[lo:hi].all()
-    if hi - lo > crop:  # neighbouring tiles overlap by at least a quarter of the crop
-        assert all(b - a <= crop - crop // 4 for a, b in itertools.pairwise(starts))
+    if hi - lo > crop:  # neighbouring tiles overlap by at least the asked share of the crop
+        assert all(b - a <= crop - round(overlap * crop) for a, b in itertools.pairwise(starts))
     else:
         assert len(starts) == 1
 
 
-def test_tiles_for_a_wide_body():
-    windows = tile_windows(np.array([20, 80, 10, 390]), (100, 400), 64)
-    assert len({x for _, x in windows}) >= 7 and len({y for y, _ in windows}) == 1
+def test_a_wider_overlap_takes_more_windows_across_a_wide_body():
+    counts = [len(window_starts(10, 390, 400, 64, overlap)) for overlap in (0.0, 0.25, 0.5)]
+    assert counts[0] >= 6 and counts[0] < counts[1] < counts[2]
 
 
 def test_zscore_uses_body_voxels_and_ignores_the_crop():
@@ -172,8 +174,24 @@ def test_the_zscore_floor_bounds_a_tiny_uniform_body():
     assert out[0, :, 15, 15].abs().max() == 0
 
 
-def test_one_function_per_scheme_name_and_unknown_schemes_are_refused(tmp_path):
-    assert tuple(NORMALISERS) == NORMALISATION_SCHEMES
+def test_a_scheme_is_one_entry(monkeypatch):
+    def halves(pet, ct, norm):
+        return torch.stack((pet / 2, ct / 2), dim=1)
+
+    def no_high_clip(norm):
+        if norm.ct_clip[1] > 500:
+            raise ValueError("halves: ct_clip above 500 HU")
+
+    monkeypatch.setitem(NORMALISERS, "halves", Normaliser(halves, per_window=True, check=no_high_clip))
+    norm = NormalisationConfig(scheme="halves", ct_clip=(-1000.0, 400.0))
+    assert norm.per_window
+    pet, ct = torch.full((1, 4, 4), 2.0), torch.full((1, 4, 4), 1000.0)
+    assert torch.equal(window_input(slice_input(pet, ct, norm), norm)[0, :, 0, 0], torch.tensor([1.0, 200.0]))
+    with pytest.raises(ValueError, match="above 500"):
+        NormalisationConfig(scheme="halves")
+
+
+def test_unknown_schemes_are_refused(tmp_path):
     with pytest.raises(ValueError, match="scheme must be one of"):
         NormalisationConfig(scheme="zscore")
     document = {"format": FORMAT, "weights_sha256": "0" * 64,

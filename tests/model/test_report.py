@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from model.report import lesion_report, sphere_offsets, write_lesions_csv, write_report_json
+from model.report import (
+    HEADLINE_KEYS,
+    lesion_report,
+    report_document,
+    rounded_headline,
+    sphere_offsets,
+    write_lesions_csv,
+    write_report_json,
+)
 
 
 def image(array: np.ndarray, spacing=(2.0, 2.0, 3.0), origin=(0.0, 0.0, 0.0), direction=None) -> sitk.Image:
@@ -151,3 +159,24 @@ def test_json_writers_are_strict(tmp_path):
     for text in ('{"a": NaN}', '{"a": Infinity}', '{"a": -Infinity}', '{"a": 1e400}'):
         with pytest.raises(ValueError):
             loads_strict(text)
+
+
+def test_every_quantity_reaches_the_csv_and_the_json(tmp_path):
+    suv = np.ones((10, 10, 10))
+    mask = np.zeros_like(suv)
+    suv[2:4, 2:4, 2:4], mask[2:4, 2:4, 2:4] = 6.0, 1
+    suv[7, 7, 7], mask[7, 7, 7] = 3.0, 1
+    report = lesion_report(*pair(suv, mask))
+    # The headline numbers README and results.json promise, and nothing else of the study's.
+    assert HEADLINE_KEYS == ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm")
+    assert set(rounded_headline(report)) == set(HEADLINE_KEYS)
+    document = report_document(report, case="c")
+    assert {key: document[key] for key in HEADLINE_KEYS} == rounded_headline(report)
+    assert set(document["definitions"]) == {"lesions", "suv_peak", "tlg", "dmax_mm", "centroid_mm", "bbox"}
+    write_lesions_csv(report, tmp_path / "c.lesions.csv")
+    rows = list(csv.DictReader(open(tmp_path / "c.lesions.csv")))
+    for row, lesion, entry in zip(rows, report.lesions, document["lesions"], strict=True):
+        assert float(row["suv_peak"]) == pytest.approx(lesion.suv_peak, abs=1e-4) == entry["suv_peak"]
+        assert [float(row[f"centroid_{axis}_mm"]) for axis in "xyz"] == entry["centroid_mm"]
+        assert [int(row[f"bbox_{axis}1"]) for axis in "xyz"] == entry["bbox_max"] == list(lesion.bbox_max)
+        assert int(row["voxels"]) == entry["voxels"] == lesion.voxels

@@ -1,0 +1,119 @@
+"""Where the network runs and in what precision: the one home of the "auto" rules, for inference and training.
+
+``precision_rule`` answers from a table (AUTO_PRECISION) keyed by what the device is and whether it has
+native bf16; the CPU feature is a parameter, so a test states the rule without depending on its machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import torch
+
+from model.errors import InputError
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class PrecisionRule:
+    """The autocast dtype a run takes, why (printed at the start of a run), and whether training needs a
+    GradScaler (fp16 gradients underflow without one)."""
+
+    dtype: torch.dtype
+    why: str
+    scaler: bool = False
+
+
+# What "auto" picks, by (device kind, the device has native bf16, training). Inference on CUDA takes fp16
+# whatever the GPU (the platform's T4 has no bf16); training on CUDA takes bf16 where the GPU has it. A CPU
+# takes bf16 only where it is native (AVX512-BF16 or AMX): emulated bf16 is slower than fp32.
+AUTO_PRECISION: dict[tuple[str, bool, bool], PrecisionRule] = {
+    ("cuda", False, False): PrecisionRule(torch.float16, "auto: fp16 autocast on CUDA"),
+    ("cuda", True, False): PrecisionRule(torch.float16, "auto: fp16 autocast on CUDA"),
+    ("cuda", False, True): PrecisionRule(torch.float16, "auto: fp16 autocast on CUDA without bf16", scaler=True),
+    ("cuda", True, True): PrecisionRule(torch.bfloat16, "auto: the GPU has bf16"),
+    ("cpu", False, False): PrecisionRule(torch.float32, "auto: the CPU has no native bf16"),
+    ("cpu", True, False): PrecisionRule(torch.bfloat16, "auto: the CPU has native bf16"),
+    ("cpu", False, True): PrecisionRule(torch.float32, "auto: the CPU has no native bf16"),
+    ("cpu", True, True): PrecisionRule(torch.bfloat16, "auto: the CPU has native bf16"),
+}
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if any(check is not None for check in checks):
+        return any(check() for check in checks if check is not None)
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def device_kind(device: torch.device) -> str:
+    """The AUTO_PRECISION key of a device: CUDA, or anything else, which follows the CPU's rule."""
+    return "cuda" if device.type == "cuda" else "cpu"
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    if device_kind(device) == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_supports_bf16()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto``: the GPU where PyTorch sees one, else the CPU; a CUDA device asked for must be there."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA GPU is visible to PyTorch")
+    return torch.device(device)
+
+
+def precision_rule(precision: Precision | str, device: torch.device, *, training: bool = False,
+                   native_bf16: bool | None = None) -> PrecisionRule:
+    """The rule ``precision`` takes on ``device``. ``native_bf16``: whether the device has native bf16 (None:
+    ask the device; only "auto" asks). Training in fp16 is CUDA-only (InputError elsewhere)."""
+    if training and precision == "fp16" and device_kind(device) != "cuda":
+        raise InputError(f"precision fp16 trains on CUDA only (device {device}); use fp32 or bf16")
+    if precision != "auto":
+        return PrecisionRule(DTYPES[precision], "as asked", scaler=training and precision == "fp16")
+    if native_bf16 is None:
+        # Inference on CUDA is fp16 whatever the GPU has: no need to ask it.
+        native_bf16 = False if device_kind(device) == "cuda" and not training else has_native_bf16(device)
+    return AUTO_PRECISION[device_kind(device), native_bf16, training]
+
+
+def resolve_precision(precision: Precision, device: torch.device, *, native_bf16: bool | None = None) -> torch.dtype:
+    """The inference autocast dtype (fp32: no autocast)."""
+    return precision_rule(precision, device, native_bf16=native_bf16).dtype
+
+
+class _Settings(Protocol):
+    precision: Precision
+
+
+class RunsOnDevice(Protocol):
+    """What describe_precision reads of a predictor (model.inference.Predictor)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    settings: _Settings
+
+
+def describe_precision(predictor: RunsOnDevice) -> str:
+    """Where and in what precision a predictor runs, and why, as one phrase: "cpu, bf16 (auto: the CPU has
+    native bf16)". Printed at the start of a run, so that a log says what produced its masks."""
+    device, dtype = predictor.device, predictor.dtype
+    name = next(key for key, value in DTYPES.items() if value == dtype)
+    if predictor.settings.precision == "auto":
+        # The rule that gave this dtype (the device's bf16 was asked when the predictor was made).
+        why = precision_rule("auto", device, native_bf16=dtype == torch.bfloat16).why
+    else:
+        why = "as asked"
+    return f"{device}, {name} ({why})"

@@ -1,0 +1,21 @@
+"""DICOM PET/CT in: find the studies of a folder and choose each study's PET and CT series (``scan``), read a
+series into one volume or refuse it in one line (``volume``), and the converter ``python -m model.dicom
+DICOM_DIR OUT_DIR`` (``convert``). The names below are the package's interface; import them from here."""
+
+from model.dicom.convert import case_notes, convert, convert_study, main, study_folders
+from model.dicom.scan import (
+    Series,
+    Study,
+    check_series_choice,
+    choose_series,
+    print_warning,
+    scan_folder,
+    series_in_folder,
+)
+from model.dicom.volume import DicomCase, SeriesVolume, load_case, read_pet_suv, read_series
+
+__all__ = [
+    "DicomCase", "Series", "SeriesVolume", "Study", "case_notes", "check_series_choice", "choose_series", "convert",
+    "convert_study", "load_case", "main", "print_warning", "read_pet_suv", "read_series", "scan_folder",
+    "series_in_folder", "study_folders",
+]

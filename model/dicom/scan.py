@@ -1,0 +1,442 @@
+"""Finding the studies of a DICOM folder and choosing each study's PET and CT series.
+
+Exports are taken as they come: a file or folder that cannot be read is skipped with one warning line (and
+the series it belonged to, when known, is refused as incomplete); a header value that does not parse is its
+study's one-line error, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataset import Dataset
+from pydicom.errors import BytesLengthException, InvalidDicomError
+
+from model.errors import InputError, describe, one_line, shown
+from model.readers import is_image_name
+from model.suv import values_of
+
+PET_STORAGE = {"1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.128.1"}
+CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}
+DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # DICOMDIR
+# What pydicom raises on a file that is not DICOM after all, a truncated one or a damaged element (an unknown
+# VR, a length past the end, a value that cannot be converted).
+UNREADABLE = (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError, IndexError,
+              struct.error, NotImplementedError, BytesLengthException, OverflowError, UnicodeError, RecursionError)
+# Elements this reader, the SUV and the SEG use: a file where one of them is damaged is unreadable; any other
+# damaged element is dropped from its header with a warning.
+NEEDED = frozenset({
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality", "PatientID", "StudyDate",
+    "StudyDescription", "SeriesDescription", "FrameOfReferenceUID", "ImageType", "CorrectedImage", "SeriesType",
+    "NumberOfFrames", "ImageOrientationPatient", "ImagePositionPatient", "InstanceNumber", "PixelSpacing",
+    "Rows", "Columns", "SamplesPerPixel", "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation",
+    "PhotometricInterpretation", "RescaleSlope", "RescaleIntercept", "FrameReferenceTime", "TriggerTime",
+    "TemporalPositionIndex", "NumberOfSlices", "Units", "DecayCorrection", "PatientWeight", "SeriesDate",
+    "SeriesTime", "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime", "RadiopharmaceuticalInformationSequence",
+    "RadiopharmaceuticalStartTime", "RadiopharmaceuticalStartDateTime", "RadionuclideTotalDose",
+    "RadionuclideHalfLife", "TransferSyntaxUID", "MediaStorageSOPClassUID", "GantryDetectorTilt"})
+# Files an export holds beside its images, skipped quietly; any other file that is not DICOM is a warning line
+# (a DICOM file whose preamble was damaged must not vanish unnoticed).
+NOT_IMAGES = frozenset({".txt", ".xml", ".htm", ".html", ".pdf", ".jpg", ".jpeg", ".png", ".gif", ".bmp", ".json",
+                        ".csv", ".ini", ".log", ".exe", ".dll", ".inf", ".js", ".css", ".md", ".zip", ".cfg"})
+# Time stamps that tell the frames of a dynamic or gated series apart at one position.
+TEMPORAL = ("FrameReferenceTime", "TriggerTime", "TemporalPositionIndex")
+Warn = Callable[[str], None]
+
+
+def print_warning(message: str) -> None:
+    print(f"warning: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Series:
+    """One series of a scan: its identity and the headers (no pixel data) of its files."""
+
+    uid: str
+    modality: str
+    sop_class: str
+    description: str
+    frame_of_reference: str
+    files: list[Path] = field(default_factory=list)
+    headers: list[Dataset] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)  # files of this series that could not be read
+    notes: list[str] = field(default_factory=list)  # what a user should know about its files (kept, dropped)
+
+    @property
+    def first(self) -> Dataset:
+        return self.headers[0]
+
+    @property
+    def is_localizer(self) -> bool:
+        return all("LOCALIZER" in upper_values(ds.get("ImageType")) for ds in self.headers)
+
+    @property
+    def corrected_image(self) -> tuple[str, ...]:
+        return upper_values(self.first.get("CorrectedImage"))
+
+    @property
+    def folder(self) -> Path:
+        """The folder that holds its files (their common parent), for messages."""
+        parents = {p.parent for p in self.files}
+        return parents.pop() if len(parents) == 1 else Path(*_common_parts([p.parent for p in self.files]))
+
+    @property
+    def where(self) -> str:
+        return f"{shown(self.folder)}: series {self.uid}"
+
+    def label(self) -> str:
+        """How a message names the series: UID, description, slice count."""
+        return f"{self.uid} '{self.description}' ({len(self.files)} {self.modality} images)"
+
+    def dynamic_or_gated(self) -> str | None:
+        """Why this PET series is not one static volume, or None; InputError when its images disagree.
+
+        From every header: SeriesType DYNAMIC or GATED, or several images at one position told apart by a time
+        (FrameReferenceTime, TriggerTime, TemporalPositionIndex). Never from NumberOfTimeSlices and the like:
+        GE writes NumberOfTimeSlices per bed in a static multi-bed series (1 to 6 across one series).
+        """
+        kinds = Counter(upper_values(ds.get("SeriesType"))[:1] for ds in self.headers)
+        if len(kinds) > 1:
+            listing = ", ".join(f"{'/'.join(k) or 'missing'} in {n} file{'s' * (n > 1)}"
+                                for k, n in kinds.most_common())
+            raise InputError(f"{self.where}: SeriesType differs between the images of the series ({listing}): "
+                             "static or dynamic cannot be told")
+        kind = next(iter(kinds))
+        if kind and kind[0] in ("DYNAMIC", "GATED"):
+            return f"a {kind[0].lower()} PET series (SeriesType {kind[0]})"
+        by_position: dict[tuple, set[tuple]] = {}
+        for path, ds in zip(self.files, self.headers, strict=True):
+            if "LOCALIZER" in upper_values(ds.get("ImageType")):
+                continue
+            position = tuple(np.round(header_numbers(ds, "ImagePositionPatient", 3, path, self.uid), 2))
+            by_position.setdefault(position, set()).add(tuple(upper_values(ds.get(k)) for k in TEMPORAL))
+        timed = [times for times in by_position.values() if len(times) > 1]
+        if timed:
+            frames = max(len(times) for times in timed)
+            return (f"a dynamic or gated PET series ({len(timed)} of {len(by_position)} positions imaged up to "
+                    f"{frames} times, told apart by {'/'.join(TEMPORAL)})")
+        return None
+
+
+@dataclass
+class Study:
+    uid: str
+    patient_id: str
+    date: str
+    description: str
+    series: dict[str, Series] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # files of the export skipped beside this study's
+    conflicts: list[str] = field(default_factory=list)  # study-level values its files disagree on
+
+    @property
+    def folder_name(self) -> str:
+        """``<patient>/<study UID>``: the Patient/Study layout of the autoPET data that ``train prepare`` reads."""
+        return f"{_safe_name(self.patient_id) or 'patient'}/{_safe_name(self.uid) or 'study'}"
+
+    @property
+    def case_name(self) -> str:
+        """A file-name-safe case name: patient, study date, and the study UID's last digits."""
+        tail = _safe_name(self.uid.replace(".", ""))[-8:]
+        return "_".join(p for p in (_safe_name(self.patient_id), _safe_name(self.date), tail) if p) or "study"
+
+    def label(self) -> str:
+        return f"study {self.uid} (patient {self.patient_id or '?'}, {self.date or 'no date'})"
+
+
+
+def header_numbers(ds: Dataset, keyword: str, count: int, path: Path, series_uid: str) -> np.ndarray:
+    """``count`` finite numbers from a header, or InputError naming the file, the tag and what it holds."""
+    value = ds.get(keyword)
+    if isinstance(value, str | bytes):
+        value = str(value).split("\\")  # pydicom keeps a value it could not convert as its text
+    values = [] if value is None else list(value) if isinstance(value, Iterable) else [value]
+    try:
+        numbers = np.array([float(v) for v in values], dtype=float)
+    except (TypeError, ValueError, OverflowError):
+        numbers = np.array([])
+    if len(numbers) != count or not np.all(np.isfinite(numbers)):
+        written = "missing" if value is None else repr("\\".join(str(v) for v in values))
+        raise InputError(f"{shown(path)}: series {series_uid}: {keyword} {written} is not {count} number"
+                         f"{'s' * (count > 1)}")
+    return numbers
+
+
+def upper_values(value: object) -> tuple[str, ...]:
+    return values_of(value)  # one way of reading multi-valued strings, shared with model.suv
+
+
+def _common_parts(paths: list[Path]) -> list[str]:
+    parts = list(paths[0].parts)
+    for path in paths[1:]:
+        keep = 0
+        while keep < min(len(parts), len(path.parts)) and parts[keep] == path.parts[keep]:
+            keep += 1
+        parts = parts[:keep]
+    return parts or ["."]
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text or "").strip("_.")
+
+
+def dcmread(path: Path, **options) -> Dataset:
+    with warnings.catch_warnings():
+        # pydicom warns about every value a vendor wrote loosely (DS with too many digits, odd UIDs): noise for
+        # a user; what matters is checked where it is used.
+        warnings.simplefilter("ignore", UserWarning)
+        return pydicom.dcmread(path, **options)
+
+
+def _looks_like_dicom(path: Path) -> bool:
+    """A preamble with DICM, or (old exports, no preamble) a first element of group 0008 or 0002."""
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")
+
+
+def _drop_damaged(ds: Dataset) -> list[tuple[str, str]]:
+    """Convert every element now (pydicom converts lazily, and a damaged one would raise wherever it is first
+    read); damaged ones are removed. Returns (keyword, why) of each, nested ones as ``Sequence>Keyword``."""
+    damaged = []
+    for tag in list(ds.keys()):
+        name = keyword_for_tag(tag) or str(tag)
+        try:
+            element = ds[tag]
+            items = list(element.value) if element.VR == "SQ" else []
+            str(element.value)  # multi-values and numbers are converted here
+        except UNREADABLE as error:
+            damaged.append((name, describe(error)[:80]))
+            del ds[tag]
+            continue
+        damaged += [(f"{name}>{inner}", why) for item in items for inner, why in _drop_damaged(item)]
+    return damaged
+
+
+def _read_header(path: Path) -> tuple[Dataset | None, str | None, list[str]]:
+    """(header, None, damaged elements dropped) of a DICOM file; (None, None, []) for a file that is not DICOM;
+    (header or None, why it is unusable, []) for a DICOM file that cannot be used (the header, when it was read,
+    still tells which series lost a file)."""
+    try:
+        if not _looks_like_dicom(path):
+            return None, None, []
+        try:
+            ds = dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:  # old exports write files without the 128-byte preamble
+            ds = dcmread(path, stop_before_pixels=True, force=True)
+        damaged = _drop_damaged(ds)
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            damaged += _drop_damaged(meta)
+    except UNREADABLE as error:
+        return None, f"unreadable ({describe(error)[:160]})", []
+    needed = [f"{name} ({why})" for name, why in damaged if name.split(">")[-1] in NEEDED]
+    if needed:
+        return ds, f"damaged element(s) {', '.join(needed)}", []
+    return ds, None, [f"{name} ({why})" for name, why in damaged]
+
+
+def _files(root: Path, warn: Warn) -> list[Path]:
+    """Every regular file under ``root`` (hidden ones aside), sorted; a folder or file that cannot be read, and
+    a link to a folder (not followed: it could lead anywhere, or in a loop), is one warning line."""
+    found: list[Path] = []
+
+    def unreadable(error: OSError) -> None:
+        warn(f"{shown(error.filename or root)}: folder cannot be read ({error.strerror}); skipped")
+
+    for folder, folders, names in os.walk(root, onerror=unreadable, followlinks=False):
+        for name in sorted(folders):
+            if os.path.islink(os.path.join(folder, name)) and not name.startswith("."):
+                warn(f"{shown(os.path.join(folder, name))}: a link to a folder, not followed; skipped")
+        folders[:] = sorted(name for name in folders if not name.startswith("."))
+        for name in names:
+            path = Path(folder) / name
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            try:
+                regular = path.is_file()  # follows a link to a file
+            except OSError as error:
+                warn(f"{shown(path)}: cannot be read ({error.strerror}); skipped")
+                continue
+            if regular:
+                found.append(path)
+            elif not path.is_dir():
+                warn(f"{shown(path)}: not a regular file (a broken link, a pipe or a device); skipped")
+    return sorted(found)
+
+
+def _add_image(studies: dict[str, Study], path: Path, ds: Dataset, sop_class: str) -> None:
+    study_uid, series_uid = str(ds.get("StudyInstanceUID", "")), str(ds.get("SeriesInstanceUID", ""))
+    study = studies.setdefault(study_uid, Study(
+        uid=study_uid, patient_id=str(ds.get("PatientID", "") or ""), date=str(ds.get("StudyDate", "") or ""),
+        description=str(ds.get("StudyDescription", "") or "")))
+    series = study.series.setdefault(series_uid, Series(
+        uid=series_uid, modality=str(ds.get("Modality", "")).upper(), sop_class=sop_class,
+        description=str(ds.get("SeriesDescription", "") or ""),
+        frame_of_reference=str(ds.get("FrameOfReferenceUID", "") or "")))
+    series.files.append(path)
+    series.headers.append(ds)
+    patient = str(ds.get("PatientID", "") or "")
+    if patient != study.patient_id and not study.conflicts:  # the output folder is named after it
+        study.conflicts.append(f"{study.label()}: PatientID differs between its files ({study.patient_id!r}, "
+                               f"{patient!r} in {shown(path)})")
+
+
+def _uids(ds: Dataset | None) -> tuple[str, str]:
+    if ds is None:
+        return "", ""
+    try:
+        return str(ds.get("StudyInstanceUID", "") or ""), str(ds.get("SeriesInstanceUID", "") or "")
+    except UNREADABLE:
+        return "", ""
+
+
+def _attribute(studies: dict[str, Study], skipped: list[tuple[Path, str, Dataset | None]], warn: Warn) -> None:
+    """Each file that could not be used, one warning line; the series it belonged to (by its UIDs, else every
+    series with files in its folder) learns of it: a known member makes the series incomplete."""
+    for path, reason, ds in skipped:
+        message = f"{shown(path)}: {reason}; skipped"
+        warn(message)
+        study_uid, series_uid = _uids(ds)
+        if study_uid in studies and series_uid in studies[study_uid].series:
+            studies[study_uid].series[series_uid].damaged.append(message)
+            studies[study_uid].warnings.append(message)
+            continue
+        for study in studies.values():
+            near = [s for s in study.series.values() if any(f.parent == path.parent for f in s.files)]
+            for series in near:  # it may have been one of their images: said with whatever they give
+                series.notes.append(message)
+            if near:
+                study.warnings.append(message)
+
+
+def _image_like(ds: Dataset, sop_class: str) -> bool:
+    """Whether a DICOM file claims to be an image (so that one without UIDs or Rows is damaged, not a report):
+    an image SOP class in its header or its meta information, or any element of the image modules."""
+    meta = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    return bool({sop_class, meta} & (PET_STORAGE | CT_STORAGE)) or any(
+        keyword in ds for keyword in ("Rows", "ImagePositionPatient", "PixelSpacing", "ImageType"))
+
+
+def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
+    """Every study of a folder (any nesting, any file names), with its image series; DICOMDIR and the usual
+    companions of images (NOT_IMAGES) are skipped quietly, every other file or folder that cannot be used
+    with one ``warn`` line. Studies are sorted by patient and date, series by UID."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{shown(root)}: DICOM folder missing")
+    studies: dict[str, Study] = {}
+    seen_instances: set[str] = set()
+    skipped: list[tuple[Path, str, Dataset | None]] = []
+    for path in _files(root, warn):
+        ds, problem, dropped = _read_header(path)
+        if problem is not None:
+            skipped.append((path, problem, ds))
+            continue
+        if ds is None:
+            if path.suffix.lower() not in NOT_IMAGES and not is_image_name(path.name):
+                warn(f"{shown(path)}: not a DICOM file; skipped")
+            continue
+        sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
+        instance = str(ds.get("SOPInstanceUID", ""))
+        lacking = [k for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows") if not ds.get(k)]
+        if lacking and _image_like(ds, sop_class):  # an image without them: truncated or damaged
+            skipped.append((path, f"an image without {', '.join(lacking)} (truncated or damaged?)", ds))
+            continue
+        if sop_class == DIRECTORY_STORAGE or lacking:
+            continue  # not an image (a directory, a report, a presentation state)
+        if instance in seen_instances:
+            continue  # the same image exported twice
+        seen_instances.add(instance)
+        if dropped:
+            warn(f"{shown(path)}: damaged element(s) {', '.join(dropped)} ignored (not used here)")
+        _add_image(studies, path, ds, sop_class)
+    _attribute(studies, skipped, warn)
+    return sorted(studies.values(), key=lambda s: (s.patient_id, s.date, s.uid))
+
+
+def _listing(series: Sequence[Series]) -> str:
+    return "; ".join(s.label() for s in series)
+
+
+def choose_series(study: Study, pet_series: str | None = None, ct_series: str | None = None) -> tuple[Series, Series]:
+    """The study's PET series (attenuation corrected, static) and its CT (same frame of reference, else the
+    largest). A UID given that belongs to this study chooses; one that does not is ignored here."""
+    if study.conflicts:
+        raise InputError(study.conflicts[0])
+    all_series = list(study.series.values())
+    if pet_series in study.series:
+        pet = study.series[pet_series]
+        if pet.modality != "PT":
+            raise InputError(f"{study.label()}: --pet-series {pet_series} is a {pet.modality} series, not PET")
+    else:
+        pets = [s for s in all_series if s.modality == "PT" and s.sop_class in PET_STORAGE]
+        corrected = [s for s in pets if "ATTN" in s.corrected_image]
+        if not corrected:
+            raise InputError(f"{study.label()}: no attenuation-corrected PET series (CorrectedImage with ATTN); "
+                             f"series: {_listing(all_series) or 'none'}")
+        static, undecided = [], []
+        for candidate in corrected:
+            try:
+                if candidate.dynamic_or_gated() is None:
+                    static.append(candidate)
+            except InputError as error:  # its images disagree: not a candidate, and said if none is left
+                undecided.append(str(error))
+        if not static and undecided:
+            raise InputError(f"{study.label()}: {undecided[0]}")
+        if not static:
+            raise InputError(f"{study.label()}: only dynamic or gated PET, not supported: {_listing(corrected)}")
+        if len(static) > 1:
+            raise InputError(f"{study.label()}: {len(static)} PET series could be the one: {_listing(static)}; "
+                             "choose with --pet-series UID")
+        pet = static[0]
+    if ct_series in study.series:
+        ct = study.series[ct_series]
+        if ct.modality != "CT":
+            raise InputError(f"{study.label()}: --ct-series {ct_series} is a {ct.modality} series, not CT")
+        return pet, ct
+    cts = [s for s in all_series if s.modality == "CT" and s.sop_class in CT_STORAGE and not s.is_localizer]
+    if not cts:
+        raise InputError(f"{study.label()}: no CT series; series: {_listing(all_series)}")
+    matching = [s for s in cts if s.frame_of_reference and s.frame_of_reference == pet.frame_of_reference]
+    if len(matching) == 1:
+        return pet, matching[0]
+    if len(matching) > 1:
+        raise InputError(f"{study.label()}: {len(matching)} CT series share the PET's frame of reference: "
+                         f"{_listing(matching)}; choose with --ct-series UID")
+    largest = max(len(s.files) for s in cts)
+    biggest = [s for s in cts if len(s.files) == largest]
+    if len(biggest) > 1:
+        raise InputError(f"{study.label()}: no CT shares the PET's frame of reference and {len(biggest)} are "
+                         f"the largest: {_listing(biggest)}; choose with --ct-series UID")
+    return pet, biggest[0]
+
+
+def series_in_folder(folder: Path, modality: str) -> Series:
+    """The one series of ``modality`` (PT or CT) in a folder: what ``process.py --pet DIR --ct DIR`` reads."""
+    found = [s for study in scan_folder(folder) for s in study.series.values()
+             if s.modality == modality and not s.is_localizer]
+    if not found:
+        raise InputError(f"{shown(folder)}: no {modality} DICOM series in this folder")
+    if len(found) > 1:
+        raise InputError(f"{shown(folder)}: {len(found)} {modality} series, expected one: {_listing(found)}")
+    return found[0]
+
+
+def check_series_choice(studies: Sequence[Study], pet_series: str | None, ct_series: str | None) -> None:
+    """A series UID given must exist in one of the studies (else it would silently choose nothing)."""
+    for option, uid in (("--pet-series", pet_series), ("--ct-series", ct_series)):
+        if uid is not None and not any(uid in study.series for study in studies):
+            raise InputError(f"{option} {uid}: no such series in the DICOM folder")
+
+

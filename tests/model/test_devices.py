@@ -1,0 +1,70 @@
+"""The device and precision rules (model.devices), stated as tables: none of it depends on the machine's CPU."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from model.devices import cpu_supports_bf16, describe_precision, precision_rule, resolve_device, resolve_precision
+from model.errors import InputError
+
+
+@pytest.mark.parametrize(("device", "native_bf16", "training", "dtype", "scaler"), [
+    # inference: fp16 on any GPU (the T4 has no bf16), bf16 only on a CPU that has it natively
+    ("cuda", False, False, torch.float16, False),
+    ("cuda", True, False, torch.float16, False),
+    ("cpu", True, False, torch.bfloat16, False),
+    ("cpu", False, False, torch.float32, False),
+    # training: bf16 on a GPU that has it, else fp16 with a GradScaler; the CPU as for inference
+    ("cuda", True, True, torch.bfloat16, False),
+    ("cuda", False, True, torch.float16, True),
+    ("cpu", True, True, torch.bfloat16, False),
+    ("cpu", False, True, torch.float32, False),
+    # a device that is not CUDA follows the CPU's rule
+    ("meta", True, False, torch.bfloat16, False),
+])
+def test_auto_precision(device, native_bf16, training, dtype, scaler):
+    rule = precision_rule("auto", torch.device(device), training=training, native_bf16=native_bf16)
+    assert (rule.dtype, rule.scaler) == (dtype, scaler)
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+@pytest.mark.parametrize(("asked", "dtype"), [("fp32", torch.float32), ("fp16", torch.float16),
+                                              ("bf16", torch.bfloat16)])
+def test_an_explicit_precision_is_taken_as_asked(asked, dtype, native_bf16):
+    for device in ("cpu", "cuda"):
+        assert resolve_precision(asked, torch.device(device), native_bf16=native_bf16) == dtype
+    assert precision_rule(asked, torch.device("cuda"), training=True).scaler == (asked == "fp16")
+
+
+def test_fp16_training_is_cuda_only():
+    with pytest.raises(InputError, match="CUDA only"):
+        precision_rule("fp16", torch.device("cpu"), training=True)
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "expected"), [(False, False, False), (True, False, True),
+                                                               (False, True, True)])
+def test_cpu_bf16_follows_torchs_probes(monkeypatch, avx512_bf16, amx, expected):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert cpu_supports_bf16() is expected
+    assert resolve_precision("auto", torch.device("cpu")) == (torch.bfloat16 if expected else torch.float32)
+
+
+@pytest.mark.parametrize(("device", "dtype", "asked", "text"), [
+    ("cpu", torch.bfloat16, "auto", "cpu, bf16 (auto: the CPU has native bf16)"),
+    ("cpu", torch.float32, "auto", "cpu, fp32 (auto: the CPU has no native bf16)"),
+    ("cuda:0", torch.float16, "auto", "cuda:0, fp16 (auto: fp16 autocast on CUDA)"),
+    ("cpu", torch.float32, "fp32", "cpu, fp32 (as asked)"),
+])
+def test_describe_precision(device, dtype, asked, text):
+    predictor = SimpleNamespace(device=torch.device(device), dtype=dtype, settings=SimpleNamespace(precision=asked))
+    assert describe_precision(predictor) == text
+
+
+def test_devices():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            resolve_device("cuda:1")
