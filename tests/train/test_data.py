@@ -4,9 +4,9 @@ import SimpleITK as sitk
 import torch
 
 from model.config import NormalisationConfig
+from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC, TINY
 from train.data import SliceDataset
-from train.phantom import make_phantom
 from train.prepare import load_index, prepare
 from train.sampler import WholeBodySampler
 
