@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.data / 'splits.json'}: " + ", ".join(f"fold {k}: {len(f['val'])} val"
                                                                      for k, f in enumerate(folds)))
         elif args.command == "fit":
-            from train.fit import FitConfig
+            from train.config import FitConfig
             from train.fit import fit as run_fit
 
             config = FitConfig.load(args.config, args.overrides)

@@ -20,13 +20,15 @@ from model.network import build_network, build_training_network
 from phantoms import PhantomSpec, write_dataset
 from tests.conftest import ROOT, TINY
 from train.__main__ import main as train_main
-from train.fit import METRICS_FIELDS, FitConfig, TrainModule, fit, training_precision
+from train.config import FitConfig
+from train.fit import METRICS_FIELDS, TrainModule, fit, training_precision
 from train.notices import TrainingWarning
 from train.prepare import load_index, prepare
 
 SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)
 TINY_RUN = {"model": TINY.to_dict(), "epochs": 3, "cosine_epochs": 3, "batch_size": 4, "lr": 1e-3,
-            "steps_per_epoch": 3, "workers": 0, "alpha": 1.0, "beta": 1, "val_max_studies": 1, "val_batch_size": 8}
+            "steps_per_epoch": 3, "workers": 0, "alpha": 1.0, "beta": 1, "val_max_studies": 1, "val_batch_size": 8,
+            "weight_decay": 0.01, "dice": "foreground_batch"}
 
 
 @pytest.fixture(scope="module")

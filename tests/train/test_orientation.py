@@ -14,13 +14,15 @@ from model.geometry import orientation_of
 from phantoms import PhantomSpec, write_dataset
 from tests.conftest import TINY
 from tests.model.test_orientation import VARIANTS, on_grid_of, stored
-from train.fit import FitConfig, fit
+from train.config import FitConfig
+from train.fit import fit
 from train.prepare import load_index, prepare
 
 SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)
 TINY_RUN = {"model": TINY.to_dict(), "epochs": 1, "cosine_epochs": 1, "batch_size": 4, "lr": 1e-3,
             "steps_per_epoch": 2, "workers": 0, "alpha": 1.0, "beta": 1, "folds": 2, "val_max_studies": 1,
-            "val_batch_size": 8}
+            "val_batch_size": 8,
+            "weight_decay": 0.01, "dice": "foreground_batch"}
 NAMES = ("SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz")
 
 
