@@ -11,8 +11,9 @@ and two budgets, evaluated on held-out phantoms with the official metrics.
   larger share of lesion slices trains for fewer steps (alpha = 0: that share is 1).
 - Each run validates only after its last epoch (val_every = epochs), so the exported weights are the last
   epoch's (no selection by validation).
-- Every held-out phantom goes through process.py once per run; the ``--min-lesion-ml`` values above 0 apply
-  model.postprocessing (what process.py's --min-lesion-ml calls) to those masks; then the official metrics.
+- Every held-out phantom goes through inference once per run, as process.py runs it
+  (model.cohort.run_cohort); the ``--min-lesion-ml`` values above 0 apply model.postprocessing (what
+  process.py's --min-lesion-ml calls) to those masks; then the official metrics.
 - Training is bit-reproducible on one machine for a given thread count (``--threads``, recorded): runs are
   spread over ``--jobs`` processes of that many threads each, which does not change a number.
 - Printed: per arm, mean and sample standard deviation over seeds of Dice (positives), FPV (all), FNV
@@ -45,11 +46,13 @@ from pathlib import Path
 
 import torch
 
+import phantoms
 from model.cohort import OUTPUT_SLUG
 from model.errors import InputError
 
 CONFIG = Path(__file__).parent / "configs" / "demo.json"
-PHANTOM_CODE = Path(__file__).parent / "phantom.py"
+# The phantom generator's code: a work folder's phantoms are refused when it changed (digest of every module).
+PHANTOM_CODE = Path(phantoms.__file__).parent
 SPLIT_SEED = 0
 HELDOUT_NEGATIVE_FRACTION = 0.3
 # A run whose raw training loss changed by more than this over its last fifth of epochs has not flattened.
@@ -87,13 +90,17 @@ def _log(message: str) -> None:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Of a file, or of a folder's Python modules (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:
     """The training store (with its split) and the held-out cases (grand-challenge layout with labels), made
     once per work folder; returns them and what they were made from."""
-    from train.phantom import PhantomSpec, write_dataset
+    from phantoms import PhantomSpec, write_dataset, write_grand_challenge, write_tcia
     from train.prepare import load_index, prepare
     from train.splits import write_splits
 
@@ -107,7 +114,7 @@ def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dic
         before = json.loads(record.read_text())
         changed = sorted(key for key in made_from if before.get(key) != made_from[key])
         if changed:
-            raise InputError(f"{work}: its phantoms were made with other {', '.join(changed)} (train/phantom.py or "
+            raise InputError(f"{work}: its phantoms were made with other {', '.join(changed)} (the phantoms package or "
                              "the flags changed); give a new --work")
         return data, heldout, made_from
     spec = PhantomSpec(size=args.size, spacing=args.spacing, slices=args.slices, slice_thickness=args.thickness)
@@ -115,9 +122,9 @@ def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dic
         shutil.rmtree(folder, ignore_errors=True)
     _log(f"alpha experiment: making {args.train_cases} training and {args.heldout_cases} held-out phantoms")
     with open(work / "prepare.log", "w") as log, contextlib.redirect_stdout(log):
-        write_dataset(work / "phantoms", args.train_cases, args.phantom_seeds[0], "tcia", spec, progress=False)
+        write_dataset(work / "phantoms", args.train_cases, args.phantom_seeds[0], write_tcia, spec, progress=False)
         prepare(work / "phantoms", "tcia", data, progress=False)
-        write_dataset(heldout, args.heldout_cases, args.phantom_seeds[1], "grand-challenge", spec,
+        write_dataset(heldout, args.heldout_cases, args.phantom_seeds[1], write_grand_challenge, spec,
                       HELDOUT_NEGATIVE_FRACTION, progress=False)
     write_splits(load_index(data), data / "splits.json", seed=SPLIT_SEED)
     record.write_text(json.dumps(made_from, indent=1))
@@ -127,14 +134,16 @@ def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dic
 def lesion_share(data: Path, config: dict, alpha: float, seeds: Sequence[int]) -> float:
     """Share of lesion slices among the items of an epoch (the whole-body sets' own lesion slices included),
     averaged over a full turn of the sets and over the training seeds."""
-    from train.fit import Distributed, FitConfig, select_studies
+    from train.config import FitConfig
+    from train.fit import Distributed, select_studies
     from train.sampler import WholeBodySampler
 
     fit_config = FitConfig(**{**config, "alpha": alpha})
     studies = select_studies(data, 0, fit_config, Distributed())
     shares = []
     for seed in seeds:
-        sampler = WholeBodySampler(studies.train, alpha, fit_config.beta, fit_config.overlap, seed,
+        sampler = WholeBodySampler(studies.train, alpha=alpha, beta=fit_config.beta,
+                                   set_carry_over=fit_config.set_carry_over, seed=seed,
                                    whole_body_negatives=fit_config.whole_body_negatives)
         lesion = set(sampler.lesion_slices)
         for epoch in range(0, max(len(sampler.sets), 1) * fit_config.beta, fit_config.beta):
@@ -205,12 +214,26 @@ def postprocessed(predictions: Path, out: Path, min_ml: float) -> Path:
     return out
 
 
+def segment_cases(cases: Path, weights: Path, out: Path, precision: str) -> Path:
+    """Segment a folder in the grand-challenge layout on the CPU as process.py does, through model/'s cohort
+    API (the one place this experiment calls it); returns the masks' folder."""
+    from model.cases import layout_cases
+    from model.cohort import CohortOptions, run_cohort
+    from model.inference import InferenceConfig, Predictor
+
+    predictor = Predictor.from_path(weights, InferenceConfig(device="cpu", precision=precision))
+    summary = run_cohort(layout_cases(cases), predictor, out, CohortOptions())
+    if summary.count("failed"):
+        raise InputError(f"{out}: {summary.count('failed')} held-out cases failed (see process.log)")
+    return out / "images" / OUTPUT_SLUG
+
+
 def train_and_score(spec: RunSpec) -> dict:
     """Train one run (resumed or reused when done), run process.py on the held-out phantoms, score every
     post-processing value. Returns the run's result; also written to RUN/result.json."""
-    import process
+    from train.config import FitConfig
     from train.evaluate import evaluate
-    from train.fit import FitConfig, fit
+    from train.fit import fit
 
     torch.set_num_threads(spec.threads)
     result_path = spec.folder / "result.json"
@@ -226,13 +249,8 @@ def train_and_score(spec: RunSpec) -> dict:
         if not weights.is_file():
             raise InputError(f"{spec.folder}: the run exported no weights")
         (spec.folder / "done").write_text("")
-    predictions = spec.folder / "heldout"
     with open(spec.folder / "process.log", "w") as log, contextlib.redirect_stdout(log):
-        code = process.main(["--input", str(spec.heldout), "--output", str(predictions), "--weights",
-                             str(weights.parent), "--device", "cpu", "--precision", spec.precision])
-    if code != 0:
-        raise InputError(f"{spec.folder / 'process.log'}: process.py failed with exit code {code}")
-    masks = predictions / "images" / OUTPUT_SLUG
+        masks = segment_cases(spec.heldout, weights.parent, spec.folder / "heldout", spec.precision)
     scores = {}
     for min_ml in spec.min_lesion_ml:
         folder = masks if min_ml == 0 else postprocessed(masks, spec.folder / f"heldout-min{min_ml:g}ml", min_ml)
@@ -341,7 +359,7 @@ def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list
 
 
 def run_experiment(args: argparse.Namespace) -> dict:
-    from train.fit import FitConfig
+    from train.config import FitConfig
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
