@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests.model.dicom_series import StudyIds
 from tests.model.test_cases import write_phantom_study
-from train.phantom import PhantomSpec, make_phantom
+from phantoms import PhantomSpec, make_phantom
 
 phantom = make_phantom(3, positive=True, spec=PhantomSpec(size=128, spacing=4.0728, slices=160, slice_thickness=6))
 write_phantom_study(Path(sys.argv[1]), phantom, StudyIds(patient_id="PHANTOM_0003"))

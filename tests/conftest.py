@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny encoders, small phantoms made by train.phantom, and an oracle network."""
+"""Shared fixtures: tiny encoders, small phantoms made by the phantoms package, and an oracle network."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from model.checkpoint import Checkpoint
 from model.config import NormalisationConfig
 from model.inference import Predictor
 from model.metrics import dice  # noqa: F401  (tests import it from here)
-from train.phantom import PhantomSpec, make_phantom
+from phantoms import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 # In CI (.ci/run, CI=true) the system tools that check our output are installed by .ci/install-tools.sh: a

@@ -17,9 +17,9 @@ import torch
 import model.cohort
 import model.readers
 import process
+from phantoms import make_phantom
 from tests.conftest import ROOT, SMALL_SPEC, write_case
 from tests.model.test_files import fill, small_tmpfs
-from train.phantom import make_phantom
 
 OUT_SLUG = "images/automated-petct-lesion-segmentation"
 

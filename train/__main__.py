@@ -10,6 +10,8 @@ from pathlib import Path
 
 from model.errors import InputError, shown
 from model.files import undefined_as_null
+from phantoms import DEFAULT_SPEC
+from train.layouts import layouts_for, layouts_help, training_layout
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -53,21 +55,22 @@ def _parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="python -m train", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    spec = DEFAULT_SPEC  # the grid's defaults: autoPET's, stated once in phantoms.PhantomSpec
     synth = sub.add_parser("synth", help="write synthetic whole-body PET/CT phantoms with lesions",
-                           description="Write synthetic whole-body FDG PET/CT studies (train.phantom).")
+                           description="Write synthetic whole-body FDG PET/CT studies (the phantoms package).")
     synth.add_argument("--out", type=Path, required=True, help="folder to write the studies to")
     synth.add_argument("--cases", type=int, default=8, help="number of studies (default 8)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--layout", choices=["tcia", "grand-challenge"], default="tcia",
-                       help="tcia: Patient/Study/{SUV,CTres,SEG}.nii.gz and Metadata.csv (what prepare reads); "
-                            "grand-challenge: images/{pet,ct} and labels .mha (what process.py reads)")
-    synth.add_argument("--size", type=int, default=400, help="in-plane matrix, square (default 400)")
-    synth.add_argument("--spacing", type=float, default=2.0364, help="in-plane spacing, mm (default 2.0364)")
-    synth.add_argument("--slices", type=int, default=326, help="number of slices (default 326)")
-    synth.add_argument("--thickness", type=float, default=3.0, help="slice spacing, mm (default 3)")
+    synth.add_argument("--layout", choices=layouts_for("write"), default="tcia", help=layouts_help("write"))
+    synth.add_argument("--size", type=int, default=spec.size, help=f"in-plane matrix, square (default {spec.size})")
+    synth.add_argument("--spacing", type=float, default=spec.spacing,
+                       help=f"in-plane spacing, mm (default {spec.spacing:g})")
+    synth.add_argument("--slices", type=int, default=spec.slices, help=f"number of slices (default {spec.slices})")
+    synth.add_argument("--thickness", type=float, default=spec.slice_thickness,
+                       help=f"slice spacing, mm (default {spec.slice_thickness:g})")
     synth.add_argument("--negative-fraction", type=float, default=0.5,
                        help="share of studies without lesions (default 0.5, as in autoPET)")
-    synth.add_argument("--feet-fraction", type=float, default=0.0,
+    synth.add_argument("--feet-fraction", type=float, default=spec.feet_fraction,
                        help="share of studies whose field of view runs on to the feet; they get more slices "
                             "(default 0)")
     synth.add_argument("--preview", type=Path, default=None, metavar="PNG",
@@ -78,9 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "studies per diagnosis.")
     prep.add_argument("--source", type=Path, required=True,
                       help="the release's folder (the FDG-PET-CT-Lesions NIfTI tree, or an nnU-Net dataset)")
-    prep.add_argument("--layout", choices=["tcia", "nnunet"], default="tcia",
-                      help="tcia: Patient/Study/{SUV,CTres,SEG}.nii.gz anywhere under --source; nnunet: "
-                           "imagesTr, labelsTr and dataset.json (autoPET III: <tracer>_<patient>_<study>)")
+    prep.add_argument("--layout", choices=layouts_for("find"), default="tcia", help=layouts_help("find"))
     prep.add_argument("--out", type=Path, required=True, help="the store's folder")
     prep.add_argument("--workers", type=int, default=1, help="studies prepared in parallel (default 1)")
     prep.add_argument("--spacing", type=float, nargs=2, default=None, metavar=("X", "Y"),
@@ -129,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         check_arguments(args)
         if args.command == "synth":
-            from train.phantom import PhantomSpec, write_dataset
+            from phantoms import PhantomSpec, write_dataset
 
             spec = PhantomSpec(size=args.size, spacing=args.spacing, slices=args.slices,
                                slice_thickness=args.thickness, feet_fraction=args.feet_fraction)
-            rows = write_dataset(args.out, args.cases, args.seed, args.layout, spec, args.negative_fraction,
+            writer = training_layout(args.layout, "write").write
+            rows = write_dataset(args.out, args.cases, args.seed, writer, spec, args.negative_fraction,
                                  preview=args.preview)
             print(f"wrote {len(rows)} phantom studies to {args.out} ({args.layout} layout)")
         elif args.command == "prepare":
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {args.data / 'splits.json'}: " + ", ".join(f"fold {k}: {len(f['val'])} val"
                                                                      for k, f in enumerate(folds)))
         elif args.command == "fit":
-            from train.fit import FitConfig
+            from train.config import FitConfig
             from train.fit import fit as run_fit
 
             config = FitConfig.load(args.config, args.overrides)

@@ -4,15 +4,16 @@ and two budgets, evaluated on held-out phantoms with the official metrics.
     python -m train.alpha_experiment --work runs/alpha-experiment [--seeds 0 1 2] [--epochs 60] [--steps 25]
 
 - The phantoms and their split are fixed (training phantoms seed 1, held-out seed 99, split seed 0); only
-  the training seed varies. A work folder's phantoms are reused, and refused when train/phantom.py or the
+  the training seed varies. A work folder's phantoms are reused, and refused when the phantoms package or the
   grid changed since they were made (start a new --work then).
 - Budget ``steps``: every arm trains the same number of steps. Budget ``lesion``: every arm draws about as
   many lesion slices as the largest alpha's arm of the steps budget (reused), so an arm whose epochs hold a
   larger share of lesion slices trains for fewer steps (alpha = 0: that share is 1).
 - Each run validates only after its last epoch (val_every = epochs), so the exported weights are the last
   epoch's (no selection by validation).
-- Every held-out phantom goes through process.py once per run; the ``--min-lesion-ml`` values above 0 apply
-  model.postprocessing (what process.py's --min-lesion-ml calls) to those masks; then the official metrics.
+- Every held-out phantom goes through inference once per run, as process.py runs it
+  (model.cohort.run_cohort); the ``--min-lesion-ml`` values above 0 apply model.postprocessing (what
+  process.py's --min-lesion-ml calls) to those masks; then the official metrics.
 - Training is bit-reproducible on one machine for a given thread count (``--threads``, recorded): runs are
   spread over ``--jobs`` processes of that many threads each, which does not change a number.
 - Printed: per arm, mean and sample standard deviation over seeds of Dice (positives), FPV (all), FNV
@@ -30,7 +31,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import platform
@@ -45,15 +45,16 @@ from pathlib import Path
 
 import torch
 
+import phantoms
 from model.cohort import OUTPUT_SLUG
 from model.errors import InputError
+from train.alpha_summary import paired, table
 
 CONFIG = Path(__file__).parent / "configs" / "demo.json"
-PHANTOM_CODE = Path(__file__).parent / "phantom.py"
+# The phantom generator's code: a work folder's phantoms are refused when it changed (digest of every module).
+PHANTOM_CODE = Path(phantoms.__file__).parent
 SPLIT_SEED = 0
 HELDOUT_NEGATIVE_FRACTION = 0.3
-# A run whose raw training loss changed by more than this over its last fifth of epochs has not flattened.
-FLAT_LOSS_CHANGE = 0.05
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,17 @@ def _log(message: str) -> None:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Of a file, or of a folder's Python modules (names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("*.py")) if path.is_dir() else [path]:
+        digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
 
 
 def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dict]:
     """The training store (with its split) and the held-out cases (grand-challenge layout with labels), made
     once per work folder; returns them and what they were made from."""
-    from train.phantom import PhantomSpec, write_dataset
+    from phantoms import PhantomSpec, write_dataset, write_grand_challenge, write_tcia
     from train.prepare import load_index, prepare
     from train.splits import write_splits
 
@@ -107,7 +112,7 @@ def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dic
         before = json.loads(record.read_text())
         changed = sorted(key for key in made_from if before.get(key) != made_from[key])
         if changed:
-            raise InputError(f"{work}: its phantoms were made with other {', '.join(changed)} (train/phantom.py or "
+            raise InputError(f"{work}: its phantoms were made with other {', '.join(changed)} (the phantoms package or "
                              "the flags changed); give a new --work")
         return data, heldout, made_from
     spec = PhantomSpec(size=args.size, spacing=args.spacing, slices=args.slices, slice_thickness=args.thickness)
@@ -115,9 +120,9 @@ def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dic
         shutil.rmtree(folder, ignore_errors=True)
     _log(f"alpha experiment: making {args.train_cases} training and {args.heldout_cases} held-out phantoms")
     with open(work / "prepare.log", "w") as log, contextlib.redirect_stdout(log):
-        write_dataset(work / "phantoms", args.train_cases, args.phantom_seeds[0], "tcia", spec, progress=False)
+        write_dataset(work / "phantoms", args.train_cases, args.phantom_seeds[0], write_tcia, spec, progress=False)
         prepare(work / "phantoms", "tcia", data, progress=False)
-        write_dataset(heldout, args.heldout_cases, args.phantom_seeds[1], "grand-challenge", spec,
+        write_dataset(heldout, args.heldout_cases, args.phantom_seeds[1], write_grand_challenge, spec,
                       HELDOUT_NEGATIVE_FRACTION, progress=False)
     write_splits(load_index(data), data / "splits.json", seed=SPLIT_SEED)
     record.write_text(json.dumps(made_from, indent=1))
@@ -127,14 +132,16 @@ def make_phantoms(work: Path, args: argparse.Namespace) -> tuple[Path, Path, dic
 def lesion_share(data: Path, config: dict, alpha: float, seeds: Sequence[int]) -> float:
     """Share of lesion slices among the items of an epoch (the whole-body sets' own lesion slices included),
     averaged over a full turn of the sets and over the training seeds."""
-    from train.fit import Distributed, FitConfig, select_studies
+    from train.config import FitConfig
+    from train.fit import Distributed, select_studies
     from train.sampler import WholeBodySampler
 
     fit_config = FitConfig(**{**config, "alpha": alpha})
     studies = select_studies(data, 0, fit_config, Distributed())
     shares = []
     for seed in seeds:
-        sampler = WholeBodySampler(studies.train, alpha, fit_config.beta, fit_config.overlap, seed,
+        sampler = WholeBodySampler(studies.train, alpha=alpha, beta=fit_config.beta,
+                                   set_carry_over=fit_config.set_carry_over, seed=seed,
                                    whole_body_negatives=fit_config.whole_body_negatives)
         lesion = set(sampler.lesion_slices)
         for epoch in range(0, max(len(sampler.sets), 1) * fit_config.beta, fit_config.beta):
@@ -205,12 +212,26 @@ def postprocessed(predictions: Path, out: Path, min_ml: float) -> Path:
     return out
 
 
+def segment_cases(cases: Path, weights: Path, out: Path, precision: str) -> Path:
+    """Segment a folder in the grand-challenge layout on the CPU as process.py does, through model/'s cohort
+    API (the one place this experiment calls it); returns the masks' folder."""
+    from model.cases import layout_cases
+    from model.cohort import CohortOptions, run_cohort
+    from model.inference import InferenceConfig, Predictor
+
+    predictor = Predictor.from_path(weights, InferenceConfig(device="cpu", precision=precision))
+    summary = run_cohort(layout_cases(cases), predictor, out, CohortOptions())
+    if summary.count("failed"):
+        raise InputError(f"{out}: {summary.count('failed')} held-out cases failed (see process.log)")
+    return out / "images" / OUTPUT_SLUG
+
+
 def train_and_score(spec: RunSpec) -> dict:
     """Train one run (resumed or reused when done), run process.py on the held-out phantoms, score every
     post-processing value. Returns the run's result; also written to RUN/result.json."""
-    import process
+    from train.config import FitConfig
     from train.evaluate import evaluate
-    from train.fit import FitConfig, fit
+    from train.fit import fit
 
     torch.set_num_threads(spec.threads)
     result_path = spec.folder / "result.json"
@@ -226,13 +247,8 @@ def train_and_score(spec: RunSpec) -> dict:
         if not weights.is_file():
             raise InputError(f"{spec.folder}: the run exported no weights")
         (spec.folder / "done").write_text("")
-    predictions = spec.folder / "heldout"
     with open(spec.folder / "process.log", "w") as log, contextlib.redirect_stdout(log):
-        code = process.main(["--input", str(spec.heldout), "--output", str(predictions), "--weights",
-                             str(weights.parent), "--device", "cpu", "--precision", spec.precision])
-    if code != 0:
-        raise InputError(f"{spec.folder / 'process.log'}: process.py failed with exit code {code}")
-    masks = predictions / "images" / OUTPUT_SLUG
+        masks = segment_cases(spec.heldout, weights.parent, spec.folder / "heldout", spec.precision)
     scores = {}
     for min_ml in spec.min_lesion_ml:
         folder = masks if min_ml == 0 else postprocessed(masks, spec.folder / f"heldout-min{min_ml:g}ml", min_ml)
@@ -263,42 +279,6 @@ def run_all(specs: list[RunSpec], jobs: int) -> dict[str, dict]:
             pool.shutdown(cancel_futures=True)  # the runs not started yet; a rerun resumes the others
             raise
     return results
-
-
-def _finite(values: Sequence[float | None]) -> list[float]:
-    return [v for v in values if v is not None and not math.isnan(v)]
-
-
-def _mean_sd(values: Sequence[float | None], scale: float = 1.0, digits: int = 3) -> str:
-    values = _finite(values)
-    if not values:
-        return "n/a"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * statistics.fmean(values):.{digits}f} ± {scale * sd:.{digits}f}"
-
-
-def paired(a_runs: list[list[dict]], b_runs: list[list[dict]], key: str) -> dict:
-    """Per case, the mean over seeds of ``key`` in arm a and arm b; counts of cases where each is better and a
-    Wilcoxon signed-rank p value (better = higher Dice, lower FPV); None when fewer than 6 cases differ."""
-    from scipy.stats import wilcoxon
-
-    def case_means(runs: list[list[dict]]) -> dict[str, float]:
-        by_case: dict[str, list[float]] = {}
-        for cases in runs:
-            for row in cases:
-                if row[key] is not None:
-                    by_case.setdefault(row["case"], []).append(float(row[key]))
-        return {case: statistics.fmean(values) for case, values in by_case.items()}
-
-    a, b = case_means(a_runs), case_means(b_runs)
-    cases = sorted(set(a) & set(b))
-    sign = 1.0 if key == "dice" else -1.0
-    differences = [sign * (a[c] - b[c]) for c in cases]
-    nonzero = [d for d in differences if abs(d) > 1e-9]
-    p_value = float(wilcoxon(nonzero).pvalue) if len(nonzero) >= 6 else None
-    return {"cases": len(cases), "a_better": sum(d > 1e-9 for d in differences),
-            "b_better": sum(d < -1e-9 for d in differences), "p_wilcoxon": p_value,
-            "per_case": {c: [a[c], b[c]] for c in cases}}
 
 
 def machine(threads: int, precision: str) -> dict[str, str]:
@@ -341,7 +321,7 @@ def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list
 
 
 def run_experiment(args: argparse.Namespace) -> dict:
-    from train.fit import FitConfig
+    from train.config import FitConfig
 
     work: Path = args.work
     work.mkdir(parents=True, exist_ok=True)
@@ -393,47 +373,6 @@ def run_experiment(args: argparse.Namespace) -> dict:
         _figures(work, heldout, arms, runs_of)
     (work / "results.json").write_text(json.dumps(results, indent=1))
     return results
-
-
-def table(results: dict) -> str:
-    m, p = results["machine"], results["phantoms"]
-    shares = ", ".join(f"alpha {alpha} {share:.2f}" for alpha, share in results["lesion_share"].items())
-    lines = [f"machine: {m['cpu']}, {m['threads']} thread(s) per run (CPU bf16 {m['cpu_bf16']}); precision: training "
-             f"{m['training_precision']}, inference {m['inference_precision']}; torch {m['torch']}",
-             f"phantoms: {p['train_cases']} training (seed {p['train_seed']}, fold 0 of split seed {p['split_seed']}), "
-             f"{p['heldout_cases']} held-out (seed {p['heldout_seed']}), {p['size']}x{p['size']}x{p['slices']} at "
-             f"{p['spacing']:g} x {p['thickness']:g} mm, train/phantom.py {p['generator_sha256'][:12]}",
-             f"{results['epochs']} epochs; training seeds {results['seeds']}; lesion share of an epoch's items: "
-             f"{shares}",
-             "",
-             "| budget | alpha | steps/epoch | lesion slices drawn | min lesion ml | Dice (positives) | FPV ml (all) "
-             "| FNV ml (positives) | loss change, last fifth (%) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    changes = {r["run"]: r["loss_change_last_fifth"] for arm in results["arms"].values() for r in arm["runs"]}
-    unflattened = sum(abs(change) > FLAT_LOSS_CHANGE for change in _finite(list(changes.values())))
-    for arm in results["arms"].values():
-        runs = arm["runs"]
-        lines.append(f"| {arm['budget']} | {arm['alpha']:g} | {arm['steps_per_epoch']} | "
-                     f"{arm['lesion_slices_drawn']} | {arm['min_lesion_ml']:g} | "
-                     f"{_mean_sd([r['mean']['dice'] for r in runs])} | "
-                     f"{_mean_sd([r['mean']['fpv_ml'] for r in runs], digits=2)} | "
-                     f"{_mean_sd([r['mean']['fnv_ml'] for r in runs], digits=2)} | "
-                     f"{_mean_sd([r['loss_change_last_fifth'] for r in runs], scale=100, digits=1)} |")
-    lines += ["", "mean ± sample sd over the training seeds; paired per case (means over seeds):"]
-    alphas = sorted({arm["alpha"] for arm in results["arms"].values()}, reverse=True)
-    for name, comparison in results["paired"].items():
-        for key, what in (("dice", "higher Dice"), ("fpv_ml", "lower FPV")):
-            c = comparison[key]
-            p_text = "n/a (fewer than 6 differing cases)" if c["p_wilcoxon"] is None else f"{c['p_wilcoxon']:.3f}"
-            lines.append(f"- {name}: {what} with alpha = {alphas[0]:g} on {c['a_better']} of {c['cases']} cases, "
-                         f"with alpha = {alphas[-1]:g} on {c['b_better']}; Wilcoxon p {p_text}")
-    if unflattened:
-        lines.append(f"- the training loss still changed by more than {FLAT_LOSS_CHANGE:.0%} over the last fifth of "
-                     f"the epochs in {unflattened} run(s): train longer")
-    if "deterministic" in results:
-        lines.append(f"- retrained from scratch, the first run's weights are "
-                     f"{'bit-identical' if results['deterministic'] else 'DIFFERENT'}")
-    return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -16,7 +16,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,119 +34,20 @@ from model.files import atomic_target, atomic_write_bytes, undefined_as_null
 from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
 from model.inference import Predictor, cpu_supports_bf16
 from model.metrics import aggregate, case_metrics
-from model.network import IMAGENET, PRETRAINED_SUFFIXES, build_training_network
-from train.augment import AUGMENTATIONS, augment, build_augmentation
+from model.network import IMAGENET, build_training_network
+from train.augment import augment, build_augmentation
+from train.config import FitConfig
 from train.data import SliceDataset, StoreVolumes
-from train.loss import DICE_FORMS, TERMS, UncertaintyWeightedLoss
+from train.loss import TERMS, UncertaintyWeightedLoss
 from train.notices import warn
 from train.prepare import bodyless_slices, load_index
 from train.sampler import WholeBodySampler
 from train.splits import read_fold, write_splits
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # metrics.csv: one row per epoch under this fixed header; validation columns stay empty between validations.
 METRICS_FIELDS = ("epoch", "steps", "seconds", "lr", "loss", *TERMS, *(f"s_{name}" for name in TERMS),
                   "nonfinite_steps", "val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases", "val_positive_cases")
 StepCallback = Callable[[int], None]
-
-
-@dataclass
-class FitConfig:
-    """Everything a run depends on; saved in RUN/config.json. ``model`` holds ModelConfig fields and the
-    training-only ``pretrained`` (null, "imagenet" or a local weights file of the encoder)."""
-
-    model: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 80
-    cosine_epochs: int = 100
-    batch_size: int = 24
-    lr: float = 1e-5
-    lr_min: float = 1e-8
-    betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 0.01
-    loss_lr: float = 1e-4
-    # The Dice term's form (train.loss.DICE_FORMS): this project's "foreground_batch", or the seed code's
-    # "two_class_per_sample" (paper.json).
-    dice: str = "foreground_batch"
-    alpha: float = 1.0
-    beta: int = 5
-    overlap: float = 0.25
-    whole_body_negatives: bool = False
-    positive_studies_only: bool = True
-    # "seed" (the seed's imgaug pipeline, operator by operator), "seed_v1" (the first rebuild of it, which
-    # demo.json trained with), "light", or false; true is read as "light", what it meant before.
-    augment: str | bool = "seed"
-    workers: int = 4
-    seed: int = 0
-    folds: int = 5
-    steps_per_epoch: int | None = None  # exact when set (items are cycled); else one pass over the epoch
-    # Validation after every val_every-th epoch and always after the last one, so a run always has a best.
-    val_every: int = 1
-    val_max_studies: int | None = None
-    val_batch_size: int = 16
-    # Steps whose loss is not finite are skipped; a run with more than this many stops.
-    max_nonfinite_steps: int = 20
-    # Autocast: "auto" (bf16 where the device has it, else fp16 with a GradScaler on CUDA, fp32 on CPU), or
-    # one of "fp32", "bf16", "fp16" (CUDA only), so that one machine can train both ways.
-    precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.augment is True:
-            self.augment = "light"
-        if self.augment not in (False, *AUGMENTATIONS):
-            raise ValueError(f"augment must be one of {[*AUGMENTATIONS, False]}, got {self.augment!r}")
-        if self.dice not in DICE_FORMS:
-            raise ValueError(f"dice must be one of {list(DICE_FORMS)}, got {self.dice!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-        for name in ("epochs", "val_every", "batch_size", "beta", "max_nonfinite_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        pretrained = self.pretrained
-        if pretrained not in (None, IMAGENET) and not (
-                isinstance(pretrained, str) and Path(pretrained).suffix in PRETRAINED_SUFFIXES
-                and Path(pretrained).is_file()):
-            raise ValueError(f"model.pretrained {pretrained!r}: expected null, \"imagenet\" or an existing weights "
-                             f"file ({', '.join(PRETRAINED_SUFFIXES)})")
-        self.model_config()  # a bad model section fails here, before any work
-
-    @property
-    def pretrained(self) -> str | None:
-        return self.model.get("pretrained")
-
-    @classmethod
-    def load(cls, path: Path, overrides: list[str]) -> FitConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise InputError(f"{path}: cannot read the training config: {error}") from None
-        for item in overrides:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise InputError(f"--set {item}: expected key=value")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            target = data
-            parts = key.split(".")
-            for part in parts[:-1]:
-                target = target.setdefault(part, {})
-            target[parts[-1]] = value
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise InputError(f"{path}: unknown training config keys {sorted(unknown)}")
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
-        try:
-            return cls(**data)
-        except (ValueError, TypeError) as error:
-            raise InputError(f"{path}: {error}") from None
-
-    def model_config(self, **provenance: Any) -> ModelConfig:
-        """The checkpoint's architecture and input contract: the model section without ``pretrained``."""
-        architecture = {k: v for k, v in self.model.items() if k != "pretrained"}
-        return dataclasses.replace(ModelConfig.from_dict(architecture), provenance=provenance)
 
 
 class TrainModule(torch.nn.Module):
@@ -511,8 +412,9 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
         if ddp.world_size > 1:
             train_module = torch.nn.parallel.DistributedDataParallel(
                 optimisation.module, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
-        sampler = WholeBodySampler(studies.train, config.alpha, config.beta, config.overlap, config.seed, ddp.rank,
-                                   ddp.world_size, config.whole_body_negatives)
+        sampler = WholeBodySampler(studies.train, alpha=config.alpha, beta=config.beta,
+                                   set_carry_over=config.set_carry_over, seed=config.seed, rank=ddp.rank,
+                                   world_size=ddp.world_size, whole_body_negatives=config.whole_body_negatives)
         dataset = SliceDataset(data, studies.train, model_config, config.seed)
         aug = build_augmentation(config.augment).to(torch_device) if config.augment else None
         for epoch in range(state.next_epoch, config.epochs):

@@ -16,10 +16,8 @@ diagnosis are looked up again on every run, so a metadata CSV given later reache
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from tqdm.auto import tqdm
 
 from model.config import DEFAULT_ORIENTATION, NormalisationConfig
 from model.errors import InputError
-from model.files import atomic_write_json, loads_strict, open_regular
+from model.files import atomic_write_json, loads_strict
 from model.geometry import (
     CT_FILL_HU,
     inplane_grid,
@@ -40,90 +38,15 @@ from model.geometry import (
 )
 from model.preprocessing import slices_with_body
 from model.readers import read_image
+from train.layouts import TRACERS, SourceStudy, training_layout
 from train.metadata import (
-    Diagnoses,
     diagnosis_table,
     metadata_csvs,
-    patient_key,
     read_metadata,
     warn_if_mostly_unknown,
 )
 
 BODY_MARGIN_PX = 8
-TRACERS = ("fdg", "psma")
-# autoPET III nnU-Net case names: <tracer>_<patient>_<study>, e.g. fdg_0011f3deaf_03-23-2003-NA-PET-CT ...
-_NNUNET_CASE = re.compile(r"^(fdg|psma)_([^_]+)_(.+)$", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class SourceStudy:
-    study_id: str
-    patient: str
-    tracer: str  # fdg, psma, or unknown
-    diagnosis: str
-    pet: Path
-    ct: Path
-    mask: Path
-
-
-def _safe_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
-
-
-def find_tcia(source: Path, diagnoses: Diagnoses) -> list[SourceStudy]:
-    """<patient>/<study>/{SUV,CTres,SEG}.nii.gz anywhere under ``source`` (the FDG-PET-CT-Lesions NIfTI
-    release: FDG studies)."""
-    studies = []
-    for suv in sorted(source.rglob("SUV.nii.gz")):
-        folder = suv.parent
-        patient, study = folder.parent.name, folder.name
-        studies.append(SourceStudy(study_id=_safe_id(f"{patient}/{study}"), patient=patient, tracer="fdg",
-                                   diagnosis=diagnoses.lookup(patient_key(patient), study), pet=suv,
-                                   ct=folder / "CTres.nii.gz", mask=folder / "SEG.nii.gz"))
-    return studies
-
-
-def nnunet_case(case: str) -> tuple[str, str, str]:
-    """(patient, tracer, study) of an nnU-Net case name.
-
-    autoPET III: ``fdg_0011f3deaf_<study>`` -> (fdg_0011f3deaf, fdg, <study>); the patient keeps its tracer,
-    as the two cohorts are different people. autoPET 2022 style ``PETCT_<patient>_<study>``: FDG. Other
-    names: the patient is the name without a trailing ``_<number>``.
-    """
-    named = _NNUNET_CASE.match(case)
-    if named:
-        tracer = named[1].lower()
-        return f"{tracer}_{named[2]}", tracer, named[3]
-    if case.upper().startswith("PETCT_") and case.count("_") >= 2:
-        prefix, patient, study = case.split("_", 2)
-        return f"{prefix}_{patient}", "fdg", study
-    return re.sub(r"_\d+$", "", case), "unknown", case
-
-
-def find_nnunet(source: Path, diagnoses: Diagnoses) -> list[SourceStudy]:
-    """imagesTr/<case>_000k.nii.gz and labelsTr/<case>.nii.gz, channel order from dataset.json."""
-    try:
-        with open_regular(source / "dataset.json", "nnU-Net dataset description", "r", encoding="utf-8") as handle:
-            dataset = loads_strict(handle.read())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{source / 'dataset.json'}: cannot read the nnU-Net dataset description: {error}") from None
-    names = {str(v).upper(): int(k) for k, v in dataset.get("channel_names", dataset.get("modality", {})).items()}
-    pet_channel = next((i for n, i in names.items() if "PET" in n or "SUV" in n), None)
-    ct_channel = next((i for n, i in names.items() if "CT" in n), None)
-    if pet_channel is None or ct_channel is None:
-        raise InputError(f"{source / 'dataset.json'}: cannot tell the PET and CT channels from {names}")
-    ending = dataset.get("file_ending", ".nii.gz")
-    studies = []
-    for label in sorted((source / "labelsTr").glob(f"*{ending}")):
-        case = label.name[: -len(ending)]
-        patient, tracer, study = nnunet_case(case)
-        studies.append(SourceStudy(study_id=_safe_id(case), patient=patient, tracer=tracer,
-                                   diagnosis=diagnoses.lookup(patient_key(patient), study),
-                                   pet=source / "imagesTr" / f"{case}_{pet_channel:04d}{ending}",
-                                   ct=source / "imagesTr" / f"{case}_{ct_channel:04d}{ending}", mask=label))
-    return studies
-
-
 def body_box_3d(ct: np.ndarray, norm: NormalisationConfig, margin: int = BODY_MARGIN_PX) -> tuple[slice, slice]:
     """In-plane (y, x) slices of the body's bounding box over all slices, with a margin."""
     body = ct > norm.body_threshold_hu
@@ -234,8 +157,9 @@ def find_studies(source: Path, layout: str, tracer: str = "all", metadata: Path 
     """The studies of ``source`` (of one tracer, or all), with their diagnoses; prints studies per diagnosis."""
     if tracer != "all" and tracer not in TRACERS:
         raise InputError(f"--tracer {tracer}: expected one of {[*TRACERS, 'all']}")
+    find = training_layout(layout, "find").find  # first: an unknown layout is refused before any reading
     diagnoses = read_metadata(metadata_csvs(source, metadata))
-    studies = find_tcia(source, diagnoses) if layout == "tcia" else find_nnunet(source, diagnoses)
+    studies = find(source, diagnoses)
     if tracer != "all":
         studies = [s for s in studies if s.tracer == tracer]
     if not studies:

@@ -1,7 +1,7 @@
 """The whole-body strategy: every lesion slice each epoch, plus every slice of a rotating set of patients.
 
 Training patients are shuffled once (seed) and cut into whole-body sets of m patients in all, m chosen so
-that a set's slices are about alpha x the lesion slices: m - lap new patients, plus lap = int(overlap x m)
+that a set's slices are about alpha x the lesion slices: m - lap new patients, plus lap = int(set_carry_over x m)
 drawn at random from the previous set (the first set draws from the last patients: circular), as the
 seed builds them. The set changes every beta epochs, so over the run every training patient's whole body
 is seen. alpha = 0 is plain lesion-slice training. Slices without body (fewer than
@@ -22,13 +22,14 @@ SliceRef = tuple[int, int]  # (study position in the index, slice)
 
 
 class WholeBodySampler(Sampler[SliceRef]):
-    def __init__(self, studies: list[dict], alpha: float = 1.0, beta: int = 5, overlap: float = 0.25,
-                 seed: int = 0, rank: int = 0, world_size: int = 1, whole_body_negatives: bool = False):
+    # alpha, beta, set_carry_over and seed have no defaults here: their one home is train.config.FitConfig.
+    def __init__(self, studies: list[dict], *, alpha: float, beta: int, set_carry_over: float, seed: int,
+                 rank: int = 0, world_size: int = 1, whole_body_negatives: bool = False):
         if beta < 1:
             raise ValueError("beta must be at least 1")
-        if not 0.0 <= overlap < 1.0:
-            raise ValueError("overlap must lie in [0, 1)")
-        self.studies, self.alpha, self.beta, self.overlap = studies, alpha, beta, overlap
+        if not 0.0 <= set_carry_over < 1.0:
+            raise ValueError("set_carry_over must lie in [0, 1)")
+        self.studies, self.alpha, self.beta, self.set_carry_over = studies, alpha, beta, set_carry_over
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
         self.body_slices = [sorted(set(range(row["slices"])) - set(row.get("bodyless_slices", [])))
@@ -53,7 +54,7 @@ class WholeBodySampler(Sampler[SliceRef]):
         size = min(max(round(self.alpha * len(self.lesion_slices) / per_patient), 1), len(order))
         if size == len(order):
             return [order]  # one set holds every patient: nothing to carry over
-        carried = int(self.overlap * size)
+        carried = int(self.set_carry_over * size)
         fresh = max(size - carried, 1)
         chunks = [list(c) for c in np.array_split(np.array(order, dtype=object), math.ceil(len(order) / fresh))]
         sets: list[list[str]] = []

@@ -16,10 +16,10 @@ import model.cases
 from model.cases import CaseSource, dicom_cases, output_paths, path_case, write_local_outputs
 from model.errors import InputError, WriteError
 from model.report import lesion_report, rounded_headline
+from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC
 from tests.model.dicom_series import Grid, StudyIds, ct_datasets, pet_datasets, write_series
 from tests.model.test_suv import SIEMENS_FACTOR
-from train.phantom import make_phantom
 
 MEMBERS = {"version": "0.1.0", "weights_sha256": {"fold0.safetensors": "ab" * 32}, "ensemble": 1}
 

@@ -7,8 +7,8 @@ import SimpleITK as sitk
 
 from model import InputError
 from model.checks import MAX_BODY_MEDIAN_SUV, MIN_OUTLINE_DICE, check_spacing, check_study
+from phantoms import PhantomSpec, make_phantom
 from tests.conftest import SMALL_SPEC
-from train.phantom import PhantomSpec, make_phantom
 
 MEDIUM_SPEC = PhantomSpec(size=96, spacing=5.0, slices=60, slice_thickness=16.0)
 

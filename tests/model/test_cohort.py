@@ -29,8 +29,8 @@ from model.cohort import (
 )
 from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError
+from phantoms import make_phantom
 from tests.conftest import ROOT, SMALL_SPEC, write_case
-from train.phantom import make_phantom
 
 NAMES = ["c0", "c1", "c2", "c3", "c4"]
 

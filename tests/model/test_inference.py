@@ -23,8 +23,8 @@ from model.inference import (
     tile_chunk,
 )
 from model.postprocessing import remove_small_components
+from phantoms import PhantomSpec, make_phantom
 from tests.conftest import TINY, dice, oracle_predictor
-from train.phantom import PhantomSpec, make_phantom
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 DEMO_SPEC = PhantomSpec(size=128, spacing=4.0728, slices=48, slice_thickness=6.0)

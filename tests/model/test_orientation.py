@@ -14,7 +14,7 @@ from model import InputError, Predictor, segment
 from model.checkpoint import load_checkpoint
 from model.config import DEFAULT_ORIENTATION, ModelConfig
 from model.geometry import orientation_of
-from train.phantom import PhantomSpec, make_phantom
+from phantoms import PhantomSpec, make_phantom
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
 SPEC = PhantomSpec(size=96, spacing=4.0728, slices=40, slice_thickness=6.0)  # the demo model's spacing

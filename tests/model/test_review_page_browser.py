@@ -12,9 +12,9 @@ import pytest
 from matplotlib.image import imread
 
 import process
+from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC, needs_tool, write_case
 from tests.model.browser import Browser, find_chromium
-from train.phantom import make_phantom
 
 CHROMIUM = find_chromium()
 pytestmark = needs_tool(CHROMIUM, "chromium")

@@ -12,8 +12,8 @@ from model.config import NormalisationConfig
 from model.inference import load_chunk, tile_chunk
 from model.network import build_network
 from model.preprocessing import normalise
+from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC, TINY
-from train.phantom import make_phantom
 
 SEED_TINY = dataclasses.replace(TINY, normalisation=NormalisationConfig(scheme="seed"))
 

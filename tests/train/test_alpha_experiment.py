@@ -4,6 +4,7 @@ its budgets, loss measure, post-processing ablation and stale phantoms."""
 import contextlib
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from train.alpha_experiment import Arm, loss_change_last_fifth, main, make_arms,
 TINY_CONFIG = {"model": {"encoder": "regnety_002", "decoder_channels": [16, 8, 8, 8, 8], "crop_size": 32,
                          "spacing_mm": [8.0, 8.0]},
                "batch_size": 4, "lr": 1e-3, "workers": 0, "beta": 1, "val_max_studies": 1, "val_batch_size": 8,
-               "augment": "seed"}
+               "augment": "seed", "weight_decay": 0.01, "dice": "foreground_batch"}
 # Training phantoms seed 4: four of six have lesions (seed 1, the default, has one).
 TINY = ["--train-cases", "6", "--heldout-cases", "3", "--phantom-seeds", "4", "99", "--size", "48", "--spacing", "8",
         "--slices", "24", "--thickness", "12", "--seeds", "0", "--epochs", "2", "--steps", "2", "--budgets", "steps",
@@ -80,8 +81,9 @@ def test_phantoms_made_otherwise_are_refused(two_runs, monkeypatch, tmp_path):
     args = parse_args(["--work", str(root / "a"), *TINY, "--size", "40"])
     with pytest.raises(InputError, match="other size"):
         make_phantoms(root / "a", args)
-    changed = tmp_path / "phantom.py"
-    changed.write_text("# another generator\n")
+    changed = tmp_path / "phantoms"  # the generator's package with one module changed
+    shutil.copytree(alpha_experiment.PHANTOM_CODE, changed, ignore=shutil.ignore_patterns("__pycache__"))
+    (changed / "lesions.py").write_text((changed / "lesions.py").read_text() + "# another generator\n")
     monkeypatch.setattr(alpha_experiment, "PHANTOM_CODE", changed)
     with pytest.raises(InputError, match="other generator_sha256"):
         make_phantoms(root / "a", parse_args(["--work", str(root / "a"), *TINY]))

@@ -26,6 +26,9 @@ from train.__main__ import main as train_main
     (["fit", "--data", "{d}", "--out", "{d}/r", "--fold", "-1"], "--fold -1: must be a number from 0"),
     (["evaluate", "--pred", "{d}/nowhere", "--gt", "{d}"], "--pred {d}/nowhere: folder missing"),
     (["nosuch"], "invalid choice: 'nosuch'"),
+    (["synth", "--out", "{d}/s", "--layout", "nnunet"], "invalid choice: 'nnunet'"),
+    (["prepare", "--source", "{d}", "--out", "{d}/p", "--layout", "grand-challenge"], "invalid choice"),
+    (["prepare", "--source", "{d}", "--out", "{d}/p", "--layout", "nnU-Net"], "invalid choice"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     (tmp_path / "file").write_text("a file")
@@ -34,3 +37,19 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path, capsys, argv, needle):
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
     assert needle.format(d=tmp_path) in err
     assert not (tmp_path / "s").exists()  # nothing was written
+
+
+def test_a_layout_is_refused_where_it_has_no_part_never_read_as_another(tmp_path):
+    """One table of training layouts: prepare reads only those that can be found, synth writes only those that
+    can be written, and a name outside the table is refused (it once meant nnunet to prepare)."""
+    from model.errors import InputError
+    from train.layouts import LAYOUTS, layouts_for, training_layout
+    from train.prepare import find_studies
+
+    assert set(LAYOUTS) == {"tcia", "nnunet", "grand-challenge"}
+    assert layouts_for("find") == ["tcia", "nnunet"] and layouts_for("write") == ["tcia", "grand-challenge"]
+    for name, use in (("NNUNET", "find"), ("grand-challenge", "find"), ("nnunet", "write"), ("", "write")):
+        with pytest.raises(InputError, match=f"layout {name!r}"):
+            training_layout(name, use)
+    with pytest.raises(InputError, match="layout 'nnU-Net': prepare reads only tcia, nnunet"):
+        find_studies(tmp_path, "nnU-Net")

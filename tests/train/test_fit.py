@@ -17,22 +17,24 @@ import torch
 from model import Predictor
 from model.errors import InputError
 from model.network import build_network, build_training_network
+from phantoms import PhantomSpec, write_dataset
 from tests.conftest import ROOT, TINY
 from train.__main__ import main as train_main
-from train.fit import METRICS_FIELDS, FitConfig, TrainModule, fit, training_precision
+from train.config import FitConfig
+from train.fit import METRICS_FIELDS, TrainModule, fit, training_precision
 from train.notices import TrainingWarning
-from train.phantom import PhantomSpec, write_dataset
 from train.prepare import load_index, prepare
 
 SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)
 TINY_RUN = {"model": TINY.to_dict(), "epochs": 3, "cosine_epochs": 3, "batch_size": 4, "lr": 1e-3,
-            "steps_per_epoch": 3, "workers": 0, "alpha": 1.0, "beta": 1, "val_max_studies": 1, "val_batch_size": 8}
+            "steps_per_epoch": 3, "workers": 0, "alpha": 1.0, "beta": 1, "val_max_studies": 1, "val_batch_size": 8,
+            "weight_decay": 0.01, "dice": "foreground_batch"}
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("fit")
-    write_dataset(root / "src", 10, seed=5, layout="tcia", spec=SPEC, negative_fraction=0.2)
+    write_dataset(root / "src", 10, seed=5, spec=SPEC, negative_fraction=0.2)
     prepare(root / "src", "tcia", root / "data")
     (root / "tiny.json").write_text(json.dumps(TINY_RUN))
     return root

@@ -11,16 +11,18 @@ import SimpleITK as sitk
 from model import InputError, Predictor, segment
 from model.config import DEFAULT_ORIENTATION
 from model.geometry import orientation_of
+from phantoms import PhantomSpec, write_dataset
 from tests.conftest import TINY
 from tests.model.test_orientation import VARIANTS, on_grid_of, stored
-from train.fit import FitConfig, fit
-from train.phantom import PhantomSpec, write_dataset
+from train.config import FitConfig
+from train.fit import fit
 from train.prepare import load_index, prepare
 
 SPEC = PhantomSpec(size=72, spacing=8.0, slices=40, slice_thickness=24.0)
 TINY_RUN = {"model": TINY.to_dict(), "epochs": 1, "cosine_epochs": 1, "batch_size": 4, "lr": 1e-3,
             "steps_per_epoch": 2, "workers": 0, "alpha": 1.0, "beta": 1, "folds": 2, "val_max_studies": 1,
-            "val_batch_size": 8}
+            "val_batch_size": 8,
+            "weight_decay": 0.01, "dice": "foreground_batch"}
 NAMES = ("SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz")
 
 
@@ -35,8 +37,8 @@ def _store_as(folder, perm, flips) -> None:
 def stores(tmp_path_factory):
     """The same four phantoms prepared twice: as written, and each rewritten in another orientation."""
     root = tmp_path_factory.mktemp("orientation")
-    rows = write_dataset(root / "canonical", 4, seed=4, layout="tcia", spec=SPEC, negative_fraction=0.0)
-    write_dataset(root / "turned", 4, seed=4, layout="tcia", spec=SPEC, negative_fraction=0.0)
+    rows = write_dataset(root / "canonical", 4, seed=4, spec=SPEC, negative_fraction=0.0)
+    write_dataset(root / "turned", 4, seed=4, spec=SPEC, negative_fraction=0.0)
     for row, (perm, flips, _) in zip(rows, list(VARIANTS.values())[-4:], strict=True):
         _store_as(root / "turned" / row["File Location"], perm, flips)
     for name in ("canonical", "turned"):

@@ -10,8 +10,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import binary_dilation, gaussian_filter
 
-from tests.conftest import SMALL_SPEC
-from train.phantom import (
+from phantoms import (
     BLADDER,
     CORTEX,
     FAT,
@@ -26,10 +25,12 @@ from train.phantom import (
     TISSUES,
     WHITE_MATTER,
     PhantomSpec,
-    _shift_at_diaphragm,
     make_phantom,
     write_dataset,
+    write_grand_challenge,
 )
+from phantoms.physiology import shift_at_diaphragm
+from tests.conftest import SMALL_SPEC
 
 # Fine enough for lesion volumes and partial volume, small enough to build in a fraction of a second.
 MEDIUM_SPEC = PhantomSpec(size=128, spacing=4.0, slices=170, slice_thickness=6.0)
@@ -182,7 +183,7 @@ def test_misregistration_moves_the_pets_diaphragm():
     activity = np.zeros((len(Canvas.u), 2, 2), dtype=np.float32)
     activity[Canvas.u < 1220] = 2.0  # liver below, lung above
     activity[Canvas.u >= 1220] = 0.4
-    _shift_at_diaphragm(Body, Canvas, activity, 12.0)
+    shift_at_diaphragm(Body, Canvas, activity, 12.0)
     edge = Canvas.u[np.argmax(activity[:, 0, 0] < 1.2)]
     assert 1228 < edge < 1236  # the edge moved up by about the shift
     assert activity[0, 0, 0] == 2.0 and activity[-1, 0, 0] == np.float32(0.4)  # far from it nothing moves
@@ -236,14 +237,14 @@ def test_grids_from_the_spec(spec):
 
 def test_layouts_and_preview(tmp_path):
     small = PhantomSpec(size=48, spacing=11.0, slices=30, slice_thickness=33.0)
-    rows = write_dataset(tmp_path / "tcia", 6, seed=1, layout="tcia", spec=small, preview=tmp_path / "grid.png")
+    rows = write_dataset(tmp_path / "tcia", 6, seed=1, spec=small, preview=tmp_path / "grid.png")
     first = tmp_path / "tcia" / rows[0]["File Location"]
     assert {p.name for p in first.iterdir()} == {"SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"}
     assert "diagnosis" in (tmp_path / "tcia" / "Metadata.csv").read_text().splitlines()[0]
     diagnoses = [row["diagnosis"] for row in rows]
     assert "NEGATIVE" in diagnoses and set(diagnoses) - {"NEGATIVE"}  # negatives about half by default
     assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    write_dataset(tmp_path / "gc", 2, seed=1, layout="grand-challenge", spec=small)
+    write_dataset(tmp_path / "gc", 2, seed=1, writer=write_grand_challenge, spec=small)
     pets = sorted((tmp_path / "gc/images/pet").iterdir())
     cts = sorted((tmp_path / "gc/images/ct").iterdir())
     assert len(pets) == len(cts) == len(list((tmp_path / "gc/labels").iterdir())) == 2

@@ -6,15 +6,15 @@ import pytest
 import SimpleITK as sitk
 
 from model.preprocessing import MIN_BODY_PIXELS
+from phantoms import PhantomSpec, make_phantom, write_dataset
 from train.notices import TrainingWarning
-from train.phantom import PhantomSpec, make_phantom, write_dataset
 from train.prepare import load_index, prepare
 
 SPEC = PhantomSpec(size=64, spacing=9.0, slices=30, slice_thickness=33.0)
 
 
 def test_prepare_checks_crops_resumes_and_skips_bad_studies(tmp_path):
-    rows = write_dataset(tmp_path / "src", 4, seed=2, layout="tcia", spec=SPEC, negative_fraction=0.0)
+    rows = write_dataset(tmp_path / "src", 4, seed=2, spec=SPEC, negative_fraction=0.0)
     broken = tmp_path / "src" / rows[1]["File Location"] / "SUV.nii.gz"
     broken.write_bytes(broken.read_bytes()[:300])
     # One study's CT on another grid: it is resampled onto the PET grid, not skipped.
@@ -44,7 +44,7 @@ def test_prepare_checks_crops_resumes_and_skips_bad_studies(tmp_path):
 
 
 def test_nnunet_layout_reads_the_channel_order(tmp_path):
-    from train.phantom import make_phantom
+    from phantoms import make_phantom
 
     pet, ct, mask = make_phantom(1, True, SPEC).images()
     (tmp_path / "imagesTr").mkdir()

@@ -3,7 +3,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from train.config import FitConfig
 from train.sampler import WholeBodySampler
+
+PAPER = FitConfig()
+
+
+def _sampler(studies: list[dict], **changes) -> WholeBodySampler:
+    """A sampler with the config's values (the paper's) but for ``changes``."""
+    settings = {"alpha": PAPER.alpha, "beta": PAPER.beta, "set_carry_over": PAPER.set_carry_over, "seed": PAPER.seed}
+    return WholeBodySampler(studies, **{**settings, **changes})
 
 
 def _studies(n_patients=40, slices=100, seed=0):
@@ -18,14 +27,14 @@ def _studies(n_patients=40, slices=100, seed=0):
 def test_whole_body_slices_are_about_alpha_times_lesion_slices():
     studies = _studies()
     for alpha in (0.5, 1.0, 2.0):
-        sampler = WholeBodySampler(studies, alpha=alpha, overlap=0.0)
+        sampler = _sampler(studies, alpha=alpha, set_carry_over=0.0)
         n_lesion = len(sampler.lesion_slices)
         n_whole = len(sampler.epoch_items(0)) - n_lesion
         assert abs(n_whole - alpha * n_lesion) <= 100  # within one patient's slices
 
 
 def test_every_patient_lands_in_a_set_and_sets_carry_a_quarter_of_their_size_circularly():
-    sampler = WholeBodySampler(_studies(), alpha=1.0, overlap=0.25)
+    sampler = _sampler(_studies(), alpha=1.0, set_carry_over=0.25)
     assert len(sampler.sets) > 2 and set().union(*map(set, sampler.sets)) == set(sampler.patients)
     size = max(len(s) for s in sampler.sets)  # m, carried patients included
     for k in range(len(sampler.sets)):
@@ -34,8 +43,8 @@ def test_every_patient_lands_in_a_set_and_sets_carry_a_quarter_of_their_size_cir
         assert len(sampler.sets[k]) in (size - 1, size)
 
 
-def test_whole_body_slices_are_about_alpha_times_lesion_slices_overlap_included():
-    """400 simulated studies (some patients with two), the paper's overlap: the sets hold m patients in all."""
+def test_whole_body_slices_are_about_alpha_times_lesion_slices_carried_patients_included():
+    """400 simulated studies (some patients with two), the paper's carry-over: the sets hold m patients in all."""
     rng = np.random.default_rng(1)
     rows, patient = [], 0
     for s in range(400):
@@ -44,7 +53,7 @@ def test_whole_body_slices_are_about_alpha_times_lesion_slices_overlap_included(
         lesions = sorted(rng.choice(slices, size=int(rng.integers(1, 25)), replace=False).tolist())
         rows.append({"study": f"s{s}", "patient": f"p{patient}", "slices": slices, "lesion_slices": lesions})
     for alpha in (0.5, 1.0, 2.0):
-        sampler = WholeBodySampler(rows, alpha=alpha, overlap=0.25)
+        sampler = _sampler(rows, alpha=alpha, set_carry_over=0.25)
         n_lesion = len(sampler.lesion_slices)
         ratios = [(len(sampler.epoch_items(k * sampler.beta)) - n_lesion) / n_lesion
                   for k in range(len(sampler.sets))]
@@ -56,28 +65,28 @@ def test_slices_without_body_are_never_drawn():
     studies = _studies(6)
     studies[0]["bodyless_slices"] = list(range(0, 10))
     studies[0]["lesion_slices"] = [5, 50]
-    sampler = WholeBodySampler(studies, alpha=5.0)  # a set holds everybody: every body slice is drawn
+    sampler = _sampler(studies, alpha=5.0)  # a set holds everybody: every body slice is drawn
     items = set(sampler.epoch_items(0))
     assert (0, 50) in items and not {(0, s) for s in range(10)} & items
     assert (1, 0) in items
 
 
 def test_the_set_changes_exactly_every_beta_epochs():
-    sampler = WholeBodySampler(_studies(), alpha=1.0, beta=3)
+    sampler = _sampler(_studies(), alpha=1.0, beta=3)
     sets = [tuple(sampler.current_set(e)) for e in range(12)]
     assert sets[0] == sets[1] == sets[2] != sets[3] == sets[4] == sets[5] != sets[6]
 
 
 def test_alpha_zero_is_plain_lesion_slice_training():
-    sampler = WholeBodySampler(_studies(), alpha=0.0)
+    sampler = _sampler(_studies(), alpha=0.0)
     assert sorted(sampler.epoch_items(0)) == sorted(sampler.lesion_slices)
 
 
 def test_deterministic_and_disjoint_across_ranks():
     studies = _studies()
-    a = list(WholeBodySampler(studies, seed=3))
-    assert a == list(WholeBodySampler(studies, seed=3)) and a != list(WholeBodySampler(studies, seed=4))
-    ranks = [WholeBodySampler(studies, seed=3, rank=r, world_size=3) for r in range(3)]
+    a = list(_sampler(studies, seed=3))
+    assert a == list(_sampler(studies, seed=3)) and a != list(_sampler(studies, seed=4))
+    ranks = [_sampler(studies, seed=3, rank=r, world_size=3) for r in range(3)]
     for r in ranks:
         r.set_epoch(2)
     shards = [list(r) for r in ranks]
@@ -90,5 +99,5 @@ def test_deterministic_and_disjoint_across_ranks():
 @pytest.mark.parametrize("negatives", [False, True])
 def test_negative_studies_join_the_pool_only_when_asked(negatives):
     studies = _studies(10) + [{"study": "neg", "patient": "pn", "slices": 100, "lesion_slices": []}]
-    sampler = WholeBodySampler(studies, whole_body_negatives=negatives)
+    sampler = _sampler(studies, whole_body_negatives=negatives)
     assert ("pn" in sampler.patients) is negatives
