@@ -55,7 +55,7 @@ class RankInfo:
         CPU it takes its share of the cores (torch threads), so that ranks do not oversubscribe them."""
         import torch
 
-        from model.inference import resolve_device
+        from model.devices import resolve_device
 
         if device in ("auto", "cuda") and torch.cuda.is_available():
             if self.local_rank >= torch.cuda.device_count():

@@ -283,7 +283,7 @@ def run_all(specs: list[RunSpec], jobs: int) -> dict[str, dict]:
 
 def machine(threads: int, precision: str) -> dict[str, str]:
     """What the numbers depend on besides the code: CPU, threads, precisions, torch."""
-    from model.inference import cpu_supports_bf16, resolve_precision
+    from model.devices import cpu_supports_bf16, resolve_precision
     from train.fit import training_precision
 
     model_name = platform.processor()

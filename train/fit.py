@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 
 from model.checkpoint import Checkpoint, save_checkpoint
 from model.config import DEFAULT_ORIENTATION, ModelConfig
+from model.devices import precision_rule
 from model.errors import InputError
 from model.files import atomic_target, atomic_write_bytes, undefined_as_null
 from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
-from model.inference import Predictor, cpu_supports_bf16
+from model.inference import Predictor
 from model.metrics import aggregate, case_metrics
 from model.network import IMAGENET, build_training_network
 from train.augment import augment, build_augmentation
@@ -90,15 +91,10 @@ class Distributed:
 
 
 def training_precision(device: torch.device, precision: str = "auto") -> tuple[torch.dtype, bool]:
-    """Autocast dtype and whether a GradScaler is needed: ``precision`` when given, else (auto) bf16 where
-    supported, else fp16 (CUDA) or fp32."""
-    if precision == "fp16" and device.type != "cuda":
-        raise InputError(f"precision fp16 trains on CUDA only (device {device}); use fp32 or bf16")
-    if precision != "auto":
-        return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision], precision == "fp16"
-    if device.type == "cuda":
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-    return (torch.bfloat16, False) if cpu_supports_bf16() else (torch.float32, False)
+    """Autocast dtype and whether a GradScaler is needed: model.devices' rule for training (bf16 where the
+    device has it, else fp16 with a scaler on CUDA, else fp32; fp16 trains on CUDA only)."""
+    rule = precision_rule(precision, device, training=True)
+    return rule.dtype, rule.scaler
 
 
 @dataclass
