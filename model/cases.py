@@ -352,6 +352,11 @@ class InputRequest:
     suv_method: SuvMethod | None = None  # None: "qiba", and refused by no input (not given)
     weight_kg: float | None = None
 
+    def __post_init__(self) -> None:  # paths may be given as strings (the Python API)
+        for name in ("input", "pet", "ct", "manifest"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
     @property
     def method(self) -> SuvMethod:
         return self.suv_method or "qiba"

@@ -97,7 +97,11 @@ OUTPUTS = (
                                                    documents.report)),
     CaseOutput("seg", "reports", _named(".seg.dcm"), lambda case: case.is_dicom, _write_seg),
 )
-REPORTS = tuple(output for output in OUTPUTS if output.folder == "reports")
+
+
+def report_outputs(case: CaseSource) -> list[CaseOutput]:
+    """The report files (local mode) that ``case`` gets, in ``OUTPUTS``' order."""
+    return [output for output in OUTPUTS if output.folder == "reports" and output.applies(case)]
 
 
 @dataclass(frozen=True)
@@ -123,7 +127,7 @@ class OutputLayout:
 
     def report_paths(self, case: CaseSource) -> dict[str, Path]:
         """The report files a case gets, by kind."""
-        return {output.kind: self.path(case, output) for output in REPORTS if output.applies(case)}
+        return {output.kind: self.path(case, output) for output in report_outputs(case)}
 
     def results(self, num_parts: int = 1, part_id: int = 0) -> Path:
         """results.json; one file per part when the parts of a job array share the folder."""
@@ -168,7 +172,7 @@ def model_info(weights: Path, predictor) -> dict:
 
 
 def write_reports(documents: CaseDocuments, out_dir: Path) -> dict:
-    """Write the report files of ``REPORTS`` that the case gets into ``out_dir``, all or none: they are made
+    """Write the report files the case gets (``report_outputs``) into ``out_dir``, all or none: they are made
     in a hidden folder beside their final names (``.<case>.<random>``, which ``remove_leftovers`` knows) and
     renamed into place at the end; on any failure this case's reports, from this run or an earlier one, are
     removed and the error raised (WriteError for a failed write). Returns the headline numbers (lesion count,
@@ -180,7 +184,7 @@ def write_reports(documents: CaseDocuments, out_dir: Path) -> dict:
     case, loaded, info = documents.case, documents.loaded, documents.model_info
     if case.is_dicom and not (loaded.pet_headers and {"version", "weights_sha256"} <= info.keys()):
         raise ValueError("a DICOM case needs its PET headers and members_info with 'version' and 'weights_sha256'")
-    outputs = [output for output in REPORTS if output.applies(case)]
+    outputs = report_outputs(case)
     finals = {output.kind: Path(out_dir) / output.file_name(case) for output in outputs}
     try:
         staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{case.name}."))

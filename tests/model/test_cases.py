@@ -16,7 +16,7 @@ import model.cases
 import model.outputs
 from model.cases import CaseSource, dicom_cases, path_case
 from model.errors import InputError, WriteError
-from model.outputs import REPORTS, CaseDocuments, write_reports
+from model.outputs import CaseDocuments, report_outputs, write_reports
 from model.report import lesion_report, rounded_headline
 from tests.conftest import SMALL_SPEC
 from tests.model.dicom_series import Grid, StudyIds, ct_datasets, pet_datasets, write_series
@@ -145,7 +145,7 @@ def write_local_outputs(case, loaded, mask, out_dir, info) -> dict:
 
 
 def output_paths(case, out_dir) -> dict[str, Path]:
-    return {output.kind: out_dir / output.file_name(case) for output in REPORTS if output.applies(case)}
+    return {output.kind: out_dir / output.file_name(case) for output in report_outputs(case)}
 
 
 @pytest.fixture(scope="module")
