@@ -135,34 +135,13 @@ def check_arguments(args: argparse.Namespace) -> bool:
 
 
 def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSource]:
-    """The run's cases, in order; InputError when the input as a whole cannot be used."""
-    from model.cases import autopet_cases, autopet_study_folders, dicom_cases, layout_cases, manifest_cases, path_case
+    """The run's cases, in order (model.cases.INPUT_LAYOUTS); InputError when the input as a whole cannot be used."""
+    from model.cases import InputRequest, find_cases
 
-    suv_method = args.suv_method or "qiba"
-    if grand_challenge:
-        sources = layout_cases(GRAND_CHALLENGE_INPUT)
-    elif args.pet is not None:
-        sources = [path_case(args.pet, args.ct, suv_method, args.weight_kg)]
-    elif args.manifest is not None:
-        sources = manifest_cases(args.manifest, suv_method)
-    elif not args.input.is_dir():
-        raise InputError(f"{shown(args.input)}: input folder missing")
-    elif (args.input / "images").exists():  # the grand-challenge layout
-        sources = layout_cases(args.input)
-    elif autopet_study_folders(args.input):  # the autoPET NIfTI release: Patient/Study/{SUV,CTres}.nii.gz
-        sources = autopet_cases(args.input)
-    else:
-        sources = dicom_cases(args.input, args.pet_series, args.ct_series, suv_method, args.weight_kg)
-    dicom = any(case.is_dicom for case in sources)
-    if not (args.input is not None and dicom):
-        for option, value in (("--pet-series", args.pet_series), ("--ct-series", args.ct_series)):
-            if value is not None:
-                raise InputError(f"{option}: chooses a series of a DICOM --input folder; this input is not one")
-    if not dicom:
-        for option, value in (("--suv-method", args.suv_method), ("--weight-kg", args.weight_kg)):
-            if value is not None:
-                raise InputError(f"{option}: applies to DICOM PET only; this input's PET is in SUV already")
-    return sources
+    return find_cases(InputRequest(input=GRAND_CHALLENGE_INPUT if grand_challenge else args.input, pet=args.pet,
+                                   ct=args.ct, manifest=args.manifest, grand_challenge=grand_challenge,
+                                   pet_series=args.pet_series, ct_series=args.ct_series,
+                                   suv_method=args.suv_method, weight_kg=args.weight_kg))
 
 
 def print_error(message: object) -> None:
@@ -177,16 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         # Everything that can stop the run is checked before the weights load and any case runs.
         grand_challenge = check_arguments(args)
-        from model.cohort import (
-            CohortOptions,
-            OutputLayout,
-            model_info,
-            outcome_records,
-            prepare_output,
-            run_cohort,
-            write_results,
-        )
+        from model.cohort import CohortOptions, outcome_records, run_cohort
         from model.inference import InferenceConfig, Predictor, describe_precision
+        from model.outputs import OutputLayout, model_info, prepare_output, write_results
         from model.review_page import CohortPage, remove_page
 
         rank = RankInfo.from_environment()

@@ -14,13 +14,14 @@ _HOMES = {
     "save_checkpoint": "model.checkpoint", "ModelConfig": "model.config", "NormalisationConfig": "model.config",
     "InputError": "model.errors", "CaseTimings": "model.inference", "InferenceConfig": "model.inference",
     "Predictor": "model.inference", "segment": "model.inference", "build_network": "model.network",
-    "CaseResult": "model.runner", "run_case": "model.runner", "run_images": "model.runner",
+    "CaseResult": "model.pipeline", "run_case": "model.pipeline", "run_images": "model.pipeline",
+    "run_study": "model.pipeline",
 }
 
 __all__ = [  # noqa: RUF022  (kept in _HOMES' order)
     "Checkpoint", "load_checkpoint", "load_ensemble", "save_checkpoint", "ModelConfig", "NormalisationConfig",
     "InputError", "CaseTimings", "InferenceConfig", "Predictor", "segment", "build_network", "CaseResult",
-    "run_case", "run_images",
+    "run_case", "run_images", "run_study",
 ]
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from model.errors import InputError
     from model.inference import CaseTimings, InferenceConfig, Predictor, segment
     from model.network import build_network
-    from model.runner import CaseResult, run_case, run_images
+    from model.pipeline import CaseResult, run_case, run_images, run_study
 
 
 def __getattr__(name: str) -> object:

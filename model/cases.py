@@ -1,23 +1,21 @@
-"""The cases of a run, one CaseSource each: the grand-challenge layout (images/pet + images/ct), one per study
-of a DICOM export, one PET and one CT given by path (each a .mha/.nii/.nii.gz file or a DICOM series folder),
-or the rows of a manifest CSV; and what is written beside each mask in local mode (lesion CSV, report JSON,
-MIP picture and, for DICOM input, a DICOM SEG), all of it or none.
+"""The cases of a run, one CaseSource each, from the input layouts of ``INPUT_LAYOUTS`` (one entry each: how
+it is recognised and how it lists its cases): the grand-challenge layout (images/pet + images/ct), an autoPET
+release tree, one per study of a DICOM export, one PET and one CT given by path (each a .mha/.nii/.nii.gz
+file or a DICOM series folder), or the rows of a manifest CSV. ``find_cases`` walks the table.
 
-Listing a case reads DICOM headers only; its ``load()`` reads the pixels (model.cohort calls it in a worker
-thread while the previous case runs on the device). A study whose series cannot be chosen (two PET
-candidates, no CT) is still listed: its ``load()`` raises that one-line InputError, so it fails as that one
-case, the other studies go on, and messages, exit code and results.json treat it as any bad input.
+Listing a case reads DICOM headers only; its ``load()`` reads the pixels (model.pipeline's read stage, which
+model.cohort runs in a worker thread while the previous case runs on the device). A study whose series
+cannot be chosen (two PET candidates, no CT) is still listed: its ``load()`` raises that one-line
+InputError, so it fails as that one case, the other studies go on, and messages, exit code and results.json
+treat it as any bad input.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,12 +33,9 @@ from model.dicom import (
     scan_folder,
     series_in_folder,
 )
-from model.errors import InputError, WriteError, shown
-from model.figures import case_figure
+from model.errors import InputError, shown
 from model.files import open_regular
 from model.readers import IMAGE_SUFFIXES, image_format, image_stem, is_image_name, read_image, read_images
-from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
-from model.seg import write_seg
 from model.suv import SuvConversion, SuvMethod, check_suv_options
 
 DICOM_MASK_SUFFIX = ".nii.gz"  # the mask of DICOM input: on the PET grid, as the converter writes SUV.nii.gz
@@ -341,57 +336,80 @@ def manifest_cases(manifest: Path, suv_method: SuvMethod = "qiba", weight_kg: fl
     return cases
 
 
-def output_paths(case: CaseSource, out_dir: Path) -> dict[str, Path]:
-    """What ``write_local_outputs`` writes for a case, by kind."""
-    out_dir = Path(out_dir)
-    paths = {"lesions": out_dir / f"{case.name}.lesions.csv", "report": out_dir / f"{case.name}.report.json",
-             "picture": out_dir / f"{case.name}.png"}
-    if case.is_dicom:
-        paths["seg"] = out_dir / f"{case.name}.seg.dcm"
-    return paths
+# --- the input layouts: one entry each --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InputRequest:
+    """What a run was given (process.py's input arguments): a folder, one PET and CT, or a manifest."""
+
+    input: Path | None = None  # a folder: grand-challenge layout, autoPET release tree or DICOM export
+    pet: Path | None = None
+    ct: Path | None = None
+    manifest: Path | None = None
+    grand_challenge: bool = False  # the container's /input: its layout is given, not recognised
+    pet_series: str | None = None  # DICOM export: the PET / CT series to take where a study holds several
+    ct_series: str | None = None
+    suv_method: SuvMethod | None = None  # None: "qiba", and refused by no input (not given)
+    weight_kg: float | None = None
+
+    def __post_init__(self) -> None:  # paths may be given as strings (the Python API)
+        for name in ("input", "pet", "ct", "manifest"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+
+    @property
+    def method(self) -> SuvMethod:
+        return self.suv_method or "qiba"
+
+    @property
+    def folder_given(self) -> bool:
+        return self.input is not None and not self.grand_challenge
 
 
-def write_local_outputs(case: CaseSource, loaded: LoadedCase, mask: sitk.Image, out_dir: Path,
-                        members_info: Mapping) -> dict:
-    """Write ``<name>.lesions.csv``, ``<name>.report.json``, ``<name>.png`` and, for DICOM input,
-    ``<name>.seg.dcm`` into ``out_dir``, all or none: they are made in a hidden folder beside their final
-    names and renamed into place at the end; on any failure this case's outputs, from this run or an earlier
-    one, are removed and the error raised (WriteError for a failed write). Returns the headline numbers
-    (lesion count, TMTV, TLG, SUVmax, Dmax) for results.json.
+@dataclass(frozen=True)
+class InputLayout:
+    """A kind of input: how a request is recognised as one (the first entry of ``INPUT_LAYOUTS`` that
+    recognises it is taken) and how it lists its cases (InputError when the input as a whole is unusable)."""
 
-    ``members_info`` is the report's "model" block; for DICOM input it must hold ``version`` (str) and
-    ``weights_sha256`` ({weights file name: hex digest}), which the SEG's algorithm identification names.
-    """
-    if case.is_dicom and not (loaded.pet_headers and {"version", "weights_sha256"} <= members_info.keys()):
-        raise ValueError("a DICOM case needs its PET headers and members_info with 'version' and 'weights_sha256'")
-    finals = output_paths(case, out_dir)
-    try:
-        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{case.name}."))
-    except OSError as error:
-        raise WriteError(f"{shown(out_dir)}: cannot be written ({error.strerror})") from None
-    staged = {kind: staging / path.name for kind, path in finals.items()}
-    try:
-        report = lesion_report(loaded.pet, mask)
-        write_lesions_csv(report, staged["lesions"])
-        write_report_json(report, staged["report"], case=case.name,
-                          suv=loaded.suv.to_dict() if loaded.suv is not None else None, model=members_info)
-        case_figure(staged["picture"], loaded.pet, mask, case.name, report)
-        if case.is_dicom:
-            write_seg(mask, loaded.pet_headers, staged["seg"], algorithm_version=str(members_info["version"]),
-                      weights_sha256=members_info["weights_sha256"])
-        for kind, path in finals.items():
-            try:
-                os.replace(staged[kind], path)
-            except OSError as error:
-                raise WriteError(f"{shown(path)}: not written ({error.strerror})") from None
-    except BaseException:
-        for path in finals.values():
-            with contextlib.suppress(OSError):  # the error being raised is the one to report
-                path.unlink(missing_ok=True)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    headline = rounded_headline(report)
-    if loaded.warnings:  # issue 16: DICOM files skipped or images not used, one line each
-        headline["warnings"] = loaded.warnings
-    return headline
+    name: str
+    recognise: Callable[[InputRequest], bool]
+    cases: Callable[[InputRequest], list[CaseSource]]
+
+
+INPUT_LAYOUTS = (
+    InputLayout("one study (--pet/--ct)", lambda request: request.pet is not None,
+                lambda request: [path_case(request.pet, request.ct, request.method, request.weight_kg)]),
+    InputLayout("manifest", lambda request: request.manifest is not None,
+                lambda request: manifest_cases(request.manifest, request.method)),
+    InputLayout("grand-challenge layout (images/pet, images/ct)",
+                lambda request: request.input is not None and (request.grand_challenge
+                                                               or (request.input / "images").exists()),
+                lambda request: layout_cases(request.input)),
+    InputLayout("autoPET release tree (Patient/Study/SUV.nii.gz + CTres.nii.gz)",
+                lambda request: request.input is not None and bool(autopet_study_folders(request.input)),
+                lambda request: autopet_cases(request.input)),
+    InputLayout("DICOM export", lambda request: request.input is not None,  # any other folder
+                lambda request: dicom_cases(request.input, request.pet_series, request.ct_series, request.method,
+                                            request.weight_kg)),
+)
+
+
+def find_cases(request: InputRequest) -> list[CaseSource]:
+    """The run's cases, in order, from the first layout of ``INPUT_LAYOUTS`` that recognises the request;
+    InputError when the input as a whole cannot be used, or a DICOM option was given for input without it."""
+    if request.folder_given and not request.input.is_dir():
+        raise InputError(f"{shown(request.input)}: input folder missing")
+    layout = next((layout for layout in INPUT_LAYOUTS if layout.recognise(request)), None)
+    if layout is None:
+        raise InputError("no input: give --input, --pet/--ct or --manifest")
+    sources = layout.cases(request)
+    dicom = any(case.is_dicom for case in sources)
+    if not (request.folder_given and dicom):
+        for option, value in (("--pet-series", request.pet_series), ("--ct-series", request.ct_series)):
+            if value is not None:
+                raise InputError(f"{option}: chooses a series of a DICOM --input folder; this input is not one")
+    if not dicom:
+        for option, value in (("--suv-method", request.suv_method), ("--weight-kg", request.weight_kg)):
+            if value is not None:
+                raise InputError(f"{option}: applies to DICOM PET only; this input's PET is in SUV already")
+    return sources

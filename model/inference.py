@@ -6,9 +6,8 @@
     stitch       the windows' probabilities averaged back into the chunk's slices
 
 ``Predictor.predict_probabilities`` and ``Predictor.predict_volume`` run them over a volume on its own grid;
-``segment`` brings a study onto the model's grid and orientation and its mask back onto the PET's. Every
-setting lives in one InferenceConfig.
-"""
+``segment`` brings a study onto the model's grid and orientation and its mask back onto the PET's (one
+stage of model.pipeline). Every setting lives in one InferenceConfig."""
 
 from __future__ import annotations
 
@@ -377,7 +376,8 @@ def compile_networks(networks: list[torch.nn.Module], device: torch.device) -> l
 def ct_on_pet_grid(pet: sitk.Image, ct: sitk.Image, settings: InferenceConfig, *, pet_name: str = "PET",
                    ct_name: str = "CT") -> sitk.Image:
     """The CT resampled onto the PET's grid (itself when it is on it already); InputError when it covers less
-    than ``settings.min_ct_overlap`` of the PET's box. model.cohort runs it in the read-ahead thread."""
+    than ``settings.min_ct_overlap`` of the PET's box. model.pipeline's read stage runs it (in model.cohort's
+    read-ahead thread)."""
     covered = overlap_fraction(pet, ct)
     if covered < settings.min_ct_overlap:
         x, y, z = (100 * share for share in overlap_by_axis(pet, ct))
@@ -401,10 +401,9 @@ class StudyOnModelGrid:
     resampled: bool
 
 
-def onto_model_grid(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, pet_name: str = "PET",
-                    ct_name: str = "CT") -> StudyOnModelGrid:
+def onto_model_grid(pet: sitk.Image, ct: sitk.Image, predictor: Predictor) -> StudyOnModelGrid:
+    """A study whose CT is on the PET's grid (``ct_on_pet_grid``) as the network sees it."""
     cfg, settings = predictor.config, predictor.settings
-    ct = ct_on_pet_grid(pet, ct, settings, pet_name=pet_name, ct_name=ct_name)
     oriented = reorient(pet, cfg.orientation)
     oriented_ct = reorient(ct, cfg.orientation)
     if not needs_inplane_resampling(oriented, cfg.spacing_mm, settings.spacing_tolerance):
@@ -435,7 +434,7 @@ def lesion_probability(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *,
     case, so that its check can tell a precision's rounding from a wrong mask)."""
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
-    study = onto_model_grid(pet, ct, predictor)
+    study = onto_model_grid(pet, ct_on_pet_grid(pet, ct, predictor.settings), predictor)
     timings.preprocess += time.perf_counter() - start
     probability = _probability_on_oriented_grid(study, predictor, timings=timings, progress=progress)
     return restore_orientation(probability, pet)
@@ -443,15 +442,22 @@ def lesion_probability(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *,
 
 def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: CaseTimings | None = None,
             progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
-    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds.
+    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds."""
+    timings = timings if timings is not None else CaseTimings()
+    start = time.perf_counter()
+    ct = ct_on_pet_grid(pet, ct, predictor.settings, pet_name=pet_name, ct_name=ct_name)
+    timings.preprocess += time.perf_counter() - start
+    return segment_on_pet_grid(pet, ct, predictor, timings=timings, progress=progress)
 
-    The study is brought onto the network's grid (``onto_model_grid``); the probability is brought back to
-    the (reoriented) PET grid before it is thresholded, and the mask back to the PET's own orientation.
-    """
+
+def segment_on_pet_grid(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *,
+                        timings: CaseTimings | None = None, progress: bool | None = None) -> sitk.Image:
+    """``segment`` of a CT on the PET's grid (model.pipeline's read stage put it there): onto the network's grid;
+    the probability back to the reoriented PET grid, thresholded, and the mask back to the PET's orientation."""
     cfg, settings = predictor.config, predictor.settings
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
-    study = onto_model_grid(pet, ct, predictor, pet_name=pet_name, ct_name=ct_name)
+    study = onto_model_grid(pet, ct, predictor)
     timings.preprocess += time.perf_counter() - start
     if study.resampled:
         probability = _probability_on_oriented_grid(study, predictor, timings=timings, progress=progress)

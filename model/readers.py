@@ -11,7 +11,7 @@ import struct
 import tempfile
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,26 +22,6 @@ import SimpleITK as sitk
 
 from model.errors import InputError, WriteError, one_line, reason_of, shown
 from model.files import atomic_target
-
-
-@dataclass(frozen=True)
-class ImageFormat:
-    """An image format this project reads: everything that depends on it, in one entry."""
-
-    suffix: str
-    result_type: str  # what results.json calls such a file (evalutils' "type")
-    mask_suffix: str  # the mask written for a PET of this format (a NIfTI user gets NIfTI back, compressed)
-
-
-# Longer suffixes first: ".nii.gz" before ".nii".
-IMAGE_FORMATS = (ImageFormat(".mha", "metaio_image", ".mha"), ImageFormat(".nii.gz", "nifti_image", ".nii.gz"),
-                 ImageFormat(".nii", "nifti_image", ".nii.gz"))
-IMAGE_SUFFIXES = tuple(entry.suffix for entry in IMAGE_FORMATS)
-
-
-def image_format(name: str) -> ImageFormat | None:
-    """The format of a file name by its suffix; None when it is not an image this project reads."""
-    return next((entry for entry in IMAGE_FORMATS if name.endswith(entry.suffix)), None)
 
 
 def image_stem(path: Path) -> str:
@@ -287,6 +267,46 @@ def check_metaimage(path: Path, role: str) -> None:
         raise InputError(f"{corrupt} (CompressedDataSize {declared!r}, the compressed stream is {consumed} bytes)")
 
 
+# --- the image formats: one entry each ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageFormat:
+    """An image format this project reads: everything that depends on it, in one entry (nnU-Net keeps such a
+    registry of readers by file ending; here each entry also says how its payload is verified whole)."""
+
+    suffix: str
+    result_type: str  # what results.json calls such a file (evalutils' "type")
+    mask_suffix: str  # the mask written for a PET of this format (a NIfTI user gets NIfTI back, compressed)
+    # Verifies the file before a voxel is used (InputError naming it): SimpleITK zero-fills or reads garbage
+    # from a short or corrupt payload without a word. Runs before the reader's header check (_check_header).
+    check: Callable[[Path, str], None] | None
+    # Reads the whole image with a pixel type (SimpleITK's signature); it releases the GIL (read_images).
+    read: Callable[[str, int], sitk.Image] = sitk.ReadImage
+    # Listed in input folders and accepted by name (is_image_name); False: read when given by path only.
+    listed: bool = True
+
+
+# Longer suffixes first: ".nii.gz" before ".nii".
+IMAGE_FORMATS = (ImageFormat(".mha", "metaio_image", ".mha", check_metaimage),
+                 ImageFormat(".nii.gz", "nifti_image", ".nii.gz", check_nifti),
+                 ImageFormat(".nii", "nifti_image", ".nii.gz", check_nifti),
+                 # A header whose voxels are in a .raw beside it (ElementDataFile checked): never listed.
+                 ImageFormat(".mhd", "metaio_image", ".mha", check_metaimage, listed=False))
+IMAGE_SUFFIXES = tuple(entry.suffix for entry in IMAGE_FORMATS if entry.listed)
+
+
+def image_format(name: str, *, listed: bool = True) -> ImageFormat | None:
+    """The format of a file name by its suffix; None when it is not an image this project reads (``listed``:
+    only the formats an input folder may hold)."""
+    return next((entry for entry in IMAGE_FORMATS
+                 if name.endswith(entry.suffix) and (entry.listed or not listed)), None)
+
+
+def _reader_of(path: Path) -> Callable[[str, int], sitk.Image]:
+    found = image_format(path.name, listed=False)
+    return found.read if found is not None else sitk.ReadImage
+
+
 def _check_header(path: Path, role: str) -> sitk.ImageFileReader:
     """What the file's header says, before any voxel is read: 3D, one component of a real type. A read with a
     cast to float32 would otherwise combine a vector's components (or a complex value's) without a word."""
@@ -317,16 +337,16 @@ def _check_file(path: Path, role: str) -> None:
         raise InputError(f"{shown(path)}: {role} file missing")
     if not path.is_file():
         raise InputError(f"{shown(path)}: {role} file is not a regular file")
-    if path.name.endswith((".mha", ".mhd")):
-        check_metaimage(path, role)
-    elif path.name.endswith((".nii.gz", ".nii")):
-        check_nifti(path, role)
+    found = image_format(path.name, listed=False)
+    if found is not None and found.check is not None:
+        found.check(path, role)
     _check_header(path, role)
 
 
 # File descriptor 2 is one per process: two captures at once (a read in a worker thread while a mask is
-# written) would restore each other's sink and lose stderr for good. One at a time.
-_STDERR_CAPTURE = threading.RLock()
+# written) would restore each other's sink and lose stderr for good. One at a time; whoever writes to stderr
+# while reads may run beside it (model.cohort) holds it too, so that its lines are not taken for ITK's.
+STDERR_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager
@@ -336,7 +356,7 @@ def _captured_native_stderr() -> Iterator[list[str]]:
     terminal keeps one line per error. Whatever else writes to stderr meanwhile (another thread's progress
     bar) is captured too and taken for ITK's: keep stderr quiet while images are read."""
     lines: list[str] = []
-    with _STDERR_CAPTURE:
+    with STDERR_LOCK:
         try:
             saved = os.dup(2)
         except OSError:  # no usable file descriptor 2 (embedded interpreters)
@@ -368,7 +388,7 @@ def _reason(native: list[str], error: BaseException | None) -> str:
 def _read_one(path: Path, pixel_type: int) -> tuple[sitk.Image | None, BaseException | None, list[str]]:
     with _captured_native_stderr() as native:
         try:
-            return sitk.ReadImage(str(path), pixel_type), None, native
+            return _reader_of(path)(str(path), pixel_type), None, native
         except RuntimeError as error:
             return None, error, native
 
@@ -394,7 +414,7 @@ def read_images(requests: list[tuple[Path, str, int]]) -> list[sitk.Image]:
         _check_file(path, role)
     # One capture around all reads: redirecting file descriptor 2 is process-wide, not per thread.
     with _captured_native_stderr() as native, ThreadPoolExecutor(max_workers=len(requests)) as pool:
-        futures = [pool.submit(sitk.ReadImage, str(path), pixel_type)
+        futures = [pool.submit(_reader_of(path), str(path), pixel_type)
                    for path, (_, _, pixel_type) in zip(paths, requests, strict=True)]
         failures = [future.exception() for future in futures]
     unexpected = [error for error in failures if error is not None and not isinstance(error, RuntimeError)]

@@ -301,7 +301,7 @@ def cohort_page(root: Path, entries: Sequence[Mapping], model: Mapping | None = 
                 progress: tuple[int, int] | None = None, _summaries: dict | None = None,
                 run: Mapping[str, tuple] | None = None) -> Page:
     """The review page of a run's results.json ``entries`` (reports in ``root/reports``). ``model`` is the
-    reports' model block (``model.cohort.model_info``); ``progress`` (done, total) while the run goes on."""
+    reports' model block (``model.outputs.model_info``); ``progress`` (done, total) while the run goes on."""
     summaries = {} if _summaries is None else _summaries
     rows = [_cohort_row(Path(root), entry, summaries, run or {}) for entry in entries]
     median = _flag_high_tmtv(rows)

@@ -14,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import model.cohort
+import model.pipeline
 import model.readers
 import process
 from phantoms import make_phantom
@@ -210,14 +210,14 @@ def test_every_failure_of_a_case_is_its_line_and_the_others_go_on(capsys, tmp_pa
     pet, ct, _ = small_phantom.images()
     for stem in ("a", "b", "c"):
         write_case(tmp_path / "in", pet, ct, stem)
-    real = model.cohort.run_images
+    real = model.pipeline.segment_study
 
-    def run_images(pet, ct, out_path, *args, ct_name, **kwargs):
-        if ct_name.endswith("/b.mha"):
+    def segment_study(study, *args, **kwargs):
+        if study.case.name == "b":
             raise failure
-        return real(pet, ct, out_path, *args, ct_name=ct_name, **kwargs)
+        return real(study, *args, **kwargs)
 
-    monkeypatch.setattr(model.cohort, "run_images", run_images)
+    monkeypatch.setattr(model.pipeline, "segment_study", segment_study)
     assert run(tmp_path / "in", tmp_path / "out", tiny_weights) == 1
     lines = _lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("error: ") and "images/ct/b.mha: case failed (" in lines[0]

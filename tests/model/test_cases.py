@@ -13,8 +13,10 @@ import pytest
 import SimpleITK as sitk
 
 import model.cases
-from model.cases import CaseSource, dicom_cases, output_paths, path_case, write_local_outputs
+import model.outputs
+from model.cases import CaseSource, dicom_cases, path_case
 from model.errors import InputError, WriteError
+from model.outputs import CaseDocuments, report_outputs, write_reports
 from model.report import lesion_report, rounded_headline
 from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC
@@ -138,6 +140,14 @@ def test_pet_and_ct_series_folders_and_a_mix_of_folder_and_file(tmp_path, phanto
         path_case(tmp_path / "study" / "PT", tmp_path / "ct.nii.gz")
 
 
+def write_local_outputs(case, loaded, mask, out_dir, info) -> dict:
+    return write_reports(CaseDocuments(case=case, loaded=loaded, mask=mask, model_info=info), out_dir)
+
+
+def output_paths(case, out_dir) -> dict[str, Path]:
+    return {output.kind: out_dir / output.file_name(case) for output in report_outputs(case)}
+
+
 @pytest.fixture(scope="module")
 def dicom_case(tmp_path_factory, phantom) -> tuple[CaseSource, model.cases.LoadedCase, sitk.Image]:
     folder = tmp_path_factory.mktemp("dicom_case")
@@ -196,14 +206,14 @@ def test_a_failure_in_the_middle_leaves_none_of_the_case_outputs(tmp_path, dicom
     out.mkdir()
     write_local_outputs(case, loaded, mask, out, MEMBERS)  # an earlier run's outputs, now stale
     (out / "other_case.report.json").write_text("{}")
-    monkeypatch.setattr(model.cases, "write_seg", _fail)  # the last writer: CSV, JSON and PNG are made
+    monkeypatch.setattr(model.outputs, "write_seg", _fail)  # the last writer: CSV, JSON and PNG are made
     with pytest.raises(WriteError, match="simulated"):
         write_local_outputs(case, loaded, mask, out, MEMBERS)
     assert [p.name for p in out.iterdir()] == ["other_case.report.json"]  # no staging folder either
     monkeypatch.undo()
 
     replaced = []
-    real_replace = model.cases.os.replace
+    real_replace = model.outputs.os.replace
 
     def replace_twice(source, target):  # the third rename into ``out`` fails: two files reached their names
         if Path(target).parent == out:
@@ -212,7 +222,7 @@ def test_a_failure_in_the_middle_leaves_none_of_the_case_outputs(tmp_path, dicom
             replaced.append(target)
         real_replace(source, target)
 
-    monkeypatch.setattr(model.cases.os, "replace", replace_twice)
+    monkeypatch.setattr(model.outputs.os, "replace", replace_twice)
     with pytest.raises(WriteError, match=r"\.png: not written \(No space left on device\)"):
         write_local_outputs(case, loaded, mask, out, MEMBERS)
     assert len(replaced) == 2 and [p.name for p in out.iterdir()] == ["other_case.report.json"]

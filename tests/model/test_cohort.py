@@ -16,19 +16,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import model.cohort
+import model.pipeline
 from model import Predictor
-from model.cases import layout_cases, output_paths
-from model.cohort import (
-    VERSION,
-    CohortOptions,
-    OutputLayout,
-    check_case_names,
-    model_info,
-    run_cohort,
-)
+from model.cases import layout_cases
+from model.cohort import CohortOptions, check_case_names, run_cohort
 from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError
+from model.outputs import VERSION, OutputLayout, model_info, write_results
 from phantoms import make_phantom
 from tests.conftest import ROOT, SMALL_SPEC, write_case
 
@@ -87,15 +81,15 @@ def test_reads_run_beside_the_network_and_hold_at_most_two_studies(tmp_path, coh
             return loaded
         return dataclasses.replace(case, load=load)
 
-    real = model.cohort.run_images
+    real = model.pipeline.segment_study
 
-    def slow_network(pet, ct, out_path, *args, ct_name, **kwargs):
-        result = real(pet, ct, out_path, *args, ct_name=ct_name, **kwargs)
+    def slow_network(study, *args, **kwargs):
+        result = real(study, *args, **kwargs)
         time.sleep(0.3)  # a network slower than a read, as on any real study
-        events.append(("network done", ct_name.rsplit("/", 1)[-1].removesuffix(".mha"), True))
+        events.append(("network done", study.case.name, True))
         return result
 
-    monkeypatch.setattr(model.cohort, "run_images", slow_network)
+    monkeypatch.setattr(model.pipeline, "segment_study", slow_network)
     summary = run_cohort([tracked(c) for c in layout_cases(cohort_input)], predictor, tmp_path / "out")
     assert summary.count("written") == len(NAMES)
     assert peak[0] == 2 and not alive
@@ -108,19 +102,19 @@ def test_a_killed_run_continues_with_skip_existing_without_redoing_a_case(tmp_pa
     sources = layout_cases(cohort_input)
     options = local_options(tiny_weights, predictor)
     full = run_cohort(sources, predictor, tmp_path / "full", options)
-    real = model.cohort.run_images
+    real = model.pipeline.segment_study
     segmented: list[str] = []
     kill_at = {"c3"}  # the first run is stopped (Ctrl-C) during the fourth study
 
-    def run_images(pet, ct, out_path, *args, ct_name, **kwargs):
-        name = ct_name.rsplit("/", 1)[-1].removesuffix(".mha")
+    def segment_study(study, *args, **kwargs):
+        name = study.case.name
         if name in kill_at:
             kill_at.clear()
             raise KeyboardInterrupt
         segmented.append(name)
-        return real(pet, ct, out_path, *args, ct_name=ct_name, **kwargs)
+        return real(study, *args, **kwargs)
 
-    monkeypatch.setattr(model.cohort, "run_images", run_images)
+    monkeypatch.setattr(model.pipeline, "segment_study", segment_study)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run_cohort(sources, predictor, out, options)
@@ -184,23 +178,23 @@ def test_a_failed_case_leaves_none_of_its_files_and_the_others_go_on(tmp_path, c
     sources = layout_cases(cohort_input)[:3]
     options = local_options(tiny_weights, predictor)
     run_cohort(sources, predictor, tmp_path, options)  # an earlier run: its c1 files are now stale
-    real = model.cohort.write_local_outputs
+    real = model.pipeline.write_reports
 
-    def fail_c1(case, *args, **kwargs):
-        if case.name == "c1":
+    def fail_c1(documents, *args, **kwargs):
+        if documents.case.name == "c1":
             raise WriteError("reports/c1.png: not written (No space left on device)")
-        return real(case, *args, **kwargs)
+        return real(documents, *args, **kwargs)
 
-    monkeypatch.setattr(model.cohort, "write_local_outputs", fail_c1)
+    monkeypatch.setattr(model.pipeline, "write_reports", fail_c1)
     capsys.readouterr()
     summary = run_cohort(sources, predictor, tmp_path, options)
     assert [o.status for o in summary.outcomes] == ["written", "failed", "written"]
     assert capsys.readouterr().err == "error: reports/c1.png: not written (No space left on device)\n"
     layout = OutputLayout(tmp_path)
     assert sorted(p.name for p in layout.masks.iterdir()) == ["c0.mha", "c2.mha"]
-    assert not any(path.exists() for path in output_paths(sources[1], layout.reports).values())
+    assert not any(path.exists() for path in layout.report_paths(sources[1]).values())
     assert summary.entries[1]["outputs"] == [] and "lesion_count" not in summary.entries[1]
-    assert all(path.exists() for path in output_paths(sources[2], layout.reports).values())
+    assert all(path.exists() for path in layout.report_paths(sources[2]).values())
 
 
 def test_a_write_fails_in_the_worker_and_a_read_fails_alike(tmp_path, cohort_input, predictor, capsys):
@@ -265,7 +259,7 @@ def test_temporaries_a_killed_run_left_are_removed_and_nothing_else(tmp_path, co
     sources = layout_cases(cohort_input)[:1]
     layout = OutputLayout(tmp_path)
     layout.masks.mkdir(parents=True)
-    (layout.reports / ".c0.k2j_9x0a").mkdir(parents=True)  # write_local_outputs' staging folder
+    (layout.reports / ".c0.k2j_9x0a").mkdir(parents=True)  # model.outputs.write_reports' staging folder
     (layout.reports / ".c0.k2j_9x0a" / "c0.png").write_bytes(b"half")
     left = [layout.masks / ".c0.mha.ab12cd34.mha", tmp_path / ".results.json.zz99yy88.part"]
     kept = [layout.masks / ".c1.mha.ab12cd34.mha", layout.masks / ".c0.mha.notours", layout.reports / ".c0.x",
@@ -273,6 +267,6 @@ def test_temporaries_a_killed_run_left_are_removed_and_nothing_else(tmp_path, co
     for path in left + kept:
         path.write_bytes(b"")
     run_cohort(sources, predictor, tmp_path, local_options(tiny_weights, predictor))
-    model.cohort.write_results(layout.results(), [])
+    write_results(layout.results(), [])
     hidden = sorted(p for p in tmp_path.rglob(".*"))
     assert hidden == sorted(kept)

@@ -1,6 +1,7 @@
 """Reading images: whatever ITK reports, whatever a header points to, whatever bytes a name holds, one line that
 names the file; and writing masks that read back whole or not at all."""
 
+import dataclasses
 import gzip
 import os
 import struct
@@ -92,7 +93,8 @@ def test_what_itk_reports_while_reading_is_an_error(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"pet\.mha: corrupt or truncated PET image \(its compressed voxels"):
         read_image(tmp_path / "pet.mha", "PET")  # caught before ITK reads a voxel
     # The second line of defence: whatever ITK prints while reading (here with the payload check off).
-    monkeypatch.setattr(model.readers, "check_metaimage", lambda path, role: None)
+    unchecked = [dataclasses.replace(entry, check=None) for entry in model.readers.IMAGE_FORMATS]
+    monkeypatch.setattr(model.readers, "IMAGE_FORMATS", tuple(unchecked))
     with pytest.raises(InputError, match=r"pet\.mha: corrupt PET image \(ITK: Uncompress failed\)") as error:
         read_image(tmp_path / "pet.mha", "PET")
     one_line(error)

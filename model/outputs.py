@@ -1,0 +1,292 @@
+"""What a run writes and where: the output folder's layout, the table of a case's outputs (mask, lesion CSV,
+report JSON, picture, DICOM SEG: each entry its file name, whether a case gets it and how it is written),
+results.json and its entries, the reports' model block, and the clean-up of files a failed case or a killed
+run left behind. model.pipeline writes a case's outputs through the table; model.cohort schedules it.
+
+A new output is one entry of ``OUTPUTS``: everything else (skip-existing, clean-up of a failed case, the
+staging of reports, the temporaries a killed run left) walks the table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import SimpleITK as sitk
+
+from model.cases import CaseSource, LoadedCase
+from model.checkpoint import find_checkpoints, read_config
+from model.errors import InputError, WriteError, shown
+from model.figures import case_figure
+from model.files import atomic_write_json
+from model.readers import image_format, require_utf8_path, write_image_atomic
+from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
+from model.seg import write_seg
+
+OUTPUT_SLUG = "automated-petct-lesion-segmentation"
+# pyproject.toml's version (the container holds no pyproject.toml; tests/model/test_cohort.py keeps the two equal).
+VERSION = "0.1.0"
+
+
+@dataclass
+class CaseDocuments:
+    """What a case's outputs are made from: its study, its mask, the reports' model block, and the lesion
+    report (made once, on first use, for every report file that needs it)."""
+
+    case: CaseSource
+    loaded: LoadedCase
+    mask: sitk.Image
+    model_info: Mapping | None
+
+    @cached_property
+    def report(self):  # model.report.StudyReport
+        return lesion_report(self.loaded.pet, self.mask)
+
+
+@dataclass(frozen=True)
+class CaseOutput:
+    """One kind of file a case gets: its folder (``masks``: the grand-challenge mask folder, written in every
+    mode; ``reports``: local mode only, all of them or none), its name, whether a case gets it, and its
+    writer (``write(documents, path)``; a report writes to a staging path, renamed into place with the others)."""
+
+    kind: str
+    folder: Literal["masks", "reports"]
+    file_name: Callable[[CaseSource], str]
+    applies: Callable[[CaseSource], bool]
+    write: Callable[[CaseDocuments, Path], None]
+
+
+def _every_case(case: CaseSource) -> bool:
+    return True
+
+
+def _named(suffix: str) -> Callable[[CaseSource], str]:
+    return lambda case: f"{case.name}{suffix}"
+
+
+def _write_report_json(documents: CaseDocuments, path: Path) -> None:
+    suv = documents.loaded.suv
+    write_report_json(documents.report, path, case=documents.case.name, suv=suv.to_dict() if suv is not None else None,
+                      model=documents.model_info)
+
+
+def _write_seg(documents: CaseDocuments, path: Path) -> None:
+    info = documents.model_info
+    write_seg(documents.mask, documents.loaded.pet_headers, path, algorithm_version=str(info["version"]),
+              weights_sha256=info["weights_sha256"])
+
+
+# In the order they are written. The mask comes first: its reports describe it.
+OUTPUTS = (
+    CaseOutput("mask", "masks", lambda case: f"{case.name}{case.mask_suffix}", _every_case,
+               lambda documents, path: write_image_atomic(documents.mask, path)),
+    CaseOutput("lesions", "reports", _named(".lesions.csv"), _every_case,
+               lambda documents, path: write_lesions_csv(documents.report, path)),
+    CaseOutput("report", "reports", _named(".report.json"), _every_case, _write_report_json),
+    CaseOutput("picture", "reports", _named(".png"), _every_case,
+               lambda documents, path: case_figure(path, documents.loaded.pet, documents.mask, documents.case.name,
+                                                   documents.report)),
+    CaseOutput("seg", "reports", _named(".seg.dcm"), lambda case: case.is_dicom, _write_seg),
+)
+
+
+def report_outputs(case: CaseSource) -> list[CaseOutput]:
+    """The report files (local mode) that ``case`` gets, in ``OUTPUTS``' order."""
+    return [output for output in OUTPUTS if output.folder == "reports" and output.applies(case)]
+
+
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where a run writes: masks in images/automated-petct-lesion-segmentation (the grand-challenge contract,
+    nothing else in it), reports (local mode) in reports/, results.json in the folder itself."""
+
+    root: Path
+
+    @property
+    def masks(self) -> Path:
+        return Path(self.root) / "images" / OUTPUT_SLUG
+
+    @property
+    def reports(self) -> Path:
+        return Path(self.root) / "reports"
+
+    def path(self, case: CaseSource, output: CaseOutput) -> Path:
+        return (self.masks if output.folder == "masks" else self.reports) / output.file_name(case)
+
+    def mask_path(self, case: CaseSource) -> Path:
+        return self.path(case, OUTPUTS[0])
+
+    def report_paths(self, case: CaseSource) -> dict[str, Path]:
+        """The report files a case gets, by kind."""
+        return {output.kind: self.path(case, output) for output in report_outputs(case)}
+
+    def results(self, num_parts: int = 1, part_id: int = 0) -> Path:
+        """results.json; one file per part when the parts of a job array share the folder."""
+        name = "results.json" if num_parts == 1 else f"results.part-{part_id}-of-{num_parts}.json"
+        return Path(self.root) / name
+
+
+def prepare_output(layout: OutputLayout, *, reports: bool, results: Path) -> None:
+    """Make sure results can be written before any work is done: the output folders are folders (or can be
+    made) and take a file, and the results file is not a folder. InputError otherwise."""
+    require_utf8_path(layout.root, "output folder")
+    folders = [layout.root, layout.root / "images", layout.masks] + ([layout.reports] if reports else [])
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{shown(folder)}: output folder is a file")
+    if results.is_dir():
+        raise InputError(f"{shown(results)}: is a folder")
+    for folder in folders[2:]:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"{shown(folder)}: output folder cannot be made ({error.strerror})") from None
+    for folder in [layout.root, *folders[2:]]:
+        try:
+            fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as error:
+            raise InputError(f"{shown(folder)}: output folder not writable ({error.strerror})") from None
+
+
+def model_info(weights: Path, predictor) -> dict:
+    """The reports' "model" block: this code's version, each weights file with its SHA-256 (as its JSON records
+    it; loading checked it) and how they run (``predictor``: a model.inference.Predictor). The DICOM SEG names
+    the version and the digests."""
+    files = find_checkpoints(Path(weights))
+    return {"version": VERSION, "weights_sha256": {path.name: read_config(path.with_suffix(".json"))[1]
+                                                   for path in files},
+            "ensemble": len(files), "encoder": predictor.config.encoder, "tta": predictor.settings.tta,
+            "device": str(predictor.device), "precision": str(predictor.dtype).removeprefix("torch."),
+            "min_lesion_ml": predictor.settings.min_lesion_ml}
+
+
+def write_reports(documents: CaseDocuments, out_dir: Path) -> dict:
+    """Write the report files the case gets (``report_outputs``) into ``out_dir``, all or none: they are made
+    in a hidden folder beside their final names (``.<case>.<random>``, which ``remove_leftovers`` knows) and
+    renamed into place at the end; on any failure this case's reports, from this run or an earlier one, are
+    removed and the error raised (WriteError for a failed write). Returns the headline numbers (lesion count,
+    TMTV, TLG, SUVmax, Dmax) for results.json.
+
+    ``documents.model_info`` is the report's "model" block; for DICOM input it must hold ``version`` (str) and
+    ``weights_sha256`` ({weights file name: hex digest}), which the SEG's algorithm identification names.
+    """
+    case, loaded, info = documents.case, documents.loaded, documents.model_info
+    if case.is_dicom and not (loaded.pet_headers and {"version", "weights_sha256"} <= info.keys()):
+        raise ValueError("a DICOM case needs its PET headers and members_info with 'version' and 'weights_sha256'")
+    outputs = report_outputs(case)
+    finals = {output.kind: Path(out_dir) / output.file_name(case) for output in outputs}
+    try:
+        staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{case.name}."))
+    except OSError as error:
+        raise WriteError(f"{shown(out_dir)}: cannot be written ({error.strerror})") from None
+    try:
+        for output in outputs:
+            output.write(documents, staging / finals[output.kind].name)
+        for path in finals.values():
+            try:
+                os.replace(staging / path.name, path)
+            except OSError as error:
+                raise WriteError(f"{shown(path)}: not written ({error.strerror})") from None
+    except BaseException:
+        for path in finals.values():
+            with contextlib.suppress(OSError):  # the error being raised is the one to report
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    headline = rounded_headline(documents.report)
+    if loaded.warnings:  # issue 16: DICOM files skipped or images not used, one line each
+        headline["warnings"] = loaded.warnings
+    return headline
+
+
+def file_entry(label: str) -> dict:
+    """An input or output of a results.json entry: the image format's type by its suffix, else a DICOM series."""
+    found = image_format(label)
+    if found is not None:
+        return {"type": found.result_type, "filename": Path(label).name}
+    return {"type": "dicom_series", "filename": label}
+
+
+def results_entry(case: CaseSource, mask: Path | None, headline: Mapping | None, error: str | None) -> dict:
+    """A results.json entry in evalutils' form; local mode adds the headline numbers."""
+    entry = {"inputs": [file_entry(case.pet_label), file_entry(case.ct_label)],
+             "outputs": [] if mask is None else [file_entry(mask.name)],
+             "error_messages": [] if error is None else [error]}
+    entry.update(headline or {})
+    return entry
+
+
+def remove_stale(paths: Sequence[Path]) -> str:
+    """Remove files of a case from an earlier run; what could not be removed, for its message."""
+    problems = []
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            problems.append(f"; {shown(path.name)} from an earlier run could not be removed ({error.strerror})")
+    return "".join(problems)
+
+
+# tempfile's random part of a name (mkstemp, mkdtemp): 8 of these characters.
+_TEMPORARY = re.compile(r"\.[a-z0-9_]{8}")
+
+
+def _final_name(entry: str, suffix: str) -> str | None:
+    """The name whose temporary ``entry`` is, when it is ``.<name>.<8 random characters><suffix>``."""
+    if not (entry.startswith(".") and entry.endswith(suffix)):
+        return None
+    core = entry[1:len(entry) - len(suffix)]
+    return core[:-9] if len(core) > 9 and _TEMPORARY.fullmatch(core[-9:]) else None
+
+
+def remove_leftovers(layout: OutputLayout, sources: Sequence[CaseSource]) -> None:
+    """Temporary masks (model.readers.write_image_atomic: ``.<mask>.<random><suffixes>``) and report staging
+    folders (``write_reports``: ``.<case>.<random>``) of these cases that a killed run (SIGKILL, a lost node)
+    left behind, so that a continued run leaves the folders as clean as an uninterrupted one. Only this run's
+    cases: other parts may be writing into the same folders."""
+    masks = {layout.mask_path(case).name for case in sources}
+    names = {case.name for case in sources}
+    suffixes = {"".join(Path(mask).suffixes) for mask in masks}  # what write_image_atomic ends its temporaries with
+    leftovers = []
+    for folder in (layout.masks, layout.reports):
+        try:
+            entries = [entry for entry in os.scandir(folder) if entry.name.startswith(".")]
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if folder == layout.reports:
+                found = _final_name(entry.name, "") in names
+            else:
+                found = any((final := _final_name(entry.name, suffix)) in masks
+                            and "".join(Path(final).suffixes) == suffix for suffix in suffixes)
+            if found:
+                leftovers.append(entry)
+    for entry in leftovers:
+        with contextlib.suppress(OSError):  # hidden and harmless where it cannot be removed
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+
+
+def write_results(path: Path, entries: list[dict]) -> None:
+    """results.json (evalutils' list of case entries), whole or not at all (WriteError); a temporary of it
+    that a killed run left (model.files.atomic_target) is removed."""
+    path = Path(path)
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        if _final_name(entry.name, ".part") == path.name:
+            with contextlib.suppress(OSError):  # hidden and harmless where it cannot be removed
+                entry.unlink()
+    atomic_write_json(path, entries)  # strict JSON: a NaN raises rather than reach the file

@@ -1,0 +1,101 @@
+"""Each extension point is one entry of one table: an image format (model.readers.IMAGE_FORMATS), an input
+layout (model.cases.INPUT_LAYOUTS) and an output (model.outputs.OUTPUTS); and the pipeline's stages are the
+one path of a study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import model.cases
+import model.outputs
+import model.readers
+from model.cases import InputLayout, InputRequest, find_cases, layout_cases, path_case
+from model.errors import InputError
+from model.outputs import CaseOutput, OutputLayout, file_entry
+from model.pipeline import StudyOptions, run_case, run_study
+from model.readers import ImageFormat
+from tests.conftest import oracle_predictor, write_case
+
+
+def test_a_new_image_format_is_one_entry(tmp_path, small_phantom, monkeypatch):
+    checked: list[str] = []
+
+    def check(path: Path, role: str) -> None:
+        checked.append(f"{role} {path.name}")
+
+    entry = ImageFormat(".nrrd", "nrrd_image", ".nrrd", check)
+    monkeypatch.setattr(model.readers, "IMAGE_FORMATS", (*model.readers.IMAGE_FORMATS, entry))
+    # IMAGE_SUFFIXES is derived from the table when the module loads; an entry in the source needs no more.
+    monkeypatch.setattr(model.readers, "IMAGE_SUFFIXES", (*model.readers.IMAGE_SUFFIXES, ".nrrd"))
+    pet, ct, _ = small_phantom.images()
+    for role, image in (("pet", pet), ("ct", ct)):
+        (tmp_path / "images" / role).mkdir(parents=True)
+        sitk.WriteImage(image, str(tmp_path / "images" / role / f"case.{role}.nrrd"))
+    (case,) = layout_cases(tmp_path)
+    assert case.name == "case.ct" and case.mask_suffix == ".nrrd"
+    loaded = case.load()
+    assert checked == ["PET case.pet.nrrd", "CT case.ct.nrrd"]
+    assert np.array_equal(sitk.GetArrayViewFromImage(loaded.ct), sitk.GetArrayViewFromImage(ct))
+    assert file_entry(case.ct_label) == {"type": "nrrd_image", "filename": "case.ct.nrrd"}
+
+
+def test_a_new_input_layout_is_one_entry(tmp_path, small_phantom, monkeypatch):
+    pet, ct, _ = small_phantom.images()
+    pet_path, ct_path = write_case(tmp_path / "files", pet, ct)
+    folder = tmp_path / "listed"
+    folder.mkdir()
+    (folder / "pair.txt").write_text(f"{pet_path}\n{ct_path}\n")
+    with pytest.raises(InputError, match="no DICOM images or image files"):  # not a layout yet
+        find_cases(InputRequest(input=folder))
+    listed = InputLayout("a pair.txt naming a PET and a CT",
+                         lambda request: request.input is not None and (request.input / "pair.txt").is_file(),
+                         lambda request: [path_case(*(Path(line) for line in
+                                                      (request.input / "pair.txt").read_text().split()))])
+    monkeypatch.setattr(model.cases, "INPUT_LAYOUTS", (listed, *model.cases.INPUT_LAYOUTS))
+    (case,) = find_cases(InputRequest(input=str(folder)))
+    assert case.name == "case0_pet" and case.load().pet.GetSize() == pet.GetSize()
+
+
+def test_the_layouts_are_recognised_in_order(tmp_path, small_phantom):
+    pet, ct, _ = small_phantom.images()
+    write_case(tmp_path / "gc", pet, ct)
+    (case,) = find_cases(InputRequest(input=tmp_path / "gc"))
+    assert case.name == "case0"
+    with pytest.raises(InputError, match="images/pet: PET folder missing"):  # the container's /input is given
+        find_cases(InputRequest(input=tmp_path / "empty", grand_challenge=True))
+    with pytest.raises(InputError, match="input folder missing"):
+        find_cases(InputRequest(input=tmp_path / "empty"))
+    with pytest.raises(InputError, match="--suv-method: applies to DICOM PET only"):
+        find_cases(InputRequest(input=tmp_path / "gc", suv_method="qiba"))
+
+
+def test_a_new_output_is_one_entry(tmp_path, small_phantom, monkeypatch):
+    def write_volume(documents: model.outputs.CaseDocuments, path: Path) -> None:
+        path.write_text(f"{documents.report.tmtv_ml}\n")
+
+    entry = CaseOutput("volume", "reports", lambda case: f"{case.name}.tmtv.txt", lambda case: True, write_volume)
+    monkeypatch.setattr(model.outputs, "OUTPUTS", (*model.outputs.OUTPUTS, entry))
+    pet, ct, _ = small_phantom.images()
+    case = path_case(*write_case(tmp_path / "in", pet, ct))
+    layout = OutputLayout(tmp_path / "out")
+    layout.reports.mkdir(parents=True)
+    options = StudyOptions(reports=True, model_info={"version": "0", "weights_sha256": {}})
+    result, headline = run_study(case, oracle_predictor(), layout, options)
+    assert float(layout.report_paths(case)["volume"].read_text()) == pytest.approx(headline["tmtv_ml"], abs=1e-3)
+    assert sorted(p.name for p in layout.reports.iterdir()) == [
+        "case0_pet.lesions.csv", "case0_pet.png", "case0_pet.report.json", "case0_pet.tmtv.txt"]
+    assert layout.mask_path(case).is_file() and result.out_path == layout.mask_path(case)
+
+
+def test_a_study_by_its_files_is_checked_as_process_checks_it(tmp_path, small_phantom):
+    pet, ct, _ = small_phantom.images()
+    far = sitk.Image(ct)
+    far.SetOrigin(tuple(v + 2000.0 for v in ct.GetOrigin()))  # another place in space: not this PET's CT
+    pet_path, ct_path = write_case(tmp_path / "in", pet, far)
+    with pytest.raises(InputError, match="CT"):
+        run_case(pet_path, ct_path, tmp_path / "mask.mha", oracle_predictor())
+    assert not (tmp_path / "mask.mha").exists()
