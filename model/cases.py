@@ -36,7 +36,7 @@ from model.dicom import (
 from model.errors import InputError, shown
 from model.files import open_regular
 from model.readers import IMAGE_SUFFIXES, image_format, image_stem, is_image_name, read_image, read_images
-from model.suv import SuvConversion, SuvMethod, check_suv_options
+from model.suv import DEFAULT_SUV_METHOD, SuvConversion, SuvMethod, check_suv_options
 
 DICOM_MASK_SUFFIX = ".nii.gz"  # the mask of DICOM input: on the PET grid, as the converter writes SUV.nii.gz
 
@@ -156,7 +156,8 @@ def layout_cases(input_dir: Path) -> list[CaseSource]:
         seen[stem] = ct_path
     return [CaseSource(name=image_stem(ct_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
                        mask_suffix=mask_suffix(ct_path), is_dicom=False,
-                       load=partial(_load_paths, pet_path, ct_path, None, None, "qiba", None), pet_path=pet_path)
+                       load=partial(_load_paths, pet_path, ct_path, None, None, DEFAULT_SUV_METHOD, None),
+                       pet_path=pet_path)
             for pet_path, ct_path in zip(pets, cts, strict=True)]
 
 
@@ -189,7 +190,7 @@ def _refuse(message: str) -> LoadedCase:
 
 
 def dicom_cases(folder: Path, pet_series: str | None = None, ct_series: str | None = None,
-                suv_method: SuvMethod = "qiba", weight_kg: float | None = None) -> list[CaseSource]:
+                suv_method: SuvMethod = DEFAULT_SUV_METHOD, weight_kg: float | None = None) -> list[CaseSource]:
     """One case per study of a DICOM export (any nesting, any file names), sorted by patient and date.
 
     Raises InputError only when the folder as a whole cannot be used: missing, no DICOM image in it, a
@@ -245,7 +246,7 @@ def _load_paths(pet_path: Path, ct_path: Path, pet: Series | None, ct: Series | 
     return LoadedCase(pet=pet_image, ct=ct_image)
 
 
-def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = "qiba",
+def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = DEFAULT_SUV_METHOD,
               weight_kg: float | None = None) -> CaseSource:
     """The one case of ``--pet PATH --ct PATH``: each a .mha/.nii/.nii.gz file (the PET already in SUV) or a
     DICOM series folder (holding one series of that modality).
@@ -290,7 +291,8 @@ def _manifest_case(pet_path: Path, ct_path: Path, name: str, suv_method: SuvMeth
     return dataclasses.replace(case, name=name) if name else case
 
 
-def manifest_cases(manifest: Path, suv_method: SuvMethod = "qiba", weight_kg: float | None = None) -> list[CaseSource]:
+def manifest_cases(manifest: Path, suv_method: SuvMethod = DEFAULT_SUV_METHOD,
+                   weight_kg: float | None = None) -> list[CaseSource]:
     """One case per row of a CSV with the columns ``pet``, ``ct`` and optionally ``name`` (the output stem;
     without it, as ``path_case`` names it); relative paths are taken from the CSV's folder. Each path is an
     image file or a DICOM series folder, as for ``path_case``; a row whose folders cannot be used fails as its
@@ -349,7 +351,7 @@ class InputRequest:
     grand_challenge: bool = False  # the container's /input: its layout is given, not recognised
     pet_series: str | None = None  # DICOM export: the PET / CT series to take where a study holds several
     ct_series: str | None = None
-    suv_method: SuvMethod | None = None  # None: "qiba", and refused by no input (not given)
+    suv_method: SuvMethod | None = None  # None: DEFAULT_SUV_METHOD, and refused by no input (not given)
     weight_kg: float | None = None
 
     def __post_init__(self) -> None:  # paths may be given as strings (the Python API)
@@ -359,7 +361,7 @@ class InputRequest:
 
     @property
     def method(self) -> SuvMethod:
-        return self.suv_method or "qiba"
+        return self.suv_method or DEFAULT_SUV_METHOD
 
     @property
     def folder_given(self) -> bool:

@@ -45,10 +45,10 @@ from model.outputs import (  # noqa: F401  OUTPUT_SLUG and OutputLayout: re-expo
     results_entry,
 )
 from model.readers import STDERR_LOCK, read_grid, read_image
+from model.report import HEADLINE_KEYS
 from model.review_page import CohortPage
 
 # The headline numbers of a report (model.report.StudyReport.headline), read back for a case already done.
-HEADLINE_KEYS = ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm")
 
 
 @dataclass(frozen=True)
@@ -250,7 +250,7 @@ class _CohortRun:
         """The worker's read of a case: already done (--skip-existing), or the pipeline's read stage."""
         if self.options.skip_existing and (done := _already_done(case, self.layout, self.options)) is not None:
             return done
-        return pipeline.read_study(case, self.predictor.settings)
+        return pipeline.read_study(case, self.predictor)
 
     def failed(self, index: int, case: CaseSource, error: Exception) -> CaseOutcome:
         message = str(error) if isinstance(error, (InputError, WriteError)) else \

@@ -25,7 +25,6 @@ from model.checks import check_study
 from model.errors import WriteError, shown
 from model.inference import (
     CaseTimings,
-    InferenceConfig,
     Predictor,
     ct_on_pet_grid,
     lesion_volume_ml,
@@ -96,24 +95,27 @@ class CaseResult:
         return lesion_volume_ml(self.mask)
 
 
-def checked_study(case: CaseSource, loaded: LoadedCase, settings: InferenceConfig,
+def checked_study(case: CaseSource, loaded: LoadedCase, predictor: Predictor,
                   timings: CaseTimings | None = None) -> Study:
-    """A study already read, checked (model.checks.check_study) and its CT brought onto the PET's grid."""
+    """A study already read, checked (model.checks.check_study, with the body threshold of the weights that
+    will run) and its CT brought onto the PET's grid."""
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
-    check_study(loaded.pet, loaded.ct, pet_name=case.pet_label, ct_name=case.ct_label)
-    loaded.ct = ct_on_pet_grid(loaded.pet, loaded.ct, settings, pet_name=case.pet_label, ct_name=case.ct_label)
+    check_study(loaded.pet, loaded.ct, pet_name=case.pet_label, ct_name=case.ct_label,
+                body_threshold_hu=predictor.config.normalisation.body_threshold_hu)
+    loaded.ct = ct_on_pet_grid(loaded.pet, loaded.ct, predictor.settings, pet_name=case.pet_label,
+                               ct_name=case.ct_label)
     timings.preprocess += time.perf_counter() - start
     return Study(case=case, loaded=loaded, timings=timings)
 
 
-def read_study(case: CaseSource, settings: InferenceConfig) -> Study:
+def read_study(case: CaseSource, predictor: Predictor) -> Study:
     """The first stage: read the case (InputError naming a bad file), check it, CT onto the PET's grid."""
     timings = CaseTimings()
     start = time.perf_counter()
     loaded = case.load()
     timings.read = time.perf_counter() - start
-    return checked_study(case, loaded, settings, timings)
+    return checked_study(case, loaded, predictor, timings)
 
 
 def segment_study(study: Study, predictor: Predictor, *, progress: bool | None = None) -> CaseResult:
@@ -153,7 +155,7 @@ def run_study(case: CaseSource, predictor: Predictor, layout: OutputLayout, opti
               *, progress: bool | None = None) -> tuple[CaseResult, dict | None]:
     """One study through every stage, in this thread: its result and its headline numbers (with reports).
     ``layout.reports`` must exist when ``options.reports`` (model.outputs.prepare_output makes it)."""
-    result = segment_study(read_study(case, predictor.settings), predictor, progress=progress)
+    result = segment_study(read_study(case, predictor), predictor, progress=progress)
     return result, write_study(result, layout, options or StudyOptions())
 
 
@@ -166,7 +168,7 @@ def run_images(pet: sitk.Image, ct: sitk.Image, out_path: Path | None, predictor
     None). ``timings`` carries what the caller spent before (reading); the names go into error messages."""
     case = CaseSource(name="study", pet_label=pet_name, ct_label=ct_name, mask_suffix=".mha", is_dicom=False,
                       load=lambda: LoadedCase(pet=pet, ct=ct))
-    result = segment_study(checked_study(case, LoadedCase(pet=pet, ct=ct), predictor.settings, timings), predictor,
+    result = segment_study(checked_study(case, LoadedCase(pet=pet, ct=ct), predictor, timings), predictor,
                            progress=progress)
     if out_path is not None:
         write_mask(result, Path(out_path))
@@ -177,7 +179,7 @@ def run_case(pet_path: Path, ct_path: Path, out_path: Path | None, predictor: Pr
              progress: bool | None = None) -> CaseResult:
     """One study given by its PET and CT (each an image file or a DICOM series folder, as ``--pet``/``--ct``):
     read, checked and segmented as process.py does, the mask written to ``out_path`` (unless None)."""
-    result = segment_study(read_study(path_case(Path(pet_path), Path(ct_path)), predictor.settings), predictor,
+    result = segment_study(read_study(path_case(Path(pet_path), Path(ct_path)), predictor), predictor,
                            progress=progress)
     if out_path is not None:
         write_mask(result, Path(out_path))
