@@ -2,11 +2,12 @@
 against without, two torchrun ranks against one process, and a run killed after 3 studies then continued with
 --skip-existing.
 
-    python bench/cohort.py                                              # 8 studies of 400x400x326, regnety_160
-    python bench/cohort.py --size 96 --slices 24 --encoder regnety_002  # smoke check, about a minute
+    python -m bench.cohort                                              # 8 studies of 400x400x326, regnety_160
+    python -m bench.cohort --size 96 --slices 24 --encoder regnety_002 --peak-size tiny  # smoke, about a minute
 
-Weights are random, the head scaled so that logits are decisive (as in bench/inference.py). The studies are
-train.phantom's (seeds 0 to N-1, every other one positive) as compressed .mha files in the grand-challenge
+Weights are random, the head scaled so that logits are decisive (as in bench/inference.py). First the machine:
+CPU, flags, threads and the measured matmul/conv2d peaks (bench/peak.py). The studies are
+phantoms' (seeds 0 to N-1, every other one positive) as compressed .mha files in the grand-challenge
 layout. Below 400 pixels the grid is coarsened so that a study still spans a whole body (in-plane spacing
 2.0364 mm x 400 / size, slices 3 mm x 326 / slices); the model's spacing and crop follow.
 
@@ -37,16 +38,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from bench.api import folder_cases, masks_folder, read_masks, run_folder, segment_images
+from bench.peak import SIZES, print_machine
+from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
+from model.config import NormalisationConfig
+from phantoms import PhantomSpec, make_phantom
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.inference import cpu_label  # noqa: E402
-from model import InferenceConfig, ModelConfig, Predictor, build_network, run_images, save_checkpoint  # noqa: E402
-from model.cases import layout_cases  # noqa: E402
-from model.cohort import CohortOptions, CohortSummary, OutputLayout, run_cohort  # noqa: E402
-from model.config import NormalisationConfig  # noqa: E402
-from train.phantom import PhantomSpec, make_phantom  # noqa: E402
-
 FULL_SIZE, FULL_SLICES, FULL_SPACING, FULL_THICKNESS = 400, 326, 2.0364, 3.0
 
 
@@ -73,8 +71,7 @@ def make_weights(folder: Path, encoder: str, spec: PhantomSpec) -> Path:
 
 
 def masks_of(output: Path) -> dict[str, np.ndarray]:
-    folder = OutputLayout(output).masks
-    return {p.name: sitk.GetArrayFromImage(sitk.ReadImage(str(p))) for p in sorted(folder.glob("[!.]*"))}
+    return read_masks(output)
 
 
 def same_masks(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
@@ -83,16 +80,16 @@ def same_masks(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 def in_process(inputs: Path, work: Path, weights: Path, args: argparse.Namespace) -> None:
     predictor = Predictor.from_path(weights, InferenceConfig(device=args.device, batch_size=args.batch_size))
-    sources = layout_cases(inputs)
+    sources = folder_cases(inputs)
     first = sources[0].load()
-    run_images(first.pet, first.ct, None, predictor, progress=False)  # one-time costs (kernels, allocator)
+    segment_images(first.pet, first.ct, predictor)  # one-time costs (kernels, allocator)
     del first
-    runs: dict[bool, list[CohortSummary]] = {False: [], True: []}
+    runs: dict[bool, list] = {False: [], True: []}
     for repeat in range(args.repeats):
         for read_ahead in (False, True):
             output = work / f"run-{'ahead' if read_ahead else 'plain'}-{repeat}"
             with contextlib.redirect_stdout(io.StringIO()):  # run_cohort's line per case
-                summary = run_cohort(sources, predictor, output, CohortOptions(read_ahead=read_ahead, progress=False))
+                summary = run_folder(sources, predictor, output, read_ahead=read_ahead)
             runs[read_ahead].append(summary)
             print(f"  read-ahead {'on ' if read_ahead else 'off'}: {summary.wall_s:7.1f} s, network "
                   f"{summary.network_s:7.1f} s, outside the network {100 * summary.outside_network:5.1f} %",
@@ -134,21 +131,21 @@ def ranks(inputs: Path, work: Path, weights: Path, args: argparse.Namespace) -> 
 
 def kill_and_continue(inputs: Path, work: Path, weights: Path, args: argparse.Namespace) -> None:
     output = work / "killed"
-    layout = OutputLayout(output)
+    masks = masks_folder(output)
     run = subprocess.Popen([sys.executable, *process_command(inputs, output, weights, args)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while run.poll() is None and len(list(layout.masks.glob("[!.]*"))) < 3:
+    while run.poll() is None and len(list(masks.glob("[!.]*"))) < 3:
         time.sleep(0.02)
     if run.poll() is None:
         os.kill(run.pid, signal.SIGKILL)
     run.wait()
-    before = {p.name: p.stat().st_mtime_ns for p in layout.masks.glob("[!.]*")}
+    before = {p.name: p.stat().st_mtime_ns for p in masks.glob("[!.]*")}
     leftovers = len(list(output.rglob(".*")))
     start = time.perf_counter()
     again = subprocess.run([sys.executable, *process_command(inputs, output, weights, args, "--skip-existing")],
                            capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start
-    after = {p.name: p.stat().st_mtime_ns for p in layout.masks.glob("[!.]*")}
+    after = {p.name: p.stat().st_mtime_ns for p in masks.glob("[!.]*")}
     redone = sum(after.get(name) != stamp for name, stamp in before.items())
     entries = json.loads((output / "results.json").read_text()) if (output / "results.json").is_file() else []
     complete = same_masks(masks_of(output), masks_of(work / "one-rank"))
@@ -168,6 +165,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=1, help="alternating in-process runs of each way")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
+    parser.add_argument("--peak-size", choices=list(SIZES), default="full",
+                        help="sizes of the matmul and conv2d that measure the peaks (tiny: a smoke run)")
     args = parser.parse_args()
     if args.studies < 4:
         parser.error("--studies: at least 4 (the kill comes after 3)")
@@ -176,8 +175,8 @@ def main() -> None:
     try:
         spec = make_cohort(work / "input", args.studies, args.size, args.slices)
         weights = make_weights(work / "weights", args.encoder, spec)
-        print(f"machine: {cpu_label()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-              f"{args.studies} studies of {args.size}x{args.size}x{args.slices} ({spec.spacing:.2f} mm, "
+        print_machine(args.device, sizes=args.peak_size)
+        print(f"{args.studies} studies of {args.size}x{args.size}x{args.slices} ({spec.spacing:.2f} mm, "
               f"{spec.slice_thickness:.2f} mm slices); encoder {args.encoder}; device {args.device}", flush=True)
         in_process(work / "input", work, weights, args)
         ranks(work / "input", work, weights, args)

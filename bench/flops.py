@@ -1,6 +1,6 @@
 """Network FLOPs of one whole-body study with full windows against windows shrunk to the body (counted, not run).
 
-    python bench/flops.py [--size 400 --slices 326 --fov 815] [--encoder regnety_160]
+    python -m bench.flops [--size 400 --slices 326 --fov 815] [--encoder regnety_160]
 
 The study is a CT of ellipses whose widths follow a real body from skull to mid-thigh (head 150 mm wide,
 neck 130 mm, shoulders 400 mm, abdomen 350 mm, thighs together 300 mm, on an 815 mm field of view); the
@@ -13,20 +13,18 @@ on the meta device, so nothing is computed. Then the price: the shipped demo wei
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.peak import machine_label
 from model import ModelConfig, Predictor, build_network, segment
 from model.inference import load_chunk, tile_chunk
 from model.metrics import dice
 from model.readers import read_images
-from train.phantom import PhantomSpec, make_phantom
+from phantoms import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,6 +103,7 @@ def main() -> None:
     full = window_counts(config, args.slices, args.size, spacing, args.thickness, shrink=False)
     body = window_counts(config, args.slices, args.size, spacing, args.thickness, shrink=True)
     full_flops, body_flops = total(full), total(body)
+    print(f"machine: {machine_label()} (FLOPs are counted, not timed: no peak is measured)")
     print(f"study {args.size}x{args.size}x{args.slices} at {spacing:.4f} mm ({args.fov:.0f} mm field of view), "
           f"{args.encoder}, crop {config.crop_size}")
     print(f"full windows: {sum(full.values())} windows, {full_flops / 1e12:.2f} TFLOP")

@@ -1,10 +1,11 @@
 """Fuzz the DICOM reader: damage the headers of a small vendor-like export (random byte flips, VR bytes,
-truncations) and convert it with ``model.dicom.convert``, case after case.
+truncations) and convert it with ``model.dicom.convert``, case after case. No network runs here,
+so no peak is measured; the machine's line is printed first.
 
 A case fails when it raises (a traceback), hangs, or writes a study whose volumes differ from the undamaged
 export's while nothing was said (no warning or error line). Run from the repository root:
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/fuzz_dicom.py --seconds 180 --seed 0
+    OMP_NUM_THREADS=1 .venv/bin/python -m bench.fuzz_dicom --seconds 180 --seed 0
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.peak import machine_label
 from model.dicom import convert
 from tests.model.dicom_series import Grid, StudyIds, ct_datasets, ge_gaps, ge_multi_bed, pet_datasets, write_series
 
@@ -113,6 +113,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
+    print(f"machine: {machine_label()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="fuzz_dicom.") as tmp:
         clean, reference = Path(tmp) / "clean", Path(tmp) / "reference"
         make_export(clean)

@@ -2,27 +2,25 @@
 without torch.compile (CUDA graphs), mask agreement with fp32, one 400x400x326 study end to end, and the
 training step rate at batch 24. Run through bench/gpu.sh on the GPU machine.
 
-    python bench/gpu.py [--device cuda] [--smoke]      (--smoke: tiny encoder, few iterations, any device)
+    python -m bench.gpu [--device cuda] [--smoke]      (--smoke: tiny encoder, few iterations, any device)
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.peak import dtype_name, print_machine
 from model import ModelConfig, Predictor, build_network, segment
 from model.checkpoint import Checkpoint
 from model.config import NormalisationConfig
 from model.inference import CaseTimings
 from model.metrics import dice
+from phantoms import PhantomSpec, make_phantom
 from train.fit import TrainModule
-from train.phantom import PhantomSpec, make_phantom
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -43,6 +41,18 @@ def slices_per_second(fn, x: torch.Tensor, device: torch.device, iterations: int
     return iterations * x.shape[0] / (time.perf_counter() - start)
 
 
+def slice_flops(config: ModelConfig) -> int:
+    """Network FLOPs of one crop-sized slice (counted on the meta device: nothing runs)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        network = build_network(config).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        network(torch.zeros(1, 2, config.crop_size, config.crop_size, device="meta"))
+    return counter.get_total_flops()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -59,14 +69,15 @@ def main() -> None:
     with torch.no_grad():
         network.segmentation_head[0].weight.mul_(20.0)  # decisive logits, as bench/inference.py
     network.to(device).to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        print(f"device: {torch.cuda.get_device_name(device)}, torch {torch.__version__}")
+    peaks = print_machine(device, tuple(DTYPES.values()), sizes="tiny" if args.smoke else "gpu")
+    flops = slice_flops(config)
 
     phantom = make_phantom(1, spec=PhantomSpec(size=128 if args.smoke else 400, slices=8 if args.smoke else 326))
     inputs = torch.randn(max(batches), 2, 256, 256, device=device).contiguous(memory_format=torch.channels_last)
     reference = None
-    print("| precision | batch | eager slices/s | compiled (CUDA graphs) slices/s | mask Dice vs fp32 |")
-    print("|---|---|---|---|---|")
+    print("| precision | batch | eager slices/s | eager share of the measured peak | compiled (CUDA graphs) slices/s "
+          "| mask Dice vs fp32 |")
+    print("|---|---|---|---|---|---|")
     for name, dtype in DTYPES.items():
 
         @torch.inference_mode()
@@ -85,7 +96,8 @@ def main() -> None:
             if not args.smoke and name == "fp16" and batch == 32 and device.type == "cuda":
                 compiled = torch.compile(run, mode="reduce-overhead")
                 compiled_rate = slices_per_second(compiled, inputs[:batch], device, iterations)
-            print(f"| {name} | {batch} | {eager:.0f} | {compiled_rate:.0f} | {agreement:.4f} |", flush=True)
+            share = peaks.share(eager * flops, dtype).replace(f" of the measured {dtype_name(dtype)}", "")
+            print(f"| {name} | {batch} | {eager:.0f} | {share} | {compiled_rate:.0f} | {agreement:.4f} |", flush=True)
 
     pet, ct, _ = phantom.images()
     member = Checkpoint(config=config, network=network, path=Path("random"))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared run for a GPU machine (under 5 minutes on an H200): bench/gpu.py's table and figures.
+# One prepared run for a GPU machine (under 5 minutes on an H200): bench/gpu.py (measured peaks, its table
+# and figures).
 #   bench/gpu.sh [OUTDIR]
 # Packages the machine lacks can travel as wheels in .whl/ (see the device tool's notes); they are
 # installed into /tmp/site first.
@@ -11,4 +12,4 @@ if compgen -G ".whl/*.whl" >/dev/null; then
 fi
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-python3 bench/gpu.py --device cuda 2>&1 | tee "${1:-/tmp}/gpu.txt"
+python3 -m bench.gpu --device cuda 2>&1 | tee "${1:-/tmp}/gpu.txt"

@@ -1,22 +1,25 @@
-"""End-to-end inference on a whole-body phantom: this project's way against a re-creation of the seed code's.
+"""End-to-end inference on a whole-body phantom: this project's way, at fp32 and at --precision auto, against a
+re-creation of the seed code's.
 
-    python bench/inference.py [--size 400 --slices 326] [--repeats 1] [--encoder regnety_160] [--body-windows]
+    python -m bench.inference [--size 400 --slices 326] [--repeats 1] [--encoder regnety_160] [--body-windows]
+    python -m bench.inference --size 128 --slices 16 --encoder regnety_002 --peak-size tiny   # a smoke run
 
-Both ways use the same random weights (the head scaled so that logits are decisive and the two masks can be
+All ways use the same random weights (the head scaled so that logits are decisive and the masks can be
 compared), the same input files and the same machine, in alternating runs. The seed's way: read with
 SimpleITK, then per slice: numpy z-score over the body, a 256x256 crop centred on the body, batch 1, fp32,
-no channels_last, paste back, write. The project's way is ``model.run_case`` (read, segment, write). Prints the
-CPU (model name and the vector/matrix extensions /proc/cpuinfo reports), seconds per case, slices per second,
-the ratio, the split of the project's time, the network's FLOPs per slice and the share of the CPU's peak.
-Last line: ``speedup <ratio> mask_dice <dice>``.
+no channels_last, paste back, write. The project's way is ``model.run_case`` (read, segment, write), once at
+fp32 and once at the precision --precision auto picks (bf16 autocast on a CPU, fp16 on CUDA). Prints the
+machine (CPU model, family/model, its vector/matrix flags, torch's CPU capability, threads), the measured
+matmul and conv2d peaks at both precisions (bench/peak.py, same process and threads), seconds per case,
+slices per second, the ratios, the split of the project's time, the network's FLOPs per slice, its TFLOP/s as
+a share of the measured peak of the same precision, and the agreement of the fp32 and auto masks.
+Last line: ``speedup <ratio> mask_dice <dice> fp32_auto_dice <dice>``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import re
-import sys
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -25,13 +28,13 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model import InferenceConfig, ModelConfig, Predictor, build_network, run_case, save_checkpoint
+from bench.api import run_one_case
+from bench.peak import SIZES, Peaks, dtype_name, print_machine
+from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
 from model.config import NormalisationConfig
 from model.inference import CaseTimings
 from model.metrics import dice
-from train.phantom import PhantomSpec, make_phantom
+from phantoms import PhantomSpec, make_phantom
 
 
 def seed_way(network: torch.nn.Module, pet_path: Path, ct_path: Path, out_path: Path) -> float:
@@ -65,25 +68,6 @@ def seed_way(network: torch.nn.Module, pet_path: Path, ct_path: Path, out_path: 
     return time.perf_counter() - start
 
 
-def project_way(predictor: Predictor, pet_path: Path, ct_path: Path, out_path: Path) -> CaseTimings:
-    return run_case(pet_path, ct_path, out_path, predictor, progress=False).timings
-
-
-def cpu_flags() -> set[str]:
-    match = re.search(r"flags\s*:(.*)", Path("/proc/cpuinfo").read_text())
-    return set(match.group(1).split()) if match else set()
-
-
-def cpu_label() -> str:
-    """The CPU's model name and which of AVX2, AVX-512, AMX and native bf16 /proc/cpuinfo reports."""
-    info = Path("/proc/cpuinfo").read_text()
-    match = re.search(r"model name\s*:\s*(.*)", info)
-    flags = cpu_flags()
-    found = {"AVX2": "avx2" in flags, "AVX-512": "avx512f" in flags, "AMX": "amx_tile" in flags,
-             "bf16": bool({"avx512_bf16", "amx_bf16"} & flags)}
-    listed = ", ".join(f"{name} {'yes' if present else 'no'}" for name, present in found.items())
-    return f"{match.group(1).strip() if match else 'unknown CPU'} ({os.cpu_count()} threads; {listed})"
-
 
 def flops_per_slice(network: torch.nn.Module, crop: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
@@ -92,23 +76,6 @@ def flops_per_slice(network: torch.nn.Module, crop: int) -> int:
     with counter, torch.no_grad():
         network(torch.zeros(1, 2, crop, crop))
     return counter.get_total_flops()
-
-
-def cpu_peak_flops(dtype: torch.dtype) -> tuple[float, str]:
-    """Peak FLOP/s of this machine's cores for a dtype, and how it was derived."""
-    info = Path("/proc/cpuinfo").read_text()
-    mhz = max(float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", info))
-    cores = os.cpu_count() or 1
-    flags = cpu_flags()
-    if dtype == torch.bfloat16 and "amx_bf16" in flags:
-        per_cycle, how = 1024, "AMX: 1024 bf16 FLOP/cycle/core"
-    elif "avx512f" in flags:
-        per_cycle, how = 64 * (2 if dtype == torch.bfloat16 and "avx512_bf16" in flags else 1), \
-            "AVX-512: 2 FMA units x 16 fp32 lanes x 2 FLOP"
-    else:
-        per_cycle, how = 32, "AVX2: 2 FMA units x 8 fp32 lanes x 2 FLOP"
-    peak = per_cycle * mhz * 1e6 * cores
-    return peak, f"{how} x {mhz:.0f} MHz x {cores} cores = {peak / 1e12:.2f} TFLOP/s"
 
 
 def print_profile(predictor: Predictor, crop: int, rows: int = 8) -> None:
@@ -123,7 +90,7 @@ def print_profile(predictor: Predictor, crop: int, rows: int = 8) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=40))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=400)
     parser.add_argument("--slices", type=int, default=326)
@@ -134,54 +101,78 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the project's network (the first run then includes compiling)")
     parser.add_argument("--body-windows", action="store_true",
-                        help="windows shrunk to the body's box (fewer FLOPs; see bench/flops.py)")
-    args = parser.parse_args()
+                        help="windows shrunk to the body's box (fewer FLOPs; see python -m bench.flops)")
+    parser.add_argument("--peak-size", choices=list(SIZES), default="full",
+                        help="sizes of the matmul and conv2d that measure the peaks (tiny: a smoke run)")
+    parser.add_argument("--no-profile", action="store_true", help="skip the torch.profiler table")
+    return parser.parse_args()
 
+
+def make_inputs(work: Path, args: argparse.Namespace) -> tuple[ModelConfig, torch.nn.Module, Path, Path, Path]:
+    """(config, network, weights, pet path, ct path): random weights with a decisive head, one phantom."""
     torch.manual_seed(0)
     config = ModelConfig(encoder=args.encoder, normalisation=NormalisationConfig(scheme="zscore_per_slice"))
     network = build_network(config).eval()
     with torch.no_grad():  # decisive logits: random features, but a mask that precision barely moves
         network.segmentation_head[0].weight.mul_(20.0)
-    work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     weights = save_checkpoint(network, config, work / "weights" / "model")
     phantom = make_phantom(1, spec=PhantomSpec(size=args.size, slices=args.slices))
     pet, ct, _ = phantom.images()
     pet_path, ct_path = work / "pet.mha", work / "ct.mha"
     sitk.WriteImage(pet, str(pet_path), True)
     sitk.WriteImage(ct, str(ct_path), True)
-    del phantom, pet, ct
+    return config, network, weights, pet_path, ct_path
 
-    predictor = Predictor.from_path(weights, InferenceConfig(device=args.device, batch_size=args.batch_size,
-                                                             compile=args.compile, body_windows=args.body_windows))
+
+def read_mask(path: Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(bool)
+
+
+def report(name: str, best: CaseTimings, depth: int, flops: int, peaks: Peaks, dtype: torch.dtype) -> None:
+    """The project's figures at one precision: time, split, and the network's share of the measured peak."""
+    total = best.total()
+    print(f"project {name:4s}: {total:8.1f} s/case {depth / total:7.2f} slices/s; read {best.read:.2f} s, "
+          f"preprocess {best.preprocess:.2f} s, network {best.network:.2f} s, postprocess {best.postprocess:.2f} s, "
+          f"write {best.write:.2f} s; outside the network {100 * (1 - best.network / total):.1f} %")
+    print(f"network {name:4s}: {peaks.share(flops * depth / best.network, dtype)}")
+
+
+def main() -> None:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
+    config, network, weights, pet_path, ct_path = make_inputs(work, args)
+    settings = InferenceConfig(device=args.device, batch_size=args.batch_size, compile=args.compile,
+                               body_windows=args.body_windows)
+    auto = Predictor.from_path(weights, settings)
+    fp32 = Predictor.from_path(weights, dataclasses.replace(settings, precision="fp32"))
+    peaks = print_machine(auto.device, (torch.float32, auto.dtype), sizes=args.peak_size)
     depth = args.slices
-    print(f"machine: {cpu_label()}, torch {torch.__version__}; study {args.size}x{args.size}x{depth}; "
-          f"encoder {args.encoder}")
-    print(f"project: device {predictor.device}, autocast {predictor.dtype}, batch {predictor.batch_size}, "
-          f"channels_last, inference_mode, batch norm folded, body windows {args.body_windows}")
-    seed_times, project_runs = [], []
+    print(f"study {args.size}x{args.size}x{depth}; encoder {args.encoder}; project: device {auto.device}, autocast "
+          f"{dtype_name(auto.dtype)} (and fp32), batch {auto.batch_size}, channels_last, inference_mode, batch norm "
+          f"folded, body windows {args.body_windows}")
+    seed_times, runs = [], {"auto": [], "fp32": []}
     for _ in range(args.repeats):
-        project_runs.append(project_way(predictor, pet_path, ct_path, work / "project.mha"))
+        runs["auto"].append(run_one_case(pet_path, ct_path, work / "auto.mha", auto))
+        runs["fp32"].append(run_one_case(pet_path, ct_path, work / "fp32.mha", fp32))
         seed_times.append(seed_way(network, pet_path, ct_path, work / "seed.mha"))
-        print(f"  run: project {project_runs[-1].total():.1f} s, seed way {seed_times[-1]:.1f} s", flush=True)
-    best = min(project_runs, key=CaseTimings.total)
-    project_s, seed_s = best.total(), min(seed_times)
-    a = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "project.mha"))).astype(bool)
-    b = sitk.GetArrayFromImage(sitk.ReadImage(str(work / "seed.mha"))).astype(bool)
-    mask_dice = dice(a, b)
-
+        print(f"  run: project {dtype_name(auto.dtype)} {runs['auto'][-1].total():.1f} s, project fp32 "
+              f"{runs['fp32'][-1].total():.1f} s, seed way {seed_times[-1]:.1f} s", flush=True)
+    best = {name: min(times, key=CaseTimings.total) for name, times in runs.items()}
+    seed_s = min(seed_times)
+    masks = {name: read_mask(work / f"{name}.mha") for name in ("auto", "fp32", "seed")}
     flops = flops_per_slice(build_network(config).eval(), config.crop_size)
-    peak, how = cpu_peak_flops(predictor.dtype)
-    achieved = flops * depth / best.network
-    outside = 1 - best.network / project_s
-    print(f"seed way : {seed_s:8.1f} s/case {depth / seed_s:7.2f} slices/s (batch 1, fp32)")
-    print(f"project  : {project_s:8.1f} s/case {depth / project_s:7.2f} slices/s")
-    print(f"split    : read {best.read:.2f} s, preprocess {best.preprocess:.2f} s, network {best.network:.2f} s, "
-          f"postprocess {best.postprocess:.2f} s, write {best.write:.2f} s; outside the network {100 * outside:.1f} %")
-    print(f"network  : {flops / 1e9:.1f} GFLOP per 256x256 slice; achieved {achieved / 1e12:.3f} TFLOP/s = "
-          f"{100 * achieved / peak:.1f} % of peak ({how})")
-    print(f"masks    : project {a.sum()} voxels, seed way {b.sum()} voxels")
-    print_profile(predictor, config.crop_size)
-    print(f"speedup {seed_s / project_s:.2f} mask_dice {mask_dice:.4f}")
+    print(f"seed way    : {seed_s:8.1f} s/case {depth / seed_s:7.2f} slices/s (batch 1, fp32)")
+    print(f"network     : {flops / 1e9:.1f} GFLOP per {config.crop_size}x{config.crop_size} slice")
+    report(dtype_name(auto.dtype), best["auto"], depth, flops, peaks, auto.dtype)
+    report("fp32", best["fp32"], depth, flops, peaks, torch.float32)
+    agreement = dice(masks["auto"], masks["fp32"])
+    print(f"masks       : project {dtype_name(auto.dtype)} {masks['auto'].sum()} voxels, project fp32 "
+          f"{masks['fp32'].sum()} voxels, seed way {masks['seed'].sum()} voxels; {dtype_name(auto.dtype)} against "
+          f"fp32 Dice {agreement:.4f}, {(masks['auto'] != masks['fp32']).sum()} voxels differ")
+    if not args.no_profile:
+        print_profile(auto, config.crop_size)
+    print(f"speedup {seed_s / best['auto'].total():.2f} mask_dice {dice(masks['auto'], masks['seed']):.4f} "
+          f"fp32_auto_dice {agreement:.4f}")
 
 
 if __name__ == "__main__":

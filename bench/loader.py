@@ -1,6 +1,6 @@
 """How fast the training input pipeline delivers slices, and how many cores an H200 would need.
 
-    python bench/loader.py [--studies 3] [--items 400] [--train-steps 2]
+    python -m bench.loader [--studies 3] [--items 400] [--train-steps 2]
 
 Builds a prepared store of full-size phantoms (400x400x326 at 2.04 mm), then measures
 1. slices per second of one worker process (SliceDataset: memory-mapped read, normalisation, crop),
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,18 +23,19 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+from bench.peak import SIZES, print_machine
 from model.config import ModelConfig, NormalisationConfig
 from model.network import build_network
+from phantoms import write_dataset
 from train.augment import augment, build_augmentation
+from train.config import FitConfig
 from train.data import SliceDataset
 from train.fit import TrainModule, training_precision
-from train.phantom import write_dataset
 from train.prepare import load_index, prepare
 from train.sampler import WholeBodySampler
 
-# An 8192^3 bf16 matrix product ran at 788 TFLOP/s on an H200 of this workplace (device tool, KINDS.md).
+# Measured, not theoretical: an 8192^3 bf16 matrix product ran at 788 TFLOP/s on an H200 of this workplace
+# (device tool, KINDS.md); `python -m bench.peak --device cuda --size gpu` measures it again on a GPU machine.
 H200_BF16_DENSE_PEAK = 788e12
 ASSUMED_UTILISATION = 0.25  # of that peak, for a grouped-conv RegNet U-Net with torch.compile and channels_last
 
@@ -57,13 +57,18 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=400, help="slices read per measurement")
     parser.add_argument("--train-steps", type=int, default=2)
     parser.add_argument("--train-batch", type=int, default=8, help="batch for the CPU training-step measurement")
+    parser.add_argument("--peak-size", choices=list(SIZES), default="full",
+                        help="sizes of the matmul and conv2d that measure the peaks (tiny: a smoke run)")
     args = parser.parse_args()
+    peaks = print_machine("cpu", (torch.float32, training_precision(torch.device("cpu"))[0]), sizes=args.peak_size)
     work = Path(tempfile.mkdtemp(prefix="bench-loader-"))
     write_dataset(work / "src", args.studies, seed=3, negative_fraction=0.0, progress=False)
     prepare(work / "src", "tcia", work / "data", workers=min(2, os.cpu_count() or 1), progress=False)
     studies = load_index(work / "data")
     config = ModelConfig(normalisation=NormalisationConfig(scheme="zscore_per_slice"))
-    sampler = WholeBodySampler(studies, alpha=1.0, seed=0)
+    paper = FitConfig()  # the paper's whole-body sets (FitConfig's defaults are paper.json's)
+    sampler = WholeBodySampler(studies, alpha=paper.alpha, beta=paper.beta, set_carry_over=paper.set_carry_over,
+                               seed=0)
     items = (sampler.epoch_items(0) * 10)[: args.items]
     print(f"store: {len(studies)} studies of {studies[0]['source_shape']} (stored {studies[0]['shape']}), "
           f"{sum(len(s['lesion_slices']) for s in studies)} lesion slices")
@@ -111,7 +116,8 @@ def main() -> None:
         seconds.append(time.perf_counter() - start)
     step = min(seconds[1:])
     print(f"training on this CPU ({dtype}, regnety_160, batch {args.train_batch}): {1 / step:.3f} steps/s = "
-          f"{args.train_batch / step:.2f} slices/s")
+          f"{args.train_batch / step:.2f} slices/s; "
+          f"{peaks.share(training_flops_per_step(config, args.train_batch) / step, dtype)}")
 
     flops = training_flops_per_step(config, 24)
     h200_steps = H200_BF16_DENSE_PEAK * ASSUMED_UTILISATION / flops

@@ -1,15 +1,20 @@
-"""Peak memory of process.py on whole-body studies: RSS of the process (and GPU memory on CUDA).
+"""Peak memory of a cohort run on whole-body studies: RSS of the process (and GPU memory on CUDA).
 
-    python bench/memory.py [--sizes 400x326 512x1000] [--encoder regnety_160] [--device cpu]
+    python -m bench.memory [--sizes 400x326 512x1000] [--encoder regnety_160] [--device cpu]
+    python -m bench.memory --sizes 96x24 --encoder regnety_002 --peak-size tiny   # a smoke run
 
-Each study is a phantom written as .mha; process.py runs on it in a fresh child process (random weights of
-the real architecture), and the child's peak RSS is read from /proc (VmHWM). Prints one line per study.
+Each study is a phantom written as .mha; a fresh child process (``python -m bench.memory --child``) loads
+random weights of the real architecture and segments it the way process.py's grand-challenge mode does
+(bench.api.run_folder: model.cohort's runner, masks only, read-ahead on), and the child's peak RSS is read
+from /proc (VmHWM). First the machine (CPU, flags, threads, measured peaks: bench/peak.py), then one line per
+study.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -19,25 +24,12 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from model import ModelConfig, build_network, save_checkpoint
-from train.phantom import PhantomSpec, make_phantom
+from bench.api import folder_cases, run_folder
+from bench.peak import SIZES, print_machine
+from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
+from phantoms import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Peak RSS is VmHWM of the child's own address space: getrusage's ru_maxrss would carry over the parent's
-# resident size at fork, and the parent has just built a large phantom.
-CHILD = """
-import json, re, sys, time, torch
-sys.path.insert(0, {root!r})
-import process
-start = time.perf_counter()
-code = process.main(sys.argv[1:])
-gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
-print(json.dumps({{"code": code, "seconds": time.perf_counter() - start, "gpu_gib": gpu,
-                  "rss_gib": int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) / 2**20}}))
-"""
 
 
 def write_study(folder: Path, size: int, slices: int) -> None:
@@ -50,37 +42,60 @@ def write_study(folder: Path, size: int, slices: int) -> None:
         sitk.WriteImage(image, str(folder / "images" / sub / f"study_{sub}.mha"), False)
 
 
+def child(inputs: Path, output: Path, weights: Path, device: str, batch_size: int | None) -> None:
+    """In the fresh process: load, segment the folder, print one JSON line with the peaks. Peak RSS is VmHWM
+    of this process's own address space: getrusage's ru_maxrss would carry over the parent's resident size at
+    fork, and the parent has just built a large phantom."""
+    start = time.perf_counter()
+    predictor = Predictor.from_path(weights, InferenceConfig(device=device, batch_size=batch_size))
+    summary = run_folder(folder_cases(inputs), predictor, output)
+    gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    rss = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 2**20
+    print(json.dumps({"failed": summary.count("failed"), "seconds": time.perf_counter() - start, "gpu_gib": gpu,
+                      "rss_gib": rss}))
+
+
+def measure(size_text: str, work: Path, weights: Path, args: argparse.Namespace) -> None:
+    size, slices = (int(v) for v in size_text.split("x"))
+    case = work / size_text
+    start = time.perf_counter()
+    write_study(case / "input", size, slices)
+    made = time.perf_counter() - start
+    volume_gib = size * size * slices * 4 / 2**30
+    command = [sys.executable, "-m", "bench.memory", "--child", str(case / "input"), str(case / "output"),
+               str(weights), "--device", args.device]
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode:
+        print(result.stderr[-2000:])
+        raise SystemExit(f"the cohort run failed on {size_text}")
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"{size}x{size}x{slices}: peak RSS {stats['rss_gib']:.2f} GiB (one float32 copy of the volume is "
+          f"{volume_gib:.2f} GiB), GPU peak {stats['gpu_gib']:.2f} GiB, {stats['seconds']:.1f} s, "
+          f"{stats['failed']} failed (phantom made in {made:.0f} s)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["400x326", "512x1000"], help="MATRIXxSLICES")
     parser.add_argument("--encoder", default="regnety_160")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--peak-size", choices=list(SIZES), default="full",
+                        help="sizes of the matmul and conv2d that measure the peaks (tiny: a smoke run)")
+    parser.add_argument("--child", nargs=3, metavar=("INPUT", "OUTPUT", "WEIGHTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        child(*(Path(p) for p in args.child), args.device, args.batch_size)
+        return
+    print_machine(args.device, sizes=args.peak_size)
     work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     torch.manual_seed(0)
     config = ModelConfig(encoder=args.encoder)
     weights = save_checkpoint(build_network(config), config, work / "weights" / "model")
     for size_text in args.sizes:
-        size, slices = (int(v) for v in size_text.split("x"))
-        case = work / size_text
-        start = time.perf_counter()
-        write_study(case / "input", size, slices)
-        made = time.perf_counter() - start
-        volume_gib = size * size * slices * 4 / 2**30
-        command = [sys.executable, "-c", CHILD.format(root=str(ROOT)), "--input", str(case / "input"),
-                   "--output", str(case / "output"), "--weights", str(weights), "--device", args.device,
-                   "--no-report"]  # the masks alone, as grand-challenge mode
-        if args.batch_size:
-            command += ["--batch-size", str(args.batch_size)]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode:
-            print(result.stderr[-2000:])
-            raise SystemExit(f"process.py failed on {size_text}")
-        stats = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"{size}x{size}x{slices}: peak RSS {stats['rss_gib']:.2f} GiB (one float32 copy of the volume is "
-              f"{volume_gib:.2f} GiB), GPU peak {stats['gpu_gib']:.2f} GiB, {stats['seconds']:.1f} s "
-              f"(phantom made in {made:.0f} s)", flush=True)
+        measure(size_text, work, weights, args)
 
 
 if __name__ == "__main__":

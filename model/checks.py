@@ -32,7 +32,7 @@ MAX_BODY_MEDIAN_SUV = 30.0
 PET_BODY_FRACTION = 0.2
 # A connected part of the CT's body with less of the PET's body than this share is an object (the couch).
 MIN_ACTIVE_SHARE = 0.1
-# Same-study pairs of train.phantom's studies (couch, raised arms, breathing misregistration) agree at 0.875
+# Same-study pairs of the phantoms' studies (phantoms/) (couch, raised arms, breathing misregistration) agree at 0.875
 # to 1.0 (48 studies, 8 and 4 mm grids); PET of one and CT of another agree at 0.53 to 0.96 (median 0.8), a
 # CT 100 mm to the side at most 0.68. The cut refuses gross disagreement only: two patients of similar build
 # lying alike pass.

@@ -328,6 +328,16 @@ def _image_like(ds: Dataset, sop_class: str) -> bool:
         keyword in ds for keyword in ("Rows", "ImagePositionPatient", "PixelSpacing", "ImageType"))
 
 
+def _unidentified(ds: Dataset, sop_class: str) -> str | None:
+    """Why a DICOM file that names neither its SOP class nor its instance is damaged, or None. Every object
+    names them (reports, presentation states and DICOMDIRs too, which are skipped quietly); a damaged length
+    or VR in the file meta group makes pydicom read the rest of the file into one meta element, leaving a
+    dataset without them, and skipped quietly it would drop a slice from its series unsaid (bench/fuzz_dicom.py)."""
+    if sop_class or ds.get("SOPInstanceUID"):
+        return None
+    return "a DICOM file without SOPClassUID or SOPInstanceUID (its header is damaged)"
+
+
 def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
     """Every study of a folder (any nesting, any file names), with its image series; DICOMDIR and the usual
     companions of images (NOT_IMAGES) are skipped quietly, every other file or folder that cannot be used
@@ -352,6 +362,9 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
         lacking = [k for k in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Rows") if not ds.get(k)]
         if lacking and _image_like(ds, sop_class):  # an image without them: truncated or damaged
             skipped.append((path, f"an image without {', '.join(lacking)} (truncated or damaged?)", ds))
+            continue
+        if (why := _unidentified(ds, sop_class)) is not None:
+            skipped.append((path, why, ds))
             continue
         if sop_class == DIRECTORY_STORAGE or lacking:
             continue  # not an image (a directory, a report, a presentation state)

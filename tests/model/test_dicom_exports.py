@@ -219,6 +219,23 @@ def test_a_damaged_file_of_another_series_or_an_unused_element_leaves_the_study_
     assert len(document["warnings"]) == 1 and "NAC" in document["warnings"][0]
 
 
+@pytest.mark.parametrize("offset, value", [(139, 0xFB), (136, 0x00), (148, 0x41), (153, 0xFB)])
+def test_a_damaged_file_meta_group_is_said_not_dropped_quietly(tmp_path, capsys, offset, value):
+    """A flipped byte in the file meta group's first elements (the group length's VR or length, the version's
+    OB VR or length: bench/fuzz_dicom.py, seed 0) makes pydicom read the whole dataset into one meta element.
+    The file was then taken for a non-image and skipped without a word: the CT lost its first slice unsaid."""
+    export = tmp_path / "export"
+    ids, _ = write_ge_study(export)
+    first_ct = min((export / ids.patient_id / "CT").iterdir(), key=lambda p: int(pydicom.dcmread(p).InstanceNumber))
+    raw = bytearray(first_ct.read_bytes())
+    raw[offset] = value
+    first_ct.write_bytes(bytes(raw))
+    convert(export, tmp_path / "out")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(line.startswith("warning: ") and first_ct.name in line and "header is damaged" in line
+               for line in err), err
+
+
 @pytest.mark.parametrize("damage", ["SeriesDate", "PixelSpacing", "InstanceNumber", "ImagePositionPatient",
                                     "Rows"])
 def test_a_bad_header_value_fails_its_study_alone(tmp_path, capsys, damage):
