@@ -96,7 +96,24 @@ def _sample(x: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor, mode: str) -> t
     return torch.nn.functional.grid_sample(x, grid.to(x), mode=mode, padding_mode="zeros", align_corners=True)
 
 
-class SeedAugmentation(torch.nn.Module):
+class _PerSlice(torch.nn.Module):
+    """Augments each slice of a batch with probability ``self.p`` through ``self._augment`` (the others pass
+    unchanged): the seed's outer ``Sometimes``, shared by both of its rebuilds."""
+
+    p: float
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = image.clone(), mask.clone()
+        chosen = torch.nonzero(torch.rand(image.shape[0]) < self.p).to(image.device).flatten()
+        if chosen.numel():
+            image[chosen], mask[chosen] = self._augment(image[chosen], mask[chosen])
+        return image, mask
+
+    def _augment(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class SeedAugmentation(_PerSlice):
     """The seed's augmentation (``seed``), per sample, operator by operator.
 
     With p 0.5 a sample is left as it is. Otherwise, in a random order per sample: horizontal flip (p 0.5),
@@ -117,13 +134,6 @@ class SeedAugmentation(torch.nn.Module):
 
         self.p, self.op_p = p, op_p
         self.spline = K.RandomThinPlateSpline(scale=TPS_SCALE, p=1.0)
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = image.clone(), mask.clone()
-        chosen = torch.nonzero(torch.rand(image.shape[0]) < self.p).to(image.device).flatten()
-        if chosen.numel():
-            image[chosen], mask[chosen] = self._augment(image[chosen], mask[chosen])
-        return image, mask
 
     def _augment(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # The slice's min and max before the pipeline: the seed's 0 and 255.
@@ -254,7 +264,7 @@ def _sharpen_kernel(x: torch.Tensor) -> torch.Tensor:
     return filter2d(x, kernel.to(x), border_type="reflect")
 
 
-class SeedAugmentationV1(torch.nn.Module):
+class SeedAugmentationV1(_PerSlice):
     """``seed_v1``: the first rebuild of the seed's augmentation (demo.json), per sample. With p 0.5 a sample
     is left as it is; otherwise, each with p 0.5:
     horizontal flip, vertical flip, crop 0-20 % of each side (resized back), affine (scale 0.75-1.25 per
@@ -274,13 +284,6 @@ class SeedAugmentationV1(torch.nn.Module):
         self.affine = K.RandomAffine(degrees=ROTATION_DEG, translate=(0.25, 0.25), scale=(0.75, 1.25, 0.75, 1.25),
                                      shear=(-16.0, 16.0, -16.0, 16.0), padding_mode="zeros", p=op_p)
         self.spline = K.RandomThinPlateSpline(scale=TPS_SCALE, p=op_p)
-
-    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        image, mask = image.clone(), mask.clone()
-        chosen = torch.nonzero(torch.rand(image.shape[0]) < self.p).to(image.device).flatten()
-        if chosen.numel():
-            image[chosen], mask[chosen] = self._augment(image[chosen], mask[chosen])
-        return image, mask
 
     def _augment(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         channels = image.shape[1]
