@@ -190,6 +190,9 @@ def _announce(outcome: CaseOutcome, total: int, result: _Segmented | None = None
         print(f"{prefix}{shown(outcome.name)}: {result.slices} slices, lesion volume {result.lesion_volume_ml:.2f} "
               f"ml, {t.total():.1f} s (read {t.read:.1f}, preprocess {t.preprocess:.1f}, network {t.network:.1f}, "
               f"postprocess {t.postprocess:.1f}, write {t.write:.1f})", flush=True)
+    for note in outcome.entry.get("warnings", ()):  # e.g. a DICOM file skipped: said, not only in results.json
+        with STDERR_LOCK:
+            print(f"warning: {shown(outcome.name)}: {one_line(note)}", file=sys.stderr, flush=True)
 
 
 def _first_network_call(predictor: Predictor) -> None:

@@ -143,7 +143,8 @@ def write_study(result: CaseResult, layout: OutputLayout, options: StudyOptions)
         problems = remove_stale(list(layout.report_paths(case).values()))
         if problems:
             raise WriteError(f"{shown(case.name)}: reports of an earlier run would contradict the new mask{problems}")
-        return None
+        notes = result.study.loaded.warnings  # DICOM: files skipped, images not used; results.json keeps them
+        return {"warnings": list(notes)} if notes else None
     start = time.perf_counter()
     documents = CaseDocuments(case=case, loaded=result.study.loaded, mask=result.mask, model_info=options.model_info)
     headline = write_reports(documents, layout.reports)

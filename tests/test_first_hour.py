@@ -157,3 +157,26 @@ def test_a_swapped_pair_is_told_apart_from_two_studies():
             assert needle in str(error)
         else:
             raise AssertionError("a PET in HU passed")
+
+
+def test_a_dicom_studys_notes_are_warning_lines_with_and_without_reports(capsys, tmp_path, small_phantom,
+                                                                         tiny_weights):
+    """Images not used (a localizer in the CT series) are said on stderr, not only written to results.json."""
+    from tests.model.dicom_series import Grid, StudyIds, ct_datasets, write_series
+    from tests.model.test_cases import phantom_grid, write_phantom_study
+
+    ids = StudyIds(patient_id="P1")
+    _, ct = write_phantom_study(tmp_path / "export", small_phantom, ids)
+    grid = phantom_grid(small_phantom)
+    scout = ct_datasets(np.zeros((1, grid.rows, grid.columns)), Grid(z=[0.0], orientation=(1, 0, 0, 0, 0, -1),
+                                                                     rows=grid.rows, columns=grid.columns),
+                        ids, series_uid=ct[0].SeriesInstanceUID)
+    write_series(scout, tmp_path / "export" / "CT", pattern="scout{k}.dcm")
+    for extra in ([], ["--no-report"]):
+        out = tmp_path / f"out{len(extra)}"
+        assert process.main(["--input", str(tmp_path / "export"), "--output", str(out), "--weights",
+                             str(tiny_weights), "--device", "cpu", *extra]) == 0
+        notes = [line for line in _lines(capsys) if line.startswith("warning: ")]
+        assert any("localizers" in line for line in notes), notes
+        (entry,) = json.loads((out / "results.json").read_text())
+        assert any("localizers" in note for note in entry["warnings"])
