@@ -32,6 +32,9 @@ MAX_BODY_MEDIAN_SUV = 30.0
 PET_BODY_FRACTION = 0.2
 # A connected part of the CT's body with less of the PET's body than this share is an object (the couch).
 MIN_ACTIVE_SHARE = 0.1
+# PET above this (SUV) is activity, for telling the couch from the body before the body's median is known:
+# fat, the least active tissue, is about 0.3; air and the couch about 0.
+MIN_ACTIVITY_SUV = 0.1
 # Same-study pairs of the phantoms' studies (phantoms/) (couch, raised arms, breathing misregistration) agree at 0.875
 # to 1.0 (48 studies, 8 and 4 mm grids); PET of one and CT of another agree at 0.53 to 0.96 (median 0.8), a
 # CT 100 mm to the side at most 0.68. The cut refuses gross disagreement only: two patients of similar build
@@ -200,5 +203,9 @@ def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name:
     if not ct_body.any():
         raise InputError(f"{shown(ct_name)}: CT shows no body (nothing above {body_threshold_hu:g} HU) where it "
                          f"covers the PET {shown(pet_name)}")
-    median = check_suv_units(pet_small, ct_body, pet_name)
+    # The couch is body to the CT and nothing to the PET: where it is as large as the body (a field of view of
+    # the legs) a median over both is 0. Parts of the CT's body without activity are left out of the median;
+    # a PET without activity anywhere in the CT's body keeps them all (and is refused below).
+    active_body = _without_objects(ct_body, pet_small > MIN_ACTIVITY_SUV)
+    median = check_suv_units(pet_small, active_body if active_body.any() else ct_body, pet_name)
     check_same_study(pet_small, ct_small, covered, median, pet_name, ct_name, body_threshold_hu)

@@ -135,3 +135,10 @@ def test_non_finite_voxels_are_refused(studies, bad, role):
     target[3, 4, 5] = bad
     with pytest.raises(InputError, match=rf"{role.lower()}\.mha: {role} holds 1 voxel\(s\) that are NaN or infinite"):
         check_study(pet, ct, "pet.mha", "ct.mha")
+
+
+def test_a_field_of_view_where_the_couch_is_as_large_as_the_body_passes():
+    """24 slices of the thighs on a wide couch (the benchmark's study): the couch is half of what the CT calls
+    body, so a median over both was 0 and the study was refused as "two different studies"."""
+    pet, ct, _ = make_phantom(1, spec=PhantomSpec(size=256, slices=24)).images()
+    check_study(pet, ct)
