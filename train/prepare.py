@@ -15,6 +15,7 @@ diagnosis are looked up again on every run, so a metadata CSV given later reache
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -185,7 +186,9 @@ def prepare(source: Path, layout: str, out: Path, workers: int = 1, spacing_mm: 
     bar = tqdm(total=len(studies), initial=len(studies) - len(todo), desc="prepare", unit="study",
                disable=None if progress is None else not progress)
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: a process that has run torch's thread pools before (a benchmark, a notebook) and
+        # forks can deadlock in the children (bench.loader hung so after measuring its peaks).
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_prepare_one, job) for job in jobs]
             for future in as_completed(futures):
                 study_id, _, reason = future.result()
