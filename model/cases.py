@@ -239,9 +239,11 @@ def _load_paths(pet_path: Path, ct_path: Path, pet: Series | None, ct: Series | 
     if pet is not None:
         volume, conversion = read_pet_suv(pet, suv_method, weight_kg)
         return LoadedCase(pet=volume.image, ct=read_image(ct_path, "CT"), suv=conversion,
-                          pet_headers=volume.headers)
+                          pet_headers=volume.headers, warnings=list(volume.notes) or None)
     if ct is not None:
-        return LoadedCase(pet=read_image(pet_path, "PET", sitk.sitkFloat32), ct=read_series(ct).image)
+        ct_volume = read_series(ct)
+        return LoadedCase(pet=read_image(pet_path, "PET", sitk.sitkFloat32), ct=ct_volume.image,
+                          warnings=list(ct_volume.notes) or None)
     pet_image, ct_image = read_images([(pet_path, "PET", sitk.sitkFloat32), (ct_path, "CT", sitk.sitkUnknown)])
     return LoadedCase(pet=pet_image, ct=ct_image)
 

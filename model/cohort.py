@@ -48,8 +48,6 @@ from model.readers import STDERR_LOCK, read_grid, read_image
 from model.report import HEADLINE_KEYS
 from model.review_page import CohortPage
 
-# The headline numbers of a report (model.report.StudyReport.headline), read back for a case already done.
-
 
 @dataclass(frozen=True)
 class CohortOptions:
@@ -312,10 +310,12 @@ class _CohortRun:
         next_prepare: Future | None = None
         try:
             next_prepare = self.submit(self.prepare, sources[0]) if sources else None
+            ahead = self.worker is not None
             for index, case in enumerate(sources):
                 prepared_future = next_prepare
-                # Queued behind the previous case's write: its study is gone before the next one is read.
-                next_prepare = self.submit(self.prepare, sources[index + 1]) if index + 1 < total else None
+                following = sources[index + 1] if index + 1 < total else None
+                if ahead:  # queued behind the previous case's write: its study is gone before the next is read
+                    next_prepare = self.submit(self.prepare, following) if following is not None else None
                 step = self.network(index, case, prepared_future)
                 del prepared_future
                 if pending is not None:
@@ -325,6 +325,11 @@ class _CohortRun:
                     self.record(step)
                 else:
                     pending = step
+                if not ahead:  # --no-read-ahead: this study written and gone before the next one is read
+                    if pending is not None:
+                        self.finish(pending)
+                        pending = None
+                    next_prepare = self.submit(self.prepare, following) if following is not None else None
             if pending is not None:
                 self.finish(pending)
         except BaseException:

@@ -28,7 +28,7 @@ from model.checkpoint import find_checkpoints, read_config
 from model.errors import InputError, WriteError, shown
 from model.figures import case_figure
 from model.files import atomic_write_json
-from model.readers import image_format, require_utf8_path, write_image_atomic
+from model.readers import image_format, require_utf8_path
 from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
 from model.seg import write_seg
 
@@ -56,13 +56,14 @@ class CaseDocuments:
 class CaseOutput:
     """One kind of file a case gets: its folder (``masks``: the grand-challenge mask folder, written in every
     mode; ``reports``: local mode only, all of them or none), its name, whether a case gets it, and its
-    writer (``write(documents, path)``; a report writes to a staging path, renamed into place with the others)."""
+    writer (``write(documents, path)``; a report writes to a staging path, renamed into place with the others;
+    None for the mask, which model.pipeline.write_mask writes first and in every mode, before any report)."""
 
     kind: str
     folder: Literal["masks", "reports"]
     file_name: Callable[[CaseSource], str]
     applies: Callable[[CaseSource], bool]
-    write: Callable[[CaseDocuments, Path], None]
+    write: Callable[[CaseDocuments, Path], None] | None
 
 
 def _every_case(case: CaseSource) -> bool:
@@ -87,8 +88,7 @@ def _write_seg(documents: CaseDocuments, path: Path) -> None:
 
 # In the order they are written. The mask comes first: its reports describe it.
 OUTPUTS = (
-    CaseOutput("mask", "masks", lambda case: f"{case.name}{case.mask_suffix}", _every_case,
-               lambda documents, path: write_image_atomic(documents.mask, path)),
+    CaseOutput("mask", "masks", lambda case: f"{case.name}{case.mask_suffix}", _every_case, None),
     CaseOutput("lesions", "reports", _named(".lesions.csv"), _every_case,
                lambda documents, path: write_lesions_csv(documents.report, path)),
     CaseOutput("report", "reports", _named(".report.json"), _every_case, _write_report_json),
@@ -182,8 +182,8 @@ def write_reports(documents: CaseDocuments, out_dir: Path) -> dict:
     ``weights_sha256`` ({weights file name: hex digest}), which the SEG's algorithm identification names.
     """
     case, loaded, info = documents.case, documents.loaded, documents.model_info
-    if case.is_dicom and not (loaded.pet_headers and {"version", "weights_sha256"} <= info.keys()):
-        raise ValueError("a DICOM case needs its PET headers and members_info with 'version' and 'weights_sha256'")
+    if case.is_dicom and not (loaded.pet_headers and info is not None and {"version", "weights_sha256"} <= info.keys()):
+        raise ValueError("a DICOM case needs its PET headers and model_info with 'version' and 'weights_sha256'")
     outputs = report_outputs(case)
     finals = {output.kind: Path(out_dir) / output.file_name(case) for output in outputs}
     try:

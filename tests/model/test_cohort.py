@@ -270,3 +270,20 @@ def test_temporaries_a_killed_run_left_are_removed_and_nothing_else(tmp_path, co
     write_results(layout.results(), [])
     hidden = sorted(p for p in tmp_path.rglob(".*"))
     assert hidden == sorted(kept)
+
+
+def test_without_read_ahead_each_study_is_read_after_the_last_is_written(tmp_path, cohort_input, predictor,
+                                                                         monkeypatch):
+    """--no-read-ahead: one study in memory at a time (the next was read before the network ran on this one)."""
+    events = []
+    read, segment, write = model.pipeline.read_study, model.pipeline.segment_study, model.pipeline.write_study
+    monkeypatch.setattr(model.pipeline, "read_study",
+                        lambda case, *args: events.append(("read", case.name)) or read(case, *args))
+    monkeypatch.setattr(model.pipeline, "segment_study",
+                        lambda study, *args, **kw: events.append(("segment", study.case.name))
+                        or segment(study, *args, **kw))
+    monkeypatch.setattr(model.pipeline, "write_study",
+                        lambda result, *args: events.append(("write", result.study.case.name)) or write(result, *args))
+    sources = layout_cases(cohort_input)[:3]
+    run_cohort(sources, predictor, tmp_path / "out", CohortOptions(read_ahead=False))
+    assert events == [(step, case.name) for case in sources for step in ("read", "segment", "write")]
