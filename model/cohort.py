@@ -51,10 +51,8 @@ from model.review_page import CohortPage
 
 @dataclass(frozen=True)
 class CohortOptions:
-    # Local mode: lesion CSV, report JSON, picture (and DICOM SEG) per case in reports/, and the headline
-    # numbers in results.json. Off in grand-challenge mode, where nothing but masks and results.json is written.
+    # What each study writes beside its mask: pipeline.StudyOptions' two fields, which it checks.
     reports: bool = False
-    # The reports' "model" block (model.outputs.model_info); needed with reports.
     model_info: Mapping | None = None
     # Read the next study and write the last one in a worker thread while the network runs.
     read_ahead: bool = True
@@ -67,8 +65,7 @@ class CohortOptions:
     page: CohortPage | None = None
 
     def __post_init__(self) -> None:
-        if self.reports and self.model_info is None:
-            raise ValueError("reports need model_info (model.outputs.model_info)")
+        _ = self.study  # refuses reports without model_info now, not at the first write
 
     @property
     def study(self) -> pipeline.StudyOptions:
