@@ -396,8 +396,8 @@ def _start_times(headers: Sequence[Dataset], method: str, series_date: dt.date, 
                                     f"ActualFrameDuration: {why}")
     if series is None and earliest is not None:
         return _ScanTimes([earliest] * count, f"earliest AcquisitionDate/Time: {why}", [])
-    if series is not None:
-        raise InputError(f"{source}: SeriesDate/Time {series.isoformat()} is after AcquisitionDate/Time "
+    if series is not None:  # _NoTime: under ADMIN only the order of the times was to be checked
+        raise _NoTime(f"{source}: SeriesDate/Time {series.isoformat()} is after AcquisitionDate/Time "
                          f"{earliest.isoformat()}, and without a private scan start, FrameReferenceTime and "
                          "ActualFrameDuration the scan start cannot be back-computed")
     raise _NoTime(f"{source}: no SeriesDate/SeriesTime nor AcquisitionDate/Time: no scan time for the decay "
@@ -479,26 +479,28 @@ def check_suv_options(method: str, weight_kg: float | None) -> None:
         raise InputError(f"body weight {weight_kg} kg: must be a positive number")
 
 
-def _corrections(headers: Sequence[Dataset], source: str) -> tuple[tuple[str, ...], str, str]:
-    """(CorrectedImage, DecayCorrection, Units) of the series, checked."""
+def _corrections(headers: Sequence[Dataset], source: str) -> tuple[tuple[str, ...], str, str, list[str]]:
+    """(CorrectedImage, DecayCorrection, Units, notes) of the series, checked."""
     first = headers[0]
     corrected = values_of(first.get("CorrectedImage"))
     decay = _text(first, "DecayCorrection").upper()
     if decay not in ("START", "ADMIN", "NONE"):
         raise InputError(f"{source}: DecayCorrection {decay or 'missing'}: expected START, ADMIN or NONE")
-    # Images not decay corrected (NONE) are corrected frame by frame here; DECY beside NONE contradicts it.
+    # Images not decay corrected (NONE) are decay corrected frame by frame here: they need ATTN only.
     needed = ("ATTN",) if decay == "NONE" else ("ATTN", "DECY")
     missing = [flag for flag in needed if flag not in corrected]
     if missing:
         raise InputError(f"{source}: CorrectedImage {list(corrected)} lacks {' and '.join(missing)}: SUV needs "
                          "attenuation- and decay-corrected images")
+    notes = []
     if decay == "NONE" and "DECY" in corrected:
-        raise InputError(f"{source}: DecayCorrection NONE but CorrectedImage {list(corrected)} says DECY: "
-                         "whether the images are decay corrected is unknown")
+        # The manual decides by DecayCorrection, which names the reference time; CorrectedImage does not.
+        notes.append(f"DecayCorrection NONE though CorrectedImage {list(corrected)} lists DECY: DecayCorrection "
+                     "followed (frames decay corrected here), as the IBSI manual does")
     units = _text(first, "Units").upper()
     if units not in ("BQML", "CNTS", "GML", "CM2ML"):
         raise InputError(f"{source}: Units {units or 'missing'}: SUV needs BQML, CNTS (Philips), GML or CM2ML")
-    return corrected, decay, units
+    return corrected, decay, units, notes
 
 
 def _suv_type(first: Dataset, units: str, source: str) -> str:
@@ -668,12 +670,12 @@ def suv_conversion(headers: Sequence[Dataset], *, method: SuvMethod = DEFAULT_SU
         raise InputError(f"{source}: no images")
     # The series-level values are checked in every file: a series is one set of values, not its first file's.
     check_series_level(headers, source, skip=("PatientWeight",) if weight_kg is not None else ())
-    corrected, decay, units = _corrections(headers, source)
+    corrected, decay, units, notes = _corrections(headers, source)
     first = headers[0]
     suv_type = _suv_type(first, units, source)
     tracer, tracer_warning = tracer_note(first)
     base = dict(method=method, units=units, decay_correction=decay, corrected_image=corrected, tracer=tracer,
-                notes=(tracer_warning,) if tracer_warning else ())
+                notes=(*([tracer_warning] if tracer_warning else []), *notes))
     if units in ("GML", "CM2ML"):
         if suv_type == "BW":
             return SuvConversion(**base, factor=1.0, rule="Units GML: the images are SUVbw already")

@@ -85,7 +85,7 @@ def test_admin_decay_correction_does_not_decay_the_dose():
 
 
 @pytest.mark.parametrize(("keyword", "value", "message"), [
-    ("DecayCorrection", "NONE", "DecayCorrection NONE"),
+    ("DecayCorrection", "DECAY", "DecayCorrection DECAY: expected START, ADMIN or NONE"),
     ("CorrectedImage", ["NORM", "ATTN", "SCAT"], "lacks DECY"),
     ("CorrectedImage", ["NORM", "DECY"], "lacks ATTN"),
     ("Units", "PROPCNTS", "Units PROPCNTS"),
@@ -554,16 +554,25 @@ def test_decay_correction_none_of_philips_counts_uses_the_activity_factor_per_fr
     assert conversion.frame_factors == pytest.approx((0.0125 * 3.2558976672e-4, 0.0125 * 3.3077042593e-4), rel=1e-9)
 
 
+def test_decay_correction_none_is_followed_where_corrected_image_still_lists_decy():
+    # As the manual's reference objects write it: DecayCorrection decides, with a note.
+    headers = frames(with_keywords(series(), DecayCorrection="NONE"), ["102000", "102230"],
+                     duration_ms=[150000, 150000])
+    conversion = suv_conversion(headers)
+    assert conversion.frame_factors == pytest.approx((3.2558976672e-4, 3.3077042593e-4), rel=1e-9)
+    assert any("lists DECY" in note for note in conversion.notes)
+
+
 @pytest.mark.parametrize(("values", "message"), [
-    (dict(DecayCorrection="NONE", ActualFrameDuration=None), "positive ActualFrameDuration"),
-    (dict(DecayCorrection="NONE"), "DecayCorrection NONE but CorrectedImage"),
+    (dict(DecayCorrection="NONE", ActualFrameDuration=None, CorrectedImage=["ATTN"]), "positive ActualFrameDuration"),
+    (dict(DecayCorrection="NONE", AcquisitionTime=None, CorrectedImage=["ATTN"]), "every image's AcquisitionTime"),
+    (dict(DecayCorrection="NONE", CorrectedImage=["DECY"]), "lacks ATTN"),
 ])
 def test_decay_correction_none_without_what_it_needs_is_refused(values, message):
     headers = with_keywords(series(), **values)
-    if "ActualFrameDuration" in values:
-        with_keywords(headers, CorrectedImage=["ATTN"])
-    with pytest.raises(InputError, match=message):
-        suv_conversion(headers)
+    with pytest.raises(InputError, match=message) as error:
+        suv_conversion(headers, source="/data/pet")
+    assert "\n" not in str(error.value)
 
 
 GA68_HALF_LIFE = "4057.7"
