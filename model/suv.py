@@ -48,6 +48,7 @@ SAME_SCAN_START_S = 1.0
 LATE_ACQUISITION_S = 3600.0
 # DICOM dates outside these years are no dates of a scan (an anonymiser's 00010101, calculate-suv's limit 3000).
 PLAUSIBLE_YEARS = (1900, 2999)
+PLAUSIBLE_HEIGHT_M = (0.3, 2.75)  # PatientSize is in metres (DICOM); a phantom or a person
 F18_HALF_LIFE_S = (6540.0, 6640.0)  # 109.77 min (6586.2 s; GE writes 6588): the model is trained on FDG
 FDG_NAMES = ("FDG", "FLUORODEOXYGLUCOSE", "FLUDEOXYGLUCOSE", "DEOXYGLUCOSE")
 FDG_CODES = ("35321007", "C-B1031")  # SNOMED CT / SRT: Fluorodeoxyglucose F^18^ (DICOM CID 4021)
@@ -545,6 +546,10 @@ def _to_suvbw(first: Dataset, units: str, suv_type: str, weight: float, source: 
     if height_m is None:
         raise InputError(f"{source}: Units {units} SUVType {suv_type} needs the height to convert to SUVbw; "
                          f"PatientSize is {_text(first, 'PatientSize') or 'missing'!r}")
+    low, high = PLAUSIBLE_HEIGHT_M
+    if not low <= height_m <= high:  # 175 written for 1.75 m would change the LBM silently
+        raise InputError(f"{source}: PatientSize {height_m:g} is not a height in metres ({low:g} to {high:g} m; "
+                         f"centimetres written?): SUVType {suv_type} cannot be converted to SUVbw")
     if suv_type != "BSA" and sex not in ("M", "F", "O"):
         raise InputError(f"{source}: Units {units} SUVType {suv_type} needs the sex to convert to SUVbw; "
                          f"PatientSex is {sex or 'missing'!r} (expected M, F or O)")

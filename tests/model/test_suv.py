@@ -413,6 +413,7 @@ def test_stored_suv_of_another_kind_is_converted_to_suvbw_not_relabelled(case):
     (dict(Units="GML", SUVType="LBMJAMES128", PatientSex="X", PatientSize="1.7"), "PatientSex is 'X'"),
     (dict(Units="GML", SUVType="IBW", PatientSex="M", PatientSize=None), "needs the height"),
     (dict(Units="GML", SUVType="LBMJANMA", PatientSex="F", PatientSize="0"), "needs the height"),
+    (dict(Units="GML", SUVType="LBMJAMES128", PatientSex="F", PatientSize="175"), "175 is not a height in metres"),
     (dict(Units="GML", SUVType="LBM", PatientSex="F", PatientWeight=None), "PatientWeight missing"),
     (dict(Units="GML", SUVType="BSA"), "Units GML with SUVType BSA"),
     (dict(Units="CM2ML", SUVType="LBM"), "Units CM2ML with SUVType LBM"),
@@ -619,3 +620,13 @@ def test_a_date_outside_any_scan_is_one_line_not_an_overflow(keyword, value):
     with pytest.raises(InputError, match="is not a plausible date of a scan") as error:
         suv_conversion(headers, source="/data/pet")
     assert "\n" not in str(error.value)
+
+
+def test_frames_that_back_compute_to_different_scan_starts_get_a_factor_each():
+    # SeriesTime 11:30:00 after beds at 10:25:00 and 10:20:00, both FrameReferenceTime 0 and 150 s frames: the
+    # manual's per-frame starts are t_acq + 74.9013 s, 300 s apart; each frame's dose decayed to its own.
+    headers = frames(series(series_time="113000"), ["102500", "102000"], [0, 0], [150000, 150000])
+    conversion = suv_conversion(headers)
+    # 75000 / (3.5e8 x 2^(-(4200 + 74.9013) / 6586.2)) and the same for 3900 s
+    assert conversion.frame_factors == pytest.approx((3.3603351780e-4, 3.2558976672e-4), rel=1e-9)
+    assert any("300 s apart" in note for note in conversion.notes)
