@@ -246,7 +246,14 @@ SERIES_LEVEL: tuple[tuple[str, Callable[[Dataset], object], bool], ...] = (
      lambda ds: _radiopharmaceutical(ds).get("RadiopharmaceuticalStartDateTime"), False),
     ("GE private scan time (0009,100D)",
      lambda ds: _private_value(ds, 0x0009, GE_PET_CREATOR, GE_SCAN_DATETIME), False),
+    ("SIEMENS private scan time (0071,1022)",
+     lambda ds: _private_value(ds, 0x0071, SIEMENS_PET_CREATOR, SIEMENS_SCAN_DATETIME), False),
+    ("SUVType", lambda ds: ds.get("SUVType"), False),
+    # Read only to turn stored SUV of another kind into SUVbw (suv_conversion skips them otherwise).
+    ("PatientSize", lambda ds: ds.get("PatientSize"), True),
+    ("PatientSex", lambda ds: ds.get("PatientSex"), False),
 )
+BODY_SIZE_ONLY = ("PatientSize", "PatientSex")
 
 
 def _comparable(value: object, numeric: bool) -> object:
@@ -674,7 +681,9 @@ def suv_conversion(headers: Sequence[Dataset], *, method: SuvMethod = DEFAULT_SU
     if not headers:
         raise InputError(f"{source}: no images")
     # The series-level values are checked in every file: a series is one set of values, not its first file's.
-    check_series_level(headers, source, skip=("PatientWeight",) if weight_kg is not None else ())
+    skip = (*(("PatientWeight",) if weight_kg is not None else ()),
+            *(BODY_SIZE_ONLY if _text(headers[0], "Units").upper() not in ("GML", "CM2ML") else ()))
+    check_series_level(headers, source, skip=skip)
     corrected, decay, units, notes = _corrections(headers, source)
     first = headers[0]
     suv_type = _suv_type(first, units, source)

@@ -630,3 +630,15 @@ def test_frames_that_back_compute_to_different_scan_starts_get_a_factor_each():
     # 75000 / (3.5e8 x 2^(-(4200 + 74.9013) / 6586.2)) and the same for 3900 s
     assert conversion.frame_factors == pytest.approx((3.3603351780e-4, 3.2558976672e-4), rel=1e-9)
     assert any("300 s apart" in note for note in conversion.notes)
+
+
+@pytest.mark.parametrize(("keyword", "value"), [("SUVType", "IBW"), ("PatientSize", "1.80"), ("PatientSex", "F")])
+def test_the_values_of_an_suv_type_conversion_must_agree_between_the_images(keyword, value):
+    headers = with_keywords(series(slices=3), Units="GML", SUVType="LBMJAMES128", PatientSex="M", PatientSize="1.75")
+    setattr(headers[1], keyword, value)
+    with pytest.raises(InputError, match=f"{keyword} differs between the images of the series"):
+        suv_conversion(headers)
+    bqml = series(slices=3)  # not read for Bq/ml images: not checked
+    if keyword != "SUVType":
+        setattr(bqml[1], keyword, value)
+        assert suv_conversion(bqml).factor == pytest.approx(SIEMENS_FACTOR, rel=1e-9)
