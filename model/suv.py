@@ -406,8 +406,8 @@ def _start_times(headers: Sequence[Dataset], method: str, series_date: dt.date, 
         return _ScanTimes([earliest] * count, f"earliest AcquisitionDate/Time: {why}", [])
     if series is not None:  # _NoTime: under ADMIN only the order of the times was to be checked
         raise _NoTime(f"{source}: SeriesDate/Time {series.isoformat()} is after AcquisitionDate/Time "
-                         f"{earliest.isoformat()}, and without a private scan start, FrameReferenceTime and "
-                         "ActualFrameDuration the scan start cannot be back-computed")
+                      f"{earliest.isoformat()}, and without a private scan start, FrameReferenceTime and "
+                      "ActualFrameDuration the scan start cannot be back-computed")
     raise _NoTime(f"{source}: no SeriesDate/SeriesTime nor AcquisitionDate/Time: no scan time for the decay "
                   "correction")
 

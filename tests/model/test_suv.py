@@ -598,17 +598,19 @@ def test_a_tracer_other_than_fdg_is_converted_and_said():
 
 # --- Issue 23 item 9: dates that run past a day. QIBA decides (the series start is not after an acquisition):
 # the series time, with a note; only a date that is no date is refused.
-def test_acquisitions_a_day_after_the_series_use_the_series_time_with_a_note():
+@pytest.mark.parametrize(("acquisition_date", "hours"), [("20201128", "24.0"), ("20201203", "144.0")])
+def test_acquisitions_days_after_the_series_use_the_series_time_with_a_note(acquisition_date, hours):
+    # calculate-suv's case (acquisitions the day after the series), with F-18 and an injection an hour before.
     headers = series(series_time="113010", injection_time="103010", acquisition_times=["113010", "123010"])
     for ds in headers:
         ds.SeriesDate = "20201127"
-        ds.AcquisitionDate = "20201128"
+        ds.AcquisitionDate = acquisition_date
         ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime = "20201127103010"
     conversion = suv_conversion(headers)
     assert conversion.scan_time == "2020-11-27T11:30:10"
     # 3600 s of F-18: 75000 / (3.5e8 x 2^(-3600 / 6586.2))
     assert conversion.factor == pytest.approx(3.1299358848e-4, rel=1e-9)
-    assert any("24.0 h after SeriesDate/Time" in note for note in conversion.notes)
+    assert any(f"{hours} h after SeriesDate/Time" in note for note in conversion.notes)
 
 
 @pytest.mark.parametrize(("keyword", "value"), [("SeriesDate", "00010101"), ("AcquisitionDate", "30001127"),
