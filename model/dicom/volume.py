@@ -302,13 +302,24 @@ def _in_file_order(series: Series) -> list[Dataset]:
 def read_pet_suv(series: Series, method: SuvMethod = DEFAULT_SUV_METHOD, weight_kg: float | None = None) -> tuple[
         SeriesVolume, SuvConversion]:
     """The PET series in SUVbw (float32) and the conversion used; the factor is checked before the pixels
-    are read, so a series without SUV is refused at once."""
-    conversion = suv_conversion(_in_file_order(series), method=method, weight_kg=weight_kg,
-                                source=f"{shown(series.folder)}: series {series.uid}")
+    are read, so a series without SUV is refused at once. A factor per frame (images decay corrected frame by
+    frame) is applied slice by slice; the conversion's notes (a dose read as MBq, a tracer that is not FDG)
+    join the series' notes, which are warning lines and go into suv.json and results.json."""
+    headers = _in_file_order(series)
+    where = f"{shown(series.folder)}: series {series.uid}"
+    conversion = suv_conversion(headers, method=method, weight_kg=weight_kg, source=where)
     volume = read_series(series)
-    suv = sitk.Cast(volume.image, sitk.sitkFloat32) * conversion.factor
+    values = sitk.GetArrayFromImage(volume.image).astype(np.float32)
+    if conversion.frame_factors:
+        # The volume's slices are the same header objects as the file-order list the factors follow.
+        by_header = {id(ds): conversion.factor_of(k) for k, ds in enumerate(headers)}
+        values *= np.array([by_header[id(ds)] for ds in volume.headers], dtype=np.float32)[:, None, None]
+    else:
+        values *= np.float32(conversion.factor)
+    suv = sitk.GetImageFromArray(values)
     suv.CopyInformation(volume.image)
-    return SeriesVolume(image=suv, headers=volume.headers, series=series, notes=volume.notes), conversion
+    notes = volume.notes + [f"{where}: {note}" for note in conversion.notes]
+    return SeriesVolume(image=suv, headers=volume.headers, series=series, notes=notes), conversion
 
 
 def load_case(study: Study, pet_series: str | None = None, ct_series: str | None = None,

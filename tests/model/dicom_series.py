@@ -243,3 +243,155 @@ def ge_multi_bed(values: np.ndarray, grid: Grid, ids: StudyIds, *, beds: int = 6
         ds.AcquisitionTime = f"{int(series_time[:2]):02d}{int(series_time[2:4]) + minutes:02d}{series_time[4:]}"
         ds.ActualFrameDuration = 180000
     return datasets
+
+
+# --- The IBSI SUV manual's digital reference objects (oncoray/suv_computation, docs/DRO_list.csv), rebuilt here
+# from their one-line descriptions and the manual's formulas (no file of theirs is used): each encodes, through
+# another header path, a volume whose SUVbw is 0.20 (a cold voxel), 1.00 (background) and 4.00 (a hot voxel) in
+# every slice. The stored values are worked out here, independently of model/suv.py.
+DRO_SUVBW = np.array([[0.2, 1.0, 1.0], [1.0, 1.0, 4.0]])
+DRO_GRID = Grid(z=[3.0 * k for k in range(4)], rows=2, columns=3)
+DRO_WEIGHT_KG, DRO_HEIGHT_M, DRO_DOSE_BQ = 70.0, 1.75, 3.5e8
+F18 = 6586.2
+
+
+def _t_ave(duration_s: float, half_life_s: float) -> float:
+    rate = np.log(2) / half_life_s
+    return float(np.log(rate * duration_s / (1 - np.exp(-rate * duration_s))) / rate)
+
+
+def _seconds(hhmmss: str) -> float:
+    return int(hhmmss[:2]) * 3600 + int(hhmmss[2:4]) * 60 + float(hhmmss[4:])
+
+
+def _bqml(decay_s, half_life_s: float = F18, dose_bq: float = DRO_DOSE_BQ) -> np.ndarray:
+    """Bq/ml of every slice: SUVbw x (dose decayed over ``decay_s``, one per slice or one for all) / weight[g]."""
+    decays = np.broadcast_to(np.asarray(decay_s, dtype=float), (len(DRO_GRID.z),))
+    doses = dose_bq * 2.0 ** (-decays / half_life_s)
+    return DRO_SUVBW[None] * doses[:, None, None] / (DRO_WEIGHT_KG * 1000.0)
+
+
+def _dro(values: np.ndarray, vendor: str = "siemens", **kwargs) -> list[Dataset]:
+    kwargs.setdefault("dose_bq", DRO_DOSE_BQ)
+    datasets = pet_datasets(values, DRO_GRID, StudyIds(), vendor=vendor, **kwargs)
+    for ds in datasets:
+        ds.PatientWeight, ds.PatientSize, ds.PatientSex = f"{DRO_WEIGHT_KG:g}", f"{DRO_HEIGHT_M:g}", "M"
+    return datasets
+
+
+def _set(datasets: list[Dataset], **values) -> list[Dataset]:
+    for ds in datasets:
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+    return datasets
+
+
+def _rescale_each_slice(datasets: list[Dataset]) -> list[Dataset]:
+    """Another RescaleSlope in every slice (1, 1.5, 2, 2.5 times the first), the stored values requantised."""
+    for k, ds in enumerate(datasets):
+        slope = float(ds.RescaleSlope)
+        dtype = np.int16 if ds.PixelRepresentation else np.uint16
+        stored = np.frombuffer(ds.PixelData, dtype=dtype).astype(float)
+        new_slope = slope * (1 + 0.5 * k)
+        ds.RescaleSlope = f"{new_slope:.10g}"
+        ds.PixelData = np.round(stored * slope / float(ds.RescaleSlope)).astype(dtype).tobytes()
+    return datasets
+
+
+def _philips_tag(datasets: list[Dataset], element: int, value: float) -> list[Dataset]:
+    for ds in datasets:  # no private creator (7053,0010), as the issue found the DROs
+        ds.add_new(0x70531000 | element, "DS", f"{value:.10g}")
+    return datasets
+
+
+def _two_beds(datasets: list[Dataset], times: list[str], reference_ms: list[int], duration_ms: int) -> list[Dataset]:
+    for k, ds in enumerate(datasets):
+        bed = k * 2 // len(datasets)
+        ds.AcquisitionTime, ds.FrameReferenceTime = times[bed], f"{reference_ms[bed]}"
+        ds.ActualFrameDuration = duration_ms
+    return datasets
+
+
+def _lbm_james128_male() -> float:
+    height_cm = DRO_HEIGHT_M * 100
+    return 1.10 * DRO_WEIGHT_KG - 128 * (DRO_WEIGHT_KG / height_cm) ** 2
+
+
+def _series_after_acquisition(vendor: str) -> list[Dataset]:
+    """START, SeriesTime 11:30:00 after two beds' acquisitions at 11:02:30 and 11:05:00 (603 s frames); the
+    scan start is the manual's t_acq + T_ave - FrameReferenceTime (GE: t_acq - FrameReferenceTime)."""
+    half_life = 6588.0 if vendor == "ge" else F18
+    t_ave = 0.0 if vendor == "ge" else _t_ave(603.0, half_life)
+    start = _seconds("110230") + t_ave - 450.0
+    datasets = _dro(_bqml(start - _seconds("091500"), half_life), vendor, series_time="113000")
+    for ds in datasets if vendor == "ge" else ():  # GE keeps the scan start in its private (0009,100D)
+        hours, rest = divmod(round(start), 3600)
+        ds.private_block(0x0009, "GEMS_PETD_01")[0x0D].value = f"20200101{hours:02d}{rest // 60:02d}{rest % 60:02d}"
+    return _two_beds(datasets, ["110230", "110500"], [450000, round((_seconds("110500") + t_ave - start) * 1000)],
+                     603000)
+
+
+def _decay_none() -> list[Dataset]:
+    """NONE: two beds at 10:20:00 and 10:22:30, 150 s frames; values as measured, at t_acq + T_ave."""
+    t_ave = _t_ave(150.0, F18)
+    decays = [_seconds(t) + t_ave - _seconds("091500") for t in ("102000", "102000", "102230", "102230")]
+    datasets = _set(_dro(_bqml(decays)), DecayCorrection="NONE")  # CorrectedImage left with DECY, as theirs
+    return _two_beds(datasets, ["102000", "102230"], [0, 0], 150000)
+
+
+def _midnight() -> list[Dataset]:
+    datasets = _dro(_bqml(3900.0), series_time="003500", injection_time="233000")
+    for ds in datasets:
+        ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = "20200102"
+        del ds.RadiopharmaceuticalInformationSequence[0].RadiopharmaceuticalStartDateTime
+    return datasets
+
+
+def _ga68() -> list[Dataset]:
+    datasets = _dro(_bqml(3900.0, 4057.7))
+    for ds in datasets:
+        ds.RadiopharmaceuticalInformationSequence[0].RadionuclideHalfLife = "4057.7"
+    return datasets
+
+
+def _without(datasets: list[Dataset], keyword: str) -> list[Dataset]:
+    for ds in datasets:
+        delattr(ds.RadiopharmaceuticalInformationSequence[0], keyword)
+    return datasets
+
+
+_BSA = 0.007184 * (DRO_HEIGHT_M * 100) ** 0.725 * DRO_WEIGHT_KG ** 0.425
+_IBW_MALE = 48.0 + 1.06 * (DRO_HEIGHT_M * 100 - 152)
+_SUV_SCALE, _ACTIVITY_SCALE = 2.5e-4, 0.02
+DRO_BUILDERS = {  # ID: (description in DRO_list.csv, builder); 09:15:00 to 10:20:00 = 3900 s unless said
+    "DRO_0_0": ("Default DRO", lambda: _dro(_bqml(3900.0))),
+    "DRO_1_0": ("multiple values Rescale Slope", lambda: _rescale_each_slice(_dro(_bqml(3900.0)))),
+    "DRO_2_0": ('Units are "GML" corresponding to SUVbw', lambda: _set(_dro(DRO_SUVBW[None].repeat(4, 0)),
+                                                                       Units="GML")),
+    "DRO_2_1": ('Units are "GML" with Patient\'s Sex "M" corresponding to SUVlbmjames128',
+                lambda: _set(_dro(DRO_SUVBW[None].repeat(4, 0) * _lbm_james128_male() / DRO_WEIGHT_KG), Units="GML",
+                             SUVType="LBMJAMES128")),
+    "DRO_2_2": ('Units are "GML" with Patient\'s Sex "M" corresponding to SUVibw',
+                lambda: _set(_dro(DRO_SUVBW[None].repeat(4, 0) * _IBW_MALE / DRO_WEIGHT_KG), Units="GML",
+                             SUVType="IBW")),
+    "DRO_2_3": ('Units are "CM2ML" corresponding to SUVbsa',
+                lambda: _set(_dro(DRO_SUVBW[None].repeat(4, 0) * _BSA * 1e4 / (DRO_WEIGHT_KG * 1000)),
+                             Units="CM2ML", SUVType="BSA")),
+    "DRO_2_4": ('Units are "CNTS" using Philips SUV scale factor',
+                lambda: _philips_tag(_dro(DRO_SUVBW[None].repeat(4, 0) / _SUV_SCALE, "philips"), 0x00, _SUV_SCALE)),
+    "DRO_2_5": ('Units are "CNTS" using Philips activity scale factor',
+                lambda: _philips_tag(_dro(_bqml(3900.0) / _ACTIVITY_SCALE, "philips"), 0x09, _ACTIVITY_SCALE)),
+    "DRO_3_0": ("Dose in MBq", lambda: _set(_dro(_bqml(3900.0), dose_bq=DRO_DOSE_BQ / 1e6))),
+    "DRO_3_1": ('Decay Correction is "ADMIN"', lambda: _set(_dro(_bqml(0.0)), DecayCorrection="ADMIN")),
+    "DRO_3_2": ('Decay Correction is "START" but Series Date/Time after Acquisition Date/Time (Siemens)',
+                lambda: _series_after_acquisition("siemens")),
+    "DRO_3_3": ('Decay Correction is "START" but Series Date/Time after Acquisition Date/Time and private scan '
+                'start datetime present (GE)', lambda: _series_after_acquisition("ge")),
+    "DRO_3_4": ('Decay Correction is "NONE" and multiple values Acquisition Date/Time', _decay_none),
+    "DRO_4_0": ("Radiopharmaceutical Start DateTime present and Radiopharmaceutical Start Time absent",
+                lambda: _without(_dro(_bqml(3900.0)), "RadiopharmaceuticalStartTime")),
+    "DRO_4_1": ("Radiopharmaceutical Start Time present and Radiopharmaceutical Start DateTime absent",
+                lambda: _without(_dro(_bqml(3900.0)), "RadiopharmaceuticalStartDateTime")),
+    "DRO_4_2": ("Uptake time sparing midnight and Radiopharmaceutical Start DateTime absent", _midnight),
+    "DRO_5_0": ("Radionuclide Ga68", _ga68),
+}

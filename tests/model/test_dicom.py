@@ -26,7 +26,18 @@ from model.dicom import (
 from model.errors import InputError
 from model.geometry import CT_FILL_HU
 from tests.conftest import needs_tool
-from tests.model.dicom_series import DCIODVFY, Grid, StudyIds, ct_datasets, dciodvfy, pet_datasets, write_series
+from tests.model.dicom_series import (
+    DCIODVFY,
+    DRO_BUILDERS,
+    DRO_GRID,
+    DRO_SUVBW,
+    Grid,
+    StudyIds,
+    ct_datasets,
+    dciodvfy,
+    pet_datasets,
+    write_series,
+)
 from tests.model.test_suv import SIEMENS_FACTOR
 
 # PET: 6 rows x 5 columns, PixelSpacing (row 2.0, column 3.0) mm, 4 slices 3.27 mm apart.
@@ -119,6 +130,35 @@ def test_converter_goes_on_after_a_failed_study_and_leaves_nothing_of_it(tmp_pat
     assert (tmp_path / "out" / good.patient_id / good.study_uid / "suv.json").is_file()
     assert not (tmp_path / "out" / bad.patient_id).exists()
     assert convert(tmp_path / "dicom", tmp_path / "out2", weight_kg=70.0) == 0
+
+
+@pytest.mark.parametrize("name", DRO_BUILDERS)
+def test_the_ibsi_manual_reference_object_paths_give_suvbw(tmp_path, name):
+    # Each of the manual's digital reference objects, rebuilt from its description (issue 27): SUVbw 0.2 / 1 / 4
+    # in every slice, whatever the header path; the frames of a series decay corrected one by one included.
+    write_series(DRO_BUILDERS[name][1](), tmp_path / name)
+    (study,) = scan_folder(tmp_path / name)
+    (pet,) = study.series.values()
+    volume, _ = read_pet_suv(pet)
+    expected = np.repeat(DRO_SUVBW[None], len(DRO_GRID.z), axis=0)
+    np.testing.assert_allclose(sitk.GetArrayFromImage(volume.image), expected, rtol=1e-3)
+
+
+def test_conversion_notes_are_warning_lines_and_in_suv_json(tmp_path, capsys):
+    ids = write_study(tmp_path / "dicom", vendor="siemens")
+    for path in (tmp_path / "dicom" / ids.patient_id).rglob("IM*"):
+        ds = pydicom.dcmread(path)
+        if ds.Modality == "PT":
+            info = ds.RadiopharmaceuticalInformationSequence[0]
+            info.RadionuclideTotalDose, info.RadionuclideHalfLife = "350", "4057.7"  # MBq of Ga-68
+            ds.save_as(path)
+    assert main([str(tmp_path / "dicom"), str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "read as MBq" in err and "not FDG" in err
+    import json
+    document = json.loads((tmp_path / "out" / ids.patient_id / ids.study_uid / "suv.json").read_text())
+    assert any("not FDG" in line for line in document["warnings"])
+    assert any("read as MBq" in line for line in document["suv"]["notes"])
 
 
 def test_multi_bed_gaps_are_accepted_with_the_median_spacing(tmp_path):
@@ -295,11 +335,11 @@ def test_read_pet_suv_refuses_before_reading_pixels(tmp_path):
     ids = write_study(tmp_path, vendor="siemens")
     for path in (tmp_path / ids.patient_id).rglob("IM*"):
         ds = pydicom.dcmread(path)
-        ds.DecayCorrection = "NONE"
+        ds.Units = "PROPCNTS"
         ds.PixelData = b""  # would fail to decode; the SUV check comes first
         ds.save_as(path)
     pet = next(s for s in scan_folder(tmp_path)[0].series.values() if s.modality == "PT")
-    with pytest.raises(InputError, match="DecayCorrection NONE"):
+    with pytest.raises(InputError, match="Units PROPCNTS"):
         read_pet_suv(pet)
 
 
