@@ -29,7 +29,7 @@ from model.errors import InputError, WriteError, shown
 from model.figures import case_figure
 from model.files import atomic_write_json
 from model.readers import image_format, require_utf8_path
-from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
+from model.report import body_volume_ml, lesion_report, rounded_headline, write_lesions_csv, write_report_json
 from model.seg import write_seg
 
 OUTPUT_SLUG = "automated-petct-lesion-segmentation"
@@ -49,7 +49,7 @@ class CaseDocuments:
 
     @cached_property
     def report(self):  # model.report.StudyReport
-        return lesion_report(self.loaded.pet, self.mask)
+        return lesion_report(self.loaded.pet, self.mask, body_ml=body_volume_ml(self.loaded.ct))
 
 
 @dataclass(frozen=True)
