@@ -25,7 +25,7 @@ import SimpleITK as sitk
 
 from model.cases import CaseSource, LoadedCase
 from model.checkpoint import find_checkpoints, read_config
-from model.errors import InputError, WriteError, shown
+from model.errors import InputError, WriteError, shown, warnings_about
 from model.figures import case_figure
 from model.files import atomic_write_json
 from model.readers import image_format, require_utf8_path
@@ -82,8 +82,10 @@ def _write_report_json(documents: CaseDocuments, path: Path) -> None:
 
 def _write_seg(documents: CaseDocuments, path: Path) -> None:
     info = documents.model_info
-    write_seg(documents.mask, documents.loaded.pet_headers, path, algorithm_version=str(info["version"]),
-              weights_sha256=info["weights_sha256"])
+    # highdicom copies the PET's patient and study values, warning (unnamed) about any its VR cannot hold.
+    with warnings_about(f"{documents.case.name}.seg.dcm (values copied from the PET's headers)"):
+        write_seg(documents.mask, documents.loaded.pet_headers, path, algorithm_version=str(info["version"]),
+                  weights_sha256=info["weights_sha256"])
 
 
 # In the order they are written. The mask comes first: its reports describe it.

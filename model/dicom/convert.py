@@ -12,7 +12,7 @@ from pathlib import Path
 
 from model.dicom.scan import Study, check_series_choice, print_warning, scan_folder
 from model.dicom.volume import DicomCase, load_case
-from model.errors import InputError, WriteError, describe, shown
+from model.errors import InputError, WriteError, describe, show_warnings_as_lines, shown, warnings_about
 from model.files import atomic_write_bytes
 from model.geometry import CT_FILL_HU, resample_onto
 from model.readers import write_image_atomic
@@ -103,7 +103,8 @@ def convert(dicom_dir: Path, out_dir: Path, pet_series: str | None = None, ct_se
     failures = 0
     for study, folder_name in zip(studies, study_folders(studies), strict=True):
         try:
-            line = _convert_one(study, folder_name, out_dir, pet_series, ct_series, suv_method, weight_kg)
+            with warnings_about(study.label()):  # a library's warning names the study it is about
+                line = _convert_one(study, folder_name, out_dir, pet_series, ct_series, suv_method, weight_kg)
         except (InputError, WriteError) as error:
             failures += 1
             print(f"error: {error}", file=sys.stderr)
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="qiba (default) or autopet (the training data's conversion)")
     parser.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
     args = parser.parse_args(argv)
+    show_warnings_as_lines()
     try:
         failures = convert(args.dicom_dir, args.out_dir, args.pet_series, args.ct_series, args.suv_method,
                            args.weight_kg)

@@ -205,28 +205,47 @@ def _looks_like_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")
 
 
-def _drop_damaged(ds: Dataset) -> list[tuple[str, str]]:
+def _drop_damaged(ds: Dataset, remarks: list[str]) -> list[tuple[str, str]]:
     """Convert every element now (pydicom converts lazily, and a damaged one would raise wherever it is first
-    read); damaged ones are removed. Returns (keyword, why) of each, nested ones as ``Sequence>Keyword``."""
+    read); damaged ones are removed. Returns (keyword, why) of each, nested ones as ``Sequence>Keyword``;
+    pydicom's warnings about an element (a value longer than its VR allows) go to ``remarks`` as
+    ``Keyword: text``, since pydicom's own text names neither the element nor the file."""
     damaged = []
     for tag in list(ds.keys()):
         name = keyword_for_tag(tag) or str(tag)
         try:
-            element = ds[tag]
-            items = list(element.value) if element.VR == "SQ" else []
-            str(element.value)  # multi-values and numbers are converted here
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                element = ds[tag]
+                items = list(element.value) if element.VR == "SQ" else []
+                str(element.value)  # multi-values and numbers are converted here
         except UNREADABLE as error:
             damaged.append((name, describe(error)[:80]))
             del ds[tag]
             continue
-        damaged += [(f"{name}>{inner}", why) for item in items for inner, why in _drop_damaged(item)]
+        finally:
+            remarks += [f"{name}: {one_line(remark.message)}" for remark in caught]
+        nested: list[str] = []
+        damaged += [(f"{name}>{inner}", why) for item in items for inner, why in _drop_damaged(item, nested)]
+        remarks += [f"{name}>{remark}" for remark in nested]
     return damaged
 
 
-def _read_header(path: Path) -> tuple[Dataset | None, str | None, list[str]]:
+def _remark_lines(remarks: dict[tuple[str, str], list[Path]]) -> list[str]:
+    """One warning line per (series, remark): the first file it is about and how many others of its series."""
+    lines = []
+    for (series_uid, remark), paths in remarks.items():
+        others = f" and {len(paths) - 1} other file{'s' * (len(paths) > 2)} of series {series_uid}" \
+            if len(paths) > 1 else ""
+        lines.append(f"{shown(paths[0])}{others}: {remark}")
+    return lines
+
+
+def _read_header(path: Path, remarks: list[str] | None = None) -> tuple[Dataset | None, str | None, list[str]]:
     """(header, None, damaged elements dropped) of a DICOM file; (None, None, []) for a file that is not DICOM;
     (header or None, why it is unusable, []) for a DICOM file that cannot be used (the header, when it was read,
-    still tells which series lost a file)."""
+    still tells which series lost a file). ``remarks`` receives pydicom's warnings about its elements."""
+    remarks = [] if remarks is None else remarks
     try:
         if not _looks_like_dicom(path):
             return None, None, []
@@ -234,10 +253,10 @@ def _read_header(path: Path) -> tuple[Dataset | None, str | None, list[str]]:
             ds = dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:  # old exports write files without the 128-byte preamble
             ds = dcmread(path, stop_before_pixels=True, force=True)
-        damaged = _drop_damaged(ds)
+        damaged = _drop_damaged(ds, remarks)
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
-            damaged += _drop_damaged(meta)
+            damaged += _drop_damaged(meta, remarks)
     except UNREADABLE as error:
         return None, f"unreadable ({describe(error)[:160]})", []
     needed = [f"{name} ({why})" for name, why in damaged if name.split(">")[-1] in NEEDED]
@@ -348,8 +367,11 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
     studies: dict[str, Study] = {}
     seen_instances: set[str] = set()
     skipped: list[tuple[Path, str, Dataset | None]] = []
+    remarks: dict[tuple[str, str], list[Path]] = {}  # (series UID, pydicom's remark) -> the files it is about
     for path in _files(root, warn):
-        ds, problem, dropped = _read_header(path)
+        ds, problem, dropped = _read_header(path, found := [])
+        for remark in found:
+            remarks.setdefault((_uids(ds)[1], remark), []).append(path)
         if problem is not None:
             skipped.append((path, problem, ds))
             continue
@@ -374,6 +396,8 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
         if dropped:
             warn(f"{shown(path)}: damaged element(s) {', '.join(dropped)} ignored (not used here)")
         _add_image(studies, path, ds, sop_class)
+    for line in _remark_lines(remarks):
+        warn(line)
     _attribute(studies, skipped, warn)
     return sorted(studies.values(), key=lambda s: (s.patient_id, s.date, s.uid))
 
