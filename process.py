@@ -83,8 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     inputs.add_argument("--ct", type=Path, help="its CT: an image file in HU or a DICOM series folder")
     inputs.add_argument("--manifest", type=Path, help="CSV with columns pet, ct and optionally name")
     dicom = parser.add_argument_group("DICOM PET")
-    dicom.add_argument("--pet-series", help="SeriesInstanceUID of the PET series (DICOM --input)")
-    dicom.add_argument("--ct-series", help="SeriesInstanceUID of the CT series (DICOM --input)")
+    dicom.add_argument("--pet-series", help="the PET series (DICOM --input): its SeriesInstanceUID or its "
+                       "[number] in the listing a study with several candidates prints")
+    dicom.add_argument("--ct-series", help="the CT series (DICOM --input): its UID or its [number] in that listing")
     dicom.add_argument("--suv-method", choices=SUV_METHODS, default=None,
                        help="qiba (default) or autopet (the training data's conversion)")
     dicom.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
