@@ -161,6 +161,37 @@ def prepare_output(layout: OutputLayout, *, reports: bool, results: Path) -> Non
             raise InputError(f"{shown(folder)}: output folder not writable ({error.strerror})") from None
 
 
+def other_cases_files(layout: OutputLayout, sources: Sequence[CaseSource]) -> list[str]:
+    """Files in the mask and report folders that no case of ``sources`` (the whole run's, every part's) writes:
+    outputs of another input run into this folder earlier, which this run's results.json and review page
+    would not show. Hidden files (temporaries, staging) aside; sorted names."""
+    expected = {layout.mask_path(case).name for case in sources}
+    expected |= {output.file_name(case) for case in sources for output in OUTPUTS if output.folder == "reports"}
+    found: list[str] = []
+    for folder in (layout.masks, layout.reports):
+        try:
+            with os.scandir(folder) as entries:
+                found += [entry.name for entry in entries
+                          if not entry.name.startswith(".") and entry.name not in expected]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return sorted(found)
+
+
+def check_other_cases(layout: OutputLayout, sources: Sequence[CaseSource], keep: bool) -> str | None:
+    """An output folder reused for another input: refused (InputError) unless ``keep`` (--keep-other-cases),
+    which returns the one line to say (None when the folder holds nothing of other cases)."""
+    found = other_cases_files(layout, sources)
+    if not found:
+        return None
+    listing = ", ".join(shown(name) for name in found[:5]) + (f", ... {len(found) - 5} more" if len(found) > 5 else "")
+    what = f"{shown(layout.root)}: {len(found)} file{'s' * (len(found) > 1)} of cases not in this input ({listing})"
+    if not keep:
+        raise InputError(f"{what}: this run's results.json and review page would leave them out; give a new "
+                         "--output, remove them, or --keep-other-cases to keep them beside this run's")
+    return f"{what} kept (--keep-other-cases); this run's results.json and review page leave them out"
+
+
 def model_info(weights: Path, predictor) -> dict:
     """The reports' "model" block: this code's version, each weights file with its SHA-256 (as its JSON records
     it; loading checked it) and how they run (``predictor``: a model.inference.Predictor). The DICOM SEG names
