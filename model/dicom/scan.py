@@ -221,24 +221,28 @@ def _drop_damaged(ds: Dataset, remarks: list[str]) -> list[tuple[str, str]]:
     read); damaged ones are removed. Returns (keyword, why) of each, nested ones as ``Sequence>Keyword``;
     pydicom's warnings about an element (a value longer than its VR allows) go to ``remarks`` as
     ``Keyword: text``, since pydicom's own text names neither the element nor the file."""
+    with warnings.catch_warnings(record=True) as caught:  # one per file: the cost of a scan stays that of the read
+        warnings.simplefilter("always")
+        return _convert_elements(ds, caught, remarks, "")
+
+
+def _convert_elements(ds: Dataset, caught: list, remarks: list[str], prefix: str) -> list[tuple[str, str]]:
     damaged = []
     for tag in list(ds.keys()):
-        name = keyword_for_tag(tag) or str(tag)
+        name = prefix + (keyword_for_tag(tag) or str(tag))
+        before = len(caught)  # the warnings recorded from here on are this element's
         try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                element = ds[tag]
-                items = list(element.value) if element.VR == "SQ" else []
-                str(element.value)  # multi-values and numbers are converted here
+            element = ds[tag]
+            items = list(element.value) if element.VR == "SQ" else []
+            str(element.value)  # multi-values and numbers are converted here
         except UNREADABLE as error:
             damaged.append((name, describe(error)[:80]))
             del ds[tag]
             continue
         finally:
-            remarks += [f"{name}: {one_line(remark.message)}" for remark in caught]
-        nested: list[str] = []
-        damaged += [(f"{name}>{inner}", why) for item in items for inner, why in _drop_damaged(item, nested)]
-        remarks += [f"{name}>{remark}" for remark in nested]
+            remarks += [f"{name}: {one_line(remark.message)}" for remark in caught[before:]]
+        for item in items:
+            damaged += _convert_elements(item, caught, remarks, f"{name}>")
     return damaged
 
 
@@ -380,7 +384,8 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
     skipped: list[tuple[Path, str, Dataset | None]] = []
     remarks: dict[tuple[str, str], list[Path]] = {}  # (series UID, pydicom's remark) -> the files it is about
     for path in _files(root, warn):
-        ds, problem, dropped = _read_header(path, found := [])
+        found: list[str] = []
+        ds, problem, dropped = _read_header(path, found)
         for remark in found:
             remarks.setdefault((_uids(ds)[1], remark), []).append(path)
         if problem is not None:
