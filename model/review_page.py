@@ -113,6 +113,7 @@ border-radius:1em;cursor:pointer;font:inherit}
 #preview{flex:0 0 36%;position:sticky;top:.3em;max-height:calc(100vh - .6em);overflow:auto;border:1px solid #ccc;
 padding:.3em;background:#fafafa;box-sizing:border-box}
 #preview img{display:block;width:100%;height:auto;max-height:calc(100vh - 5em);object-fit:contain}
+#preview img[hidden]{display:none}
 #preview-title{font-weight:600}#preview-info{color:#b00;margin-top:.2em}
 @media (max-width:1000px){#layout{display:block}#preview{position:fixed;left:0;right:0;bottom:0;top:auto;
 max-height:45vh;z-index:2}#preview img{max-height:38vh}}
@@ -174,13 +175,15 @@ function sortBy(i,dir){
   apply();
 }
 function show(tr){
-  if(!tr){title.textContent='Hover over a case or click it; keys below';img.hidden=true;info.textContent='';return;}
+  if(!tr){title.textContent='Hover over a case or click it: its picture shows here';img.hidden=true;
+    img.removeAttribute('src');info.textContent='';return;}
   const error=tr.querySelector('.error'),flags=[...tr.querySelectorAll('.flag')].map(f=>f.textContent);
   title.textContent=tr.cells[0].textContent+' ('+tr.cells[1].querySelector('.status').textContent+')';
   info.textContent=[error?error.title:'',flags.length?'flags: '+flags.join(', '):''].filter(Boolean).join(' - ');
   const picture=tr.dataset.picture;
   img.hidden=!picture;link.removeAttribute('href');
   if(picture){img.src=picture;img.alt='picture of '+tr.cells[0].textContent;link.href=picture;}
+  else img.removeAttribute('src');  // a failed case has none: never the last case's picture under its name
 }
 function choose(tr){
   if(selected)selected.classList.remove('selected');

@@ -161,6 +161,7 @@ def test_a_cohort_of_300_opens_as_one_small_file_with_30_rows_a_screen(cohort_30
                             "return b.top >= 0 && b.bottom <= innerHeight;}).length;})()")
     assert seen >= 30
     assert browser.evaluate("document.images.length") == 1  # the preview alone: nothing loads per row
+    assert not [event for event in browser.events if event.get("method") == "Runtime.exceptionThrown"]
 
 
 def test_hover_and_click_show_the_picture_large(cohort_300):
@@ -172,6 +173,12 @@ def test_hover_and_click_show_the_picture_large(cohort_300):
     browser.click("#cases tbody tr:nth-child(20) td:nth-child(3)")
     assert chosen(browser) == [case_order(browser)[19]]
     assert wait_for_picture(browser)["src"].endswith(quote(f"{case_order(browser)[19]}.png"))
+    # The failed case has no picture: the panel shows none, not the last one under its name.
+    browser.hover("#cases tbody tr.failed td:nth-child(3)")
+    panel = browser.evaluate("(() => {const i = document.getElementById('preview-img'); return [i.getBoundingClient"
+                             "Rect().height, i.hasAttribute('src'), document.getElementById('preview-title')"
+                             ".textContent, document.getElementById('preview-info').textContent];})()")
+    assert panel[:2] == [0, False] and panel[2].endswith("(failed)") and "unreadable PET image" in panel[3]
 
 
 def test_keys_go_to_the_next_and_previous_case_in_the_order_shown(cohort_300):
