@@ -83,8 +83,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     inputs.add_argument("--ct", type=Path, help="its CT: an image file in HU or a DICOM series folder")
     inputs.add_argument("--manifest", type=Path, help="CSV with columns pet, ct and optionally name")
     dicom = parser.add_argument_group("DICOM PET")
-    dicom.add_argument("--pet-series", help="SeriesInstanceUID of the PET series (DICOM --input)")
-    dicom.add_argument("--ct-series", help="SeriesInstanceUID of the CT series (DICOM --input)")
+    dicom.add_argument("--pet-series", help="the PET series (DICOM --input): its SeriesInstanceUID or its "
+                       "[number] in the listing a study with several candidates prints")
+    dicom.add_argument("--ct-series", help="the CT series (DICOM --input): its UID or its [number] in that listing")
     dicom.add_argument("--suv-method", choices=SUV_METHODS, default=None,
                        help="qiba (default) or autopet (the training data's conversion)")
     dicom.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
@@ -106,6 +107,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="do not redo a case whose mask (and reports) are there and readable")
     cohort.add_argument("--num-parts", type=int, default=1, help="split the studies into N parts (job arrays)")
     cohort.add_argument("--part-id", type=int, default=0, help="run part K (study i is in part i mod N)")
+    cohort.add_argument("--keep-other-cases", action="store_true",
+                        help="run into an output folder that holds other cases' masks or reports (from another "
+                             "input): keep them (not in this run's results.json or review page); without it, refused")
     cohort.add_argument("--no-read-ahead", action="store_true",
                         help="read, segment and write one study after the other (no worker thread)")
     return parser.parse_args(argv)
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         grand_challenge = check_arguments(args)
         from model.cohort import CohortOptions, outcome_records, run_cohort
         from model.inference import InferenceConfig, Predictor, describe_precision
-        from model.outputs import OutputLayout, model_info, prepare_output, write_results
+        from model.outputs import OutputLayout, check_other_cases, model_info, prepare_output, write_results
         from model.review_page import CohortPage, remove_page
 
         rank = RankInfo.from_environment()
@@ -173,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
         reports = not grand_challenge and not args.no_report
         results = layout.results(args.num_parts, args.part_id)
         prepare_output(layout, reports=reports, results=results)
+        if not grand_challenge:  # grand-challenge's /output is new for every job
+            kept = check_other_cases(layout, sources, args.keep_other_cases)
+            if kept is not None:
+                print(f"warning: {kept}", file=sys.stderr, flush=True)
         predictor = Predictor.from_path(args.weights, settings)
         print(f"{shown(args.weights)} on {describe_precision(predictor)}", flush=True)
         info = model_info(args.weights, predictor) if reports else None

@@ -26,10 +26,10 @@ from pydicom.dataset import Dataset
 from model.dicom import (
     Series,
     Study,
-    check_series_choice,
     choose_series,
     read_pet_suv,
     read_series,
+    resolve_series_choice,
     scan_folder,
     series_in_folder,
 )
@@ -203,7 +203,7 @@ def dicom_cases(folder: Path, pet_series: str | None = None, ct_series: str | No
     studies = scan_folder(Path(folder))
     if not studies:
         raise InputError(describe_input_folder(Path(folder)))
-    check_series_choice(studies, pet_series, ct_series)
+    pet_series, ct_series = resolve_series_choice(studies, pet_series, ct_series)  # a UID, or a [number]
     cases = []
     for study, name in zip(studies, _unique([s.case_name for s in studies]), strict=True):
         try:

@@ -34,7 +34,7 @@ import torch
 
 from model import pipeline
 from model.cases import CaseSource
-from model.errors import InputError, WriteError, describe, one_line, shown
+from model.errors import InputError, WriteError, describe, one_line, shown, warnings_about
 from model.files import loads_strict
 from model.inference import CaseTimings, Predictor
 from model.outputs import (  # noqa: F401  OUTPUT_SLUG and OutputLayout: re-exported for bench/ and train/
@@ -246,9 +246,15 @@ class _CohortRun:
 
     def prepare(self, case: CaseSource) -> pipeline.Study | _Done:
         """The worker's read of a case: already done (--skip-existing), or the pipeline's read stage."""
-        if self.options.skip_existing and (done := _already_done(case, self.layout, self.options)) is not None:
-            return done
-        return pipeline.read_study(case, self.predictor)
+        with warnings_about(case.name):  # a library's warning names the case it is about
+            if self.options.skip_existing and (done := _already_done(case, self.layout, self.options)) is not None:
+                return done
+            return pipeline.read_study(case, self.predictor)
+
+    def write(self, result: pipeline.CaseResult) -> dict | None:
+        """The worker's write of a case (the pipeline's write stage)."""
+        with warnings_about(result.study.case.name):
+            return pipeline.write_study(result, self.layout, self.options.study)
 
     def failed(self, index: int, case: CaseSource, error: Exception) -> CaseOutcome:
         message = str(error) if isinstance(error, (InputError, WriteError)) else \
@@ -264,11 +270,12 @@ class _CohortRun:
             if isinstance(prepared, _Done):
                 return CaseOutcome(index=index, name=case.name, status="skipped",
                                    entry=results_entry(case, self.layout.mask_path(case), prepared.headline, None))
-            result = pipeline.segment_study(prepared, self.predictor, progress=self.progress)
+            with warnings_about(case.name):
+                result = pipeline.segment_study(prepared, self.predictor, progress=self.progress)
         except Exception as error:  # every failure of one case is its line; the other cases go on
             return self.failed(index, case, error)
         return _Segmented(index=index, case=case,
-                          write=self.submit(pipeline.write_study, result, self.layout, self.options.study),
+                          write=self.submit(self.write, result),
                           timings=result.timings, slices=result.mask.GetSize()[2],
                           lesion_volume_ml=result.lesion_volume_ml)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import warnings
+from collections.abc import Iterator
 
 
 def one_line(text: object) -> str:
@@ -61,16 +64,34 @@ class WriteError(OSError):
         return str(self.args[0])
 
 
+_SUBJECT = threading.local()  # what this thread works on now (warnings_about), per thread: a read runs beside
+
+
+@contextlib.contextmanager
+def warnings_about(subject: str) -> Iterator[None]:
+    """Warnings raised in this thread inside are shown naming ``subject`` (a case, a file, a series): a
+    library's warning names its own source line, never the input it is about. Per thread, so that the read of
+    one case beside the network of another names each its own."""
+    outer = getattr(_SUBJECT, "name", None)
+    _SUBJECT.name = subject
+    try:
+        yield
+    finally:
+        _SUBJECT.name = outer
+
+
 def show_warnings_as_lines() -> None:
-    """Python warnings as one ``warning: <text>`` line each on stderr: pydicom remarks on every loosely written
-    header value (a StudyID longer than 16 characters) in two lines that name its own source file, which tells
-    a user nothing and splits the one-line-per-problem output. Each text is shown once per run (Python's own
-    once-per-place registry is reset by every ``catch_warnings``). Only the format changes, not the display
-    hook, so that pytest and other recorders still see every warning."""
+    """Python warnings as one ``warning: <subject>: <text>`` line each on stderr, the subject being what the
+    warning's thread was working on (``warnings_about``): pydicom remarks on a loosely written header value in
+    two lines that name its own source file, which tells a user nothing and splits the one-line-per-problem
+    output. Each line is shown once per run (Python's own once-per-place registry is reset by every
+    ``catch_warnings``). Only the format changes, not the display hook, so that pytest and other recorders
+    still see every warning."""
     seen: set[str] = set()
 
     def formatted(message, category, filename, lineno, line=None) -> str:
-        text = f"warning: {one_line(message)}\n"
+        subject = getattr(_SUBJECT, "name", None)
+        text = f"warning: {one_line(subject) + ': ' if subject else ''}{one_line(message)}\n"
         if text in seen:
             return ""  # written as nothing
         seen.add(text)

@@ -25,11 +25,11 @@ import SimpleITK as sitk
 
 from model.cases import CaseSource, LoadedCase
 from model.checkpoint import find_checkpoints, read_config
-from model.errors import InputError, WriteError, shown
+from model.errors import InputError, WriteError, shown, warnings_about
 from model.figures import case_figure
 from model.files import atomic_write_json
 from model.readers import image_format, require_utf8_path
-from model.report import lesion_report, rounded_headline, write_lesions_csv, write_report_json
+from model.report import body_volume_ml, lesion_report, rounded_headline, write_lesions_csv, write_report_json
 from model.seg import write_seg
 
 OUTPUT_SLUG = "automated-petct-lesion-segmentation"
@@ -49,7 +49,7 @@ class CaseDocuments:
 
     @cached_property
     def report(self):  # model.report.StudyReport
-        return lesion_report(self.loaded.pet, self.mask)
+        return lesion_report(self.loaded.pet, self.mask, body_ml=body_volume_ml(self.loaded.ct))
 
 
 @dataclass(frozen=True)
@@ -82,8 +82,10 @@ def _write_report_json(documents: CaseDocuments, path: Path) -> None:
 
 def _write_seg(documents: CaseDocuments, path: Path) -> None:
     info = documents.model_info
-    write_seg(documents.mask, documents.loaded.pet_headers, path, algorithm_version=str(info["version"]),
-              weights_sha256=info["weights_sha256"])
+    # highdicom copies the PET's patient and study values, warning (unnamed) about any its VR cannot hold.
+    with warnings_about(f"{documents.case.name}.seg.dcm (values copied from the PET's headers)"):
+        write_seg(documents.mask, documents.loaded.pet_headers, path, algorithm_version=str(info["version"]),
+                  weights_sha256=info["weights_sha256"])
 
 
 # In the order they are written. The mask comes first: its reports describe it.
@@ -157,6 +159,37 @@ def prepare_output(layout: OutputLayout, *, reports: bool, results: Path) -> Non
             os.unlink(probe)
         except OSError as error:
             raise InputError(f"{shown(folder)}: output folder not writable ({error.strerror})") from None
+
+
+def other_cases_files(layout: OutputLayout, sources: Sequence[CaseSource]) -> list[str]:
+    """Files in the mask and report folders that no case of ``sources`` (the whole run's, every part's) writes:
+    outputs of another input run into this folder earlier, which this run's results.json and review page
+    would not show. Hidden files (temporaries, staging) aside; sorted names."""
+    expected = {layout.mask_path(case).name for case in sources}
+    expected |= {output.file_name(case) for case in sources for output in OUTPUTS if output.folder == "reports"}
+    found: list[str] = []
+    for folder in (layout.masks, layout.reports):
+        try:
+            with os.scandir(folder) as entries:
+                found += [entry.name for entry in entries
+                          if not entry.name.startswith(".") and entry.name not in expected]
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return sorted(found)
+
+
+def check_other_cases(layout: OutputLayout, sources: Sequence[CaseSource], keep: bool) -> str | None:
+    """An output folder reused for another input: refused (InputError) unless ``keep`` (--keep-other-cases),
+    which returns the one line to say (None when the folder holds nothing of other cases)."""
+    found = other_cases_files(layout, sources)
+    if not found:
+        return None
+    listing = ", ".join(shown(name) for name in found[:5]) + (f", ... {len(found) - 5} more" if len(found) > 5 else "")
+    what = f"{shown(layout.root)}: {len(found)} file{'s' * (len(found) > 1)} of cases not in this input ({listing})"
+    if not keep:
+        raise InputError(f"{what}: this run's results.json and review page would leave them out; give a new "
+                         "--output, remove them, or --keep-other-cases to keep them beside this run's")
+    return f"{what} kept (--keep-other-cases); this run's results.json and review page leave them out"
 
 
 def model_info(weights: Path, predictor) -> dict:

@@ -1,5 +1,6 @@
 """The numbers a lesion mask exists for: per lesion (volume, SUVmax, SUVmean, SUVpeak, TLG, centroid,
-bounding box) and per study (TMTV, TLG, lesion count, SUVmax, Dmax), with the CSV and JSON writers.
+bounding box) and per study (TMTV, TLG, lesion count, SUVmax, Dmax, the body's volume and TMTV's share of
+it), with the CSV and JSON writers.
 
 Definitions (also written into every report):
 - lesions: 18-connected components of the mask, as the autoPET metrics count them;
@@ -7,7 +8,9 @@ Definitions (also written into every report):
   lesion's SUVmax voxel, voxels outside the lesion included (the IBSI "local" peak); when several voxels
   share the SUVmax, the highest such mean;
 - TLG: SUVmean x volume (ml); TMTV and the study's TLG are sums over lesions;
-- Dmax: the largest distance (mm) between two lesion centroids (unweighted voxel centres), 0 for one lesion.
+- Dmax: the largest distance (mm) between two lesion centroids (unweighted voxel centres), 0 for one lesion;
+- the body: CT voxels above model.checks' body threshold (-500 HU, the couch included), so that a mask that
+  covers a large part of the body is seen whatever the body's size.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy.spatial.distance import pdist
 
+from model.checks import DEFAULT_BODY_HU
 from model.files import atomic_write_bytes, atomic_write_json
 from model.geometry import same_grid
 from model.postprocessing import CONNECTIVITY, voxel_ml
@@ -116,6 +120,30 @@ class Quantity:
     definition: str | None = None
     term: str | None = None
     headline: bool = False
+    title: str | None = None  # its short name on the review page (default: its name)
+
+
+class StudyLesions(tuple):
+    """What a study quantity is computed from: the study's lesions (a tuple of Lesions) and the volume of the
+    body they lie in (``body_ml``; None where no CT was given, as for a mask alone)."""
+
+    body_ml: float | None = None
+
+    def __new__(cls, lesions: tuple[Lesion, ...], body_ml: float | None = None) -> StudyLesions:
+        made = super().__new__(cls, lesions)
+        made.body_ml = body_ml
+        return made
+
+
+def _body_percent(lesions: StudyLesions) -> float | None:
+    if not lesions.body_ml:
+        return None
+    return 100.0 * float(sum(les.volume_ml for les in lesions)) / lesions.body_ml
+
+
+def body_volume_ml(ct: sitk.Image, body_threshold_hu: float = DEFAULT_BODY_HU) -> float:
+    """The body's volume: CT voxels above ``body_threshold_hu`` (model.preprocessing.body_mask's rule)."""
+    return int(np.count_nonzero(sitk.GetArrayViewFromImage(ct) > body_threshold_hu)) * voxel_ml(ct.GetSpacing())
 
 
 def _axes(prefix: str, suffix: str = "") -> tuple[str, ...]:
@@ -126,7 +154,7 @@ def _axes(prefix: str, suffix: str = "") -> tuple[str, ...]:
 # the keys of a lesion in the report JSON, study quantities the report JSON's keys (and results.json's), and
 # the definitions follow this order too (so lesion and study entries interleave). Adding one is one entry.
 QUANTITIES: tuple[Quantity, ...] = (
-    Quantity("lesion_count", "study", len, digits=None, headline=True, term="lesions",
+    Quantity("lesion_count", "study", len, digits=None, headline=True, term="lesions", title="lesions",
              definition=f"{CONNECTIVITY}-connected components of the mask"),
     Quantity("id", "lesion", lambda les: les.id, digits=None),
     Quantity("voxels", "lesion", lambda les: len(les.index), digits=None),
@@ -138,11 +166,18 @@ QUANTITIES: tuple[Quantity, ...] = (
                         "lesion's SUVmax voxel centre, voxels outside the lesion included (IBSI local peak)"),
     Quantity("tlg", "lesion", lambda les: les.suv_mean * les.volume_ml,
              definition="SUVmean x volume (ml), summed over lesions for the study"),
-    Quantity("tmtv_ml", "study", lambda lesions: float(sum(les.volume_ml for les in lesions)), headline=True),
-    Quantity("tlg", "study", lambda lesions: float(sum(les.tlg for les in lesions)), headline=True),
-    Quantity("suv_max", "study", lambda lesions: max((les.suv_max for les in lesions), default=None), headline=True),
-    Quantity("dmax_mm", "study", _dmax_mm, headline=True,
+    Quantity("tmtv_ml", "study", lambda lesions: float(sum(les.volume_ml for les in lesions)), headline=True,
+             title="TMTV ml", definition="total metabolic tumour volume: the lesions' volumes summed"),
+    Quantity("tlg", "study", lambda lesions: float(sum(les.tlg for les in lesions)), headline=True, title="TLG"),
+    Quantity("suv_max", "study", lambda lesions: max((les.suv_max for les in lesions), default=None), headline=True,
+             title="SUVmax"),
+    Quantity("dmax_mm", "study", _dmax_mm, headline=True, title="Dmax mm",
              definition="largest distance between two lesion centroids (unweighted), 0 for one lesion"),
+    Quantity("body_ml", "study", lambda lesions: lesions.body_ml, digits=1, headline=True, title="body ml",
+             definition=f"the body's volume: CT voxels above {DEFAULT_BODY_HU:g} HU, the couch included; null "
+                        "without a CT"),
+    Quantity("tmtv_body_percent", "study", _body_percent, digits=3, headline=True, title="TMTV % body",
+             definition="TMTV as a percentage of the body's volume; null without a CT"),
     Quantity("centroid_mm", "lesion", _centroid_mm, digits=2, json_digits=2, columns=_axes("centroid_", "_mm"),
              definition="patient coordinates (DICOM LPS) of the lesion's voxel centres' mean"),
     Quantity("bbox_min", "lesion", lambda les: tuple(int(v) for v in les.index.min(axis=0)[::-1]), digits=None,
@@ -185,8 +220,9 @@ def _peak(suv: np.ndarray, centres: np.ndarray, offsets: np.ndarray) -> float:
     return best
 
 
-def lesion_report(suv: sitk.Image, mask: sitk.Image) -> StudyReport:
-    """Per-lesion and study numbers of a 0/1 ``mask`` on the grid of the ``suv`` image. Every number is finite:
+def lesion_report(suv: sitk.Image, mask: sitk.Image, body_ml: float | None = None) -> StudyReport:
+    """Per-lesion and study numbers of a 0/1 ``mask`` on the grid of the ``suv`` image; ``body_ml``: the body's
+    volume (``body_volume_ml`` of the study's CT), for TMTV's share of it. Every number is finite:
     a NaN or infinite SUV in a lesion or its peak sphere raises ValueError (model.checks refuses such a PET
     before any work; this keeps an infinity out of a report whatever the caller)."""
     if not same_grid(suv, mask):
@@ -213,7 +249,8 @@ def lesion_report(suv: sitk.Image, mask: sitk.Image) -> StudyReport:
         voxels.id = number
     lesions = tuple(Lesion({q.name: q.compute(voxels) for q in LESION_QUANTITIES}) for voxels in found)
     _require_finite(lesions)
-    return StudyReport(lesions=lesions, values={q.name: q.compute(lesions) for q in STUDY_QUANTITIES})
+    study = StudyLesions(lesions, body_ml)
+    return StudyReport(lesions=lesions, values={q.name: q.compute(study) for q in STUDY_QUANTITIES})
 
 
 def _require_finite(lesions: tuple[Lesion, ...]) -> None:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from model.errors import WriteError, shown
 from model.files import atomic_write_bytes
+from model.report import DEFINITIONS, HEADLINE_KEYS, STUDY_QUANTITIES, Quantity
 
 PAGE_NAME = "index.html"
 # A case whose TMTV exceeds this many times the median TMTV of the cases with lesions is flagged.
@@ -72,7 +73,9 @@ def _number(value: object, digits: int) -> tuple[str, str]:
 def _cell(row: Row, column: Column) -> str:
     value = row.values.get(column.key)
     if column.key == "status":
-        error = f'<div class="error">{html.escape(row.error)}</div>' if row.error else ""
+        # The error on the row's one line, cut to fit; whole in its tooltip and in the preview panel.
+        error = (f'<span class="error" title="{html.escape(row.error, quote=True)}">{html.escape(row.error)}</span>'
+                 if row.error else "")
         status = html.escape(row.status)
         return f'<td data-sort="{status}"><span class="status">{status}</span>{error}</td>'
     if column.digits is None:
@@ -84,49 +87,63 @@ def _cell(row: Row, column: Column) -> str:
 
 def _row_html(row: Row, columns: Sequence[Column], index: int, names: Mapping[str, str]) -> str:
     cells = "".join(_cell(row, column) for column in columns)
-    if row.picture:
-        picture = (f'<td><a href="{_href(row.picture)}" target="_blank"><img src="{_href(row.picture)}" '
-                   f'alt="picture of {html.escape(str(row.values.get("case", "")), quote=True)}" '
-                   'loading="lazy"></a></td>')
-    else:
-        picture = "<td></td>"
+    # One line of short links: a row stays one text line high (the picture is shown large beside the table).
     links = " ".join(f'<a href="{_href(path)}">{html.escape(text)}</a>' for text, path in row.links)
     flags = " ".join(row.flags)
     badges = "".join(f'<span class="flag">{html.escape(names.get(flag, flag))}</span>' for flag in row.flags)
     status = html.escape(row.status.replace(" ", "-"), quote=True)
-    return (f'<tr class="{status}" data-index="{index}" data-flags="{html.escape(flags, quote=True)}">'
-            f'{cells}<td>{badges}</td>{picture}<td class="links">{links}</td></tr>')
+    picture = f' data-picture="{_href(row.picture)}"' if row.picture else ""
+    return (f'<tr class="{status}" data-index="{index}" data-flags="{html.escape(flags, quote=True)}"{picture}>'
+            f'{cells}<td>{badges}</td><td class="links">{links}</td></tr>')
 
 
+# Compact rows (one text line each: 30 and more on a laptop's screen); the picture of the case under the mouse,
+# or the one chosen by a click or the keys, large in a panel beside the table.
 _STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.2em;color:#222}
-h1{font-size:1.3em;margin:0 0 .4em}
-dl{display:grid;grid-template-columns:max-content auto;gap:.15em 1em;margin:.4em 0;font-size:.9em}
+body{font:13px/1.3 system-ui,sans-serif;margin:.6em .8em;color:#222}
+h1{font-size:1.25em;margin:0 0 .3em}
+dl{display:grid;grid-template-columns:max-content auto;gap:0 1em;margin:.3em 0;font-size:.92em}
 dt{color:#666}dd{margin:0;word-break:break-all}
-.flags button{margin:.2em .4em .2em 0;padding:.25em .6em;border:1px solid #b00;background:#fff5f5;
-border-radius:1em;cursor:pointer}
+.flags button{margin:.15em .3em .15em 0;padding:.1em .55em;border:1px solid #b00;background:#fff5f5;
+border-radius:1em;cursor:pointer;font:inherit}
 .flags button[aria-pressed=true]{background:#b00;color:#fff}
-.rule{color:#666;font-size:.8em}
-table{border-collapse:collapse;margin-top:.6em;font-size:.9em}
-th,td{border-bottom:1px solid #ddd;padding:.3em .5em;vertical-align:top;text-align:left}
-th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;user-select:none;white-space:nowrap}
+.rule{color:#555;font-size:.9em;margin:.2em 0 .3em;padding-left:1.4em}
+#layout{display:flex;gap:.8em;align-items:flex-start}
+#list{flex:1 1 auto;min-width:0;overflow-x:auto}
+#preview{flex:0 0 36%;position:sticky;top:.3em;max-height:calc(100vh - .6em);overflow:auto;border:1px solid #ccc;
+padding:.3em;background:#fafafa;box-sizing:border-box}
+#preview img{display:block;width:100%;height:auto;max-height:calc(100vh - 5em);object-fit:contain}
+#preview img[hidden]{display:none}
+#preview-title{font-weight:600}#preview-info{color:#b00;margin-top:.2em}
+@media (max-width:1000px){#layout{display:block}#preview{position:fixed;left:0;right:0;bottom:0;top:auto;
+max-height:45vh;z-index:2}#preview img{max-height:38vh}}
+table{border-collapse:collapse;font-size:12px}
+th,td{border-bottom:1px solid #e6e6e6;padding:1px 5px;text-align:left;white-space:nowrap;line-height:18px}
+th{position:sticky;top:0;background:#f0f0f0;cursor:pointer;user-select:none;z-index:1}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.failed{background:#fff0f0}.error{color:#b00;font-size:.85em;max-width:18em}
-.flag{display:inline-block;background:#b00;color:#fff;border-radius:.8em;padding:0 .5em;margin:0 .2em .2em 0;
-font-size:.8em}
-img{height:100px;border:1px solid #ccc}.links a{display:block;white-space:nowrap}
-input[type=search]{font-size:1em;padding:.25em;width:22em}
-.means{font-size:.95em;margin:.4em 0}
+tbody tr{cursor:pointer}tbody tr:hover{background:#f2f6ff}
+tr.failed{background:#fff0f0}tr.selected,tr.selected:hover{background:#dde9ff;outline:2px solid #36c}
+.error{color:#b00;display:inline-block;max-width:12em;overflow:hidden;text-overflow:ellipsis;vertical-align:bottom;
+margin-left:.4em}
+.flag{display:inline-block;background:#b00;color:#fff;border-radius:.8em;padding:0 .45em;margin-right:.2em;
+font-size:11px;line-height:15px}
+.links a{margin-right:.45em}
+input[type=search]{font:inherit;padding:.15em .3em;width:22em}
+.means{margin:.3em 0}.keys{color:#555}
+kbd{border:1px solid #bbb;border-radius:3px;padding:0 .25em;background:#fff;font-size:.9em}
 """
 
-# Sorting (a click on a header; again: the other way), the text filter and the flag buttons. The state lives
-# in the URL's fragment, so that a page that reloads itself during a run keeps it.
+# Sorting (a click on a header; again: the other way), the text filter, the flag buttons, the preview (hover or
+# click a row) and the keys (j or down: next case, k or up: previous, Enter or o: the picture alone). The state
+# lives in the URL's fragment, so that a page that reloads itself during a run keeps it, the chosen case too.
 _SCRIPT = """
 (function(){
 const table=document.getElementById('cases'),body=table.tBodies[0],filter=document.getElementById('filter');
 const shown=document.getElementById('shown'),buttons=[...document.querySelectorAll('.flags button')];
-let sortKey=null,sortDir=1;
+const img=document.getElementById('preview-img'),link=document.getElementById('preview-link');
+const title=document.getElementById('preview-title'),info=document.getElementById('preview-info');
+let sortKey=null,sortDir=1,selected=null;
 function apply(){
   const q=filter.value.trim().toLowerCase();
   const wanted=buttons.filter(b=>b.getAttribute('aria-pressed')==='true').map(b=>b.dataset.flag);
@@ -137,9 +154,13 @@ function apply(){
     tr.hidden=!ok;n+=ok;
   }
   shown.textContent=n+' of '+body.rows.length+' cases shown';
-  const state=new URLSearchParams();
+  save();
+}
+function save(){
+  const state=new URLSearchParams(),q=filter.value.trim().toLowerCase();
+  const wanted=buttons.filter(b=>b.getAttribute('aria-pressed')==='true').map(b=>b.dataset.flag);
   if(q)state.set('q',q);if(sortKey!==null)state.set('sort',sortKey+':'+sortDir);
-  if(wanted.length)state.set('flags',wanted.join(','));
+  if(wanted.length)state.set('flags',wanted.join(','));if(selected)state.set('case',selected.dataset.index);
   history.replaceState(null,'',state.toString()?'#'+state.toString():location.pathname);
 }
 function value(tr,i){return tr.cells[i].dataset.sort||'';}
@@ -153,14 +174,50 @@ function sortBy(i,dir){
   [...table.tHead.rows[0].cells].forEach((th,j)=>th.setAttribute('aria-sort',j===i?(dir>0?'ascending':'descending'):'none'));
   apply();
 }
+function show(tr){
+  if(!tr){title.textContent='Hover over a case or click it: its picture shows here';img.hidden=true;
+    img.removeAttribute('src');info.textContent='';return;}
+  const error=tr.querySelector('.error'),flags=[...tr.querySelectorAll('.flag')].map(f=>f.textContent);
+  title.textContent=tr.cells[0].textContent+' ('+tr.cells[1].querySelector('.status').textContent+')';
+  info.textContent=[error?error.title:'',flags.length?'flags: '+flags.join(', '):''].filter(Boolean).join(' - ');
+  const picture=tr.dataset.picture;
+  img.hidden=!picture;link.removeAttribute('href');
+  if(picture){img.src=picture;img.alt='picture of '+tr.cells[0].textContent;link.href=picture;}
+  else img.removeAttribute('src');  // a failed case has none: never the last case's picture under its name
+}
+function choose(tr){
+  if(selected)selected.classList.remove('selected');
+  selected=tr;if(!tr){show(null);save();return;}
+  tr.classList.add('selected');show(tr);tr.scrollIntoView({block:'nearest'});save();
+  const next=visible()[visible().indexOf(tr)+1];
+  if(next&&next.dataset.picture)new Image().src=next.dataset.picture;  // the next picture is ready at once
+}
+function visible(){return [...body.rows].filter(r=>!r.hidden);}
+function step(by){
+  const rows=visible();if(!rows.length)return;
+  const at=rows.indexOf(selected);
+  choose(rows[at<0?(by>0?0:rows.length-1):Math.min(Math.max(at+by,0),rows.length-1)]);
+}
 [...table.tHead.rows[0].cells].forEach((th,i)=>{if(th.dataset.type)th.addEventListener('click',()=>sortBy(i,sortKey===i?-sortDir:1));});
 filter.addEventListener('input',apply);
 buttons.forEach(b=>b.addEventListener('click',()=>{b.setAttribute('aria-pressed',b.getAttribute('aria-pressed')==='true'?'false':'true');apply();}));
+body.addEventListener('mouseover',e=>{const tr=e.target.closest('tr');if(tr&&tr.parentNode===body)show(tr);});
+table.addEventListener('mouseleave',()=>show(selected));
+body.addEventListener('click',e=>{const tr=e.target.closest('tr');if(tr&&!e.target.closest('a'))choose(tr);});
+document.addEventListener('keydown',e=>{
+  if(e.altKey||e.ctrlKey||e.metaKey||e.target.closest('input,textarea,select'))return;
+  if(e.key==='j'||e.key==='ArrowDown'){step(1);e.preventDefault();}
+  else if(e.key==='k'||e.key==='ArrowUp'){step(-1);e.preventDefault();}
+  else if((e.key==='Enter'||e.key==='o')&&selected&&link.href){link.click();e.preventDefault();}
+  else if(e.key==='Escape'){choose(null);}
+});
 const state=new URLSearchParams(location.hash.slice(1));
 if(state.get('q'))filter.value=state.get('q');
 (state.get('flags')||'').split(',').forEach(f=>buttons.filter(b=>b.dataset.flag===f).forEach(b=>b.setAttribute('aria-pressed','true')));
 const s=(state.get('sort')||'').split(':');
 if(s.length===2&&table.tHead.rows[0].cells[+s[0]])sortBy(+s[0],+s[1]>0?1:-1);else apply();
+const chosen=[...body.rows].find(r=>r.dataset.index===state.get('case'));
+if(chosen)choose(chosen);else show(null);
 })();
 """
 
@@ -173,6 +230,12 @@ def _head(page: Page) -> str:
             f'<meta http-equiv="Content-Security-Policy" content="{policy}">{refresh}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>{html.escape(page.title)}</title><style>{_STYLE}</style></head>')
+
+
+_KEYS = ("<kbd>j</kbd>/<kbd>&darr;</kbd> next case, <kbd>k</kbd>/<kbd>&uarr;</kbd> previous, <kbd>Enter</kbd> its "
+         "picture alone, <kbd>Esc</kbd> none; hover or click a row to see its picture")
+_PREVIEW = ('<aside id="preview"><div id="preview-title"></div><a id="preview-link" target="_blank">'
+            '<img id="preview-img" alt="" hidden></a><div id="preview-info"></div></aside>')
 
 
 def render(page: Page) -> str:
@@ -192,9 +255,9 @@ def render(page: Page) -> str:
     note = f'<p class="means">{html.escape(page.note)}</p>' if page.note else ""
     return (f"{_head(page)}<body><h1>{html.escape(page.title)}</h1><dl>{facts}</dl>{note}{flags}"
             f'<p><input type="search" id="filter" placeholder="filter: case name, status, error..." '
-            f'aria-label="filter the cases"> <span id="shown"></span></p>'
-            f'<table id="cases"><thead><tr>{headers}<th>flags</th><th>picture</th><th>files</th></tr></thead>'
-            f"<tbody>\n{rows}\n</tbody></table><script>{_SCRIPT}</script></body></html>\n")
+            f'aria-label="filter the cases"> <span id="shown"></span> <span class="keys">{_KEYS}</span></p>'
+            f'<div id="layout"><div id="list"><table id="cases"><thead><tr>{headers}<th>flags</th><th>files</th></tr>'
+            f"</thead><tbody>\n{rows}\n</tbody></table></div>{_PREVIEW}</div><script>{_SCRIPT}</script></body></html>\n")
 
 
 def write_page(path: Path, page: Page) -> None:
@@ -205,22 +268,58 @@ def write_page(path: Path, page: Page) -> None:
 
 # --- the cohort page: OUT/index.html ---------------------------------------------------------------------
 
+def _quantity_column(quantity: Quantity) -> Column:
+    """A column of one of the reports' study numbers: its name, title and definition from model.report."""
+    return Column(quantity.name, quantity.title or quantity.name, 0 if quantity.digits is None else 1,
+                  DEFINITIONS.get(quantity.term or quantity.name) or "")
+
+
+_HEADLINE = {q.name: q for q in STUDY_QUANTITIES if q.headline}
 COHORT_COLUMNS = [
     Column("case", "case", None), Column("status", "status", None),
-    Column("lesion_count", "lesions", 0), Column("tmtv_ml", "TMTV ml", 1, "total metabolic tumour volume"),
-    Column("tlg", "TLG", 1, "total lesion glycolysis: SUVmean x volume, summed"),
-    Column("suv_max", "SUVmax", 1), Column("suv_peak", "SUVpeak", 1, "SUVpeak of the lesion with the highest SUVmax"),
-    Column("dmax_mm", "Dmax mm", 0, "largest distance between two lesion centroids"),
+    *(_quantity_column(_HEADLINE[key]) for key in HEADLINE_KEYS),
+    Column("suv_peak", "SUVpeak", 1, "SUVpeak of the lesion with the highest SUVmax"),
     Column("slices", "slices", 0), Column("seconds", "seconds", 1, "this run's time for the case"),
 ]
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An absolute plausibility flag: one of the reports' study numbers above a stated value (whatever the
+    other cases of the page hold: a cohort whose every case is implausible is flagged whole)."""
+
+    key: str  # a headline quantity of model.report
+    above: float
+    why: str
+
+    @property
+    def flag(self) -> str:
+        return f"over-{self.key}"
+
+    @property
+    def name(self) -> str:
+        return f"{_HEADLINE[self.key].title} > {self.above:g}"
+
+    @property
+    def rule(self) -> str:
+        return f"{_HEADLINE[self.key].title} above {self.above:g}: {self.why}"
+
+
+LIMITS = (
+    Limit("tmtv_ml", 3000.0, "more tumour volume than whole-body studies hold; check the PET's units and the mask"),
+    Limit("tmtv_body_percent", 5.0, "lesions over a large part of the body: a PET not in SUV, or normal tissue "
+                                    "marked"),
+    Limit("lesion_count", 100, "a mask broken into many specks: noise, or a PET not in SUV"),
+    Limit("suv_max", 50.0, "hotter than lesions are: a PET not in SUV, or the bladder marked"),
+)
 COHORT_FLAGS = {
     "failed": ("failed", "the case failed: no mask, no reports (its error is in the status column)"),
     "no-lesion": ("no lesion", "the mask holds no lesion"),
     "high-tmtv": ("TMTV high", f"TMTV above {TMTV_FLAG_FACTOR:g} x the median TMTV of this page's cases that "
                                "have lesions"),
+    **{limit.flag: (limit.name, limit.rule) for limit in LIMITS},
 }
-CASE_FILES = (("picture", "{}.png"), ("lesions CSV", "{}.lesions.csv"), ("report JSON", "{}.report.json"),
-              ("SEG", "{}.seg.dcm"))
+CASE_FILES = (("png", "{}.png"), ("csv", "{}.lesions.csv"), ("json", "{}.report.json"), ("seg", "{}.seg.dcm"))
 
 
 def entry_case(entry: Mapping) -> str:
@@ -253,7 +352,7 @@ def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Map
     reports = root / "reports"
     state, seconds = run.get(name, ("written", None))
     status = "failed" if errors else "already done" if state == "skipped" else "ok"
-    values = {key: entry.get(key) for key in ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm", "slices")}
+    values = {key: entry.get(key) for key in (*HEADLINE_KEYS, "slices")}
     values.update(case=name, seconds=seconds)
     row = Row(values=values, status=status, error=str(errors[0]) if errors else None)
     if errors:
@@ -269,7 +368,13 @@ def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Map
     row.picture = f"reports/{name}.png" if (reports / f"{name}.png").is_file() else None
     if values["lesion_count"] == 0:
         row.flags.append("no-lesion")
+    row.flags += [limit.flag for limit in LIMITS
+                  if _is_number(values.get(limit.key)) and values[limit.key] > limit.above]
     return row
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _flag_high_tmtv(rows: Sequence[Row]) -> float | None:

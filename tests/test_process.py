@@ -655,3 +655,32 @@ def test_two_torchrun_ranks_write_what_one_process_writes(cohort, tmp_path, tiny
     assert json.loads((tmp_path / "two/results.json").read_text()) == \
         json.loads((tmp_path / "one/results.json").read_text())
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["images", "index.html", "reports", "results.json"]
+
+
+def test_an_output_folder_of_other_cases_is_refused_unless_asked_to_keep_them(capsys, cohort, tmp_path, tiny_weights,
+                                                                              small_phantom):
+    """Issue 24: a folder reused for another input kept the old cases' masks and reports without a word, while
+    results.json and the page left them out. Variants: other case names, and a case of this input whose mask
+    of an earlier run has another format (a.nii.gz beside the a.mha this run writes)."""
+    out = tmp_path / "out"
+    assert run(cohort, out, tiny_weights) == 0
+    pet, ct, _ = small_phantom.images()
+    write_case(tmp_path / "other", pet, ct, "d")
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert run(tmp_path / "other", out, tiny_weights) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {out}: 12 files of cases not in this input (a.lesions.csv, a.mha, a.png, ")
+    assert "--keep-other-cases" in line and sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    # Asked to keep them: one line says so, the run goes on.
+    assert run(tmp_path / "other", out, tiny_weights, "--keep-other-cases") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 1 and "12 files of cases not in this input" in warnings[0] and "kept" in warnings[0]
+    assert [entry["case"] for entry in json.loads((out / "results.json").read_text())] == ["d"]
+    # The same input again is no other input; a mask of its case in another format is another run's output.
+    only_d = tmp_path / "only_d"
+    assert run(tmp_path / "other", only_d, tiny_weights) == 0 and run(tmp_path / "other", only_d, tiny_weights) == 0
+    sitk.WriteImage(sitk.ReadImage(str(only_d / OUT_SLUG / "d.mha")), str(only_d / OUT_SLUG / "d.nii.gz"))
+    capsys.readouterr()
+    assert run(tmp_path / "other", only_d, tiny_weights) == 2
+    assert "1 file of cases not in this input (d.nii.gz)" in capsys.readouterr().err

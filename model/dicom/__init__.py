@@ -6,16 +6,16 @@ from model.dicom.convert import case_notes, convert, convert_study, main, study_
 from model.dicom.scan import (
     Series,
     Study,
-    check_series_choice,
     choose_series,
     print_warning,
+    resolve_series_choice,
     scan_folder,
     series_in_folder,
 )
 from model.dicom.volume import DicomCase, SeriesVolume, load_case, read_pet_suv, read_series
 
 __all__ = [
-    "DicomCase", "Series", "SeriesVolume", "Study", "case_notes", "check_series_choice", "choose_series", "convert",
-    "convert_study", "load_case", "main", "print_warning", "read_pet_suv", "read_series", "scan_folder",
+    "DicomCase", "Series", "SeriesVolume", "Study", "case_notes", "choose_series", "convert", "convert_study",
+    "load_case", "main", "print_warning", "read_pet_suv", "read_series", "resolve_series_choice", "scan_folder",
     "series_in_folder", "study_folders",
 ]

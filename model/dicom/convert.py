@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from model.dicom.scan import Study, check_series_choice, print_warning, scan_folder
+from model.dicom.scan import Study, print_warning, resolve_series_choice, scan_folder
 from model.dicom.volume import DicomCase, load_case
-from model.errors import InputError, WriteError, describe, shown
+from model.errors import InputError, WriteError, describe, show_warnings_as_lines, shown, warnings_about
 from model.files import atomic_write_bytes
 from model.geometry import CT_FILL_HU, resample_onto
 from model.readers import write_image_atomic
@@ -99,11 +99,12 @@ def convert(dicom_dir: Path, out_dir: Path, pet_series: str | None = None, ct_se
     studies = scan_folder(dicom_dir)
     if not studies:
         raise InputError(f"{shown(dicom_dir)}: no DICOM images found")
-    check_series_choice(studies, pet_series, ct_series)
+    pet_series, ct_series = resolve_series_choice(studies, pet_series, ct_series)  # a UID, or a [number]
     failures = 0
     for study, folder_name in zip(studies, study_folders(studies), strict=True):
         try:
-            line = _convert_one(study, folder_name, out_dir, pet_series, ct_series, suv_method, weight_kg)
+            with warnings_about(study.label()):  # a library's warning names the study it is about
+                line = _convert_one(study, folder_name, out_dir, pet_series, ct_series, suv_method, weight_kg)
         except (InputError, WriteError) as error:
             failures += 1
             print(f"error: {error}", file=sys.stderr)
@@ -125,12 +126,14 @@ def main(argv: list[str] | None = None) -> int:
                     "also holds its SEG.nii.gz (0/1 lesion mask).")
     parser.add_argument("dicom_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--pet-series", default=None, help="SeriesInstanceUID of the PET series to use")
-    parser.add_argument("--ct-series", default=None, help="SeriesInstanceUID of the CT series to use")
+    parser.add_argument("--pet-series", default=None, help="the PET series: its SeriesInstanceUID or its [number] "
+                        "in the listing a study with several candidates prints")
+    parser.add_argument("--ct-series", default=None, help="the CT series: its UID or its [number] in that listing")
     parser.add_argument("--suv-method", default=DEFAULT_SUV_METHOD, choices=SUV_METHODS,
                         help="qiba (default) or autopet (the training data's conversion)")
     parser.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
     args = parser.parse_args(argv)
+    show_warnings_as_lines()
     try:
         failures = convert(args.dicom_dir, args.out_dir, args.pet_series, args.ct_series, args.suv_method,
                            args.weight_kg)

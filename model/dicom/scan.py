@@ -72,6 +72,7 @@ class Series:
     headers: list[Dataset] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)  # files of this series that could not be read
     notes: list[str] = field(default_factory=list)  # what a user should know about its files (kept, dropped)
+    number: int = 0  # its place in the folder's listing (scan_folder): --pet-series / --ct-series may give it
 
     @property
     def first(self) -> Dataset:
@@ -98,6 +99,16 @@ class Series:
     def label(self) -> str:
         """How a message names the series: UID, description, slice count."""
         return f"{self.uid} '{self.description}' ({len(self.files)} {self.modality} images)"
+
+    def choice_label(self) -> str:
+        """How a list to choose from names the series: its number, modality, description, date, images, UID."""
+        first = self.first
+        day = str(first.get("SeriesDate") or first.get("AcquisitionDate") or first.get("StudyDate") or "")
+        clock = str(first.get("SeriesTime") or first.get("AcquisitionTime") or "")
+        when = " ".join(part for part in (f"{day[:4]}-{day[4:6]}-{day[6:8]}" if len(day) == 8 else day,
+                                          f"{clock[:2]}:{clock[2:4]}" if len(clock) >= 4 else "") if part)
+        return (f"[{self.number}] {self.modality} '{self.description}' {when or 'no date'}, {len(self.files)} "
+                f"images, {self.uid}")
 
     def dynamic_or_gated(self) -> str | None:
         """Why this PET series is not one static volume, or None; InputError when its images disagree.
@@ -205,12 +216,21 @@ def _looks_like_dicom(path: Path) -> bool:
     return head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")
 
 
-def _drop_damaged(ds: Dataset) -> list[tuple[str, str]]:
+def _drop_damaged(ds: Dataset, remarks: list[str]) -> list[tuple[str, str]]:
     """Convert every element now (pydicom converts lazily, and a damaged one would raise wherever it is first
-    read); damaged ones are removed. Returns (keyword, why) of each, nested ones as ``Sequence>Keyword``."""
+    read); damaged ones are removed. Returns (keyword, why) of each, nested ones as ``Sequence>Keyword``;
+    pydicom's warnings about an element (a value longer than its VR allows) go to ``remarks`` as
+    ``Keyword: text``, since pydicom's own text names neither the element nor the file."""
+    with warnings.catch_warnings(record=True) as caught:  # one per file: the cost of a scan stays that of the read
+        warnings.simplefilter("always")
+        return _convert_elements(ds, caught, remarks, "")
+
+
+def _convert_elements(ds: Dataset, caught: list, remarks: list[str], prefix: str) -> list[tuple[str, str]]:
     damaged = []
     for tag in list(ds.keys()):
-        name = keyword_for_tag(tag) or str(tag)
+        name = prefix + (keyword_for_tag(tag) or str(tag))
+        before = len(caught)  # the warnings recorded from here on are this element's
         try:
             element = ds[tag]
             items = list(element.value) if element.VR == "SQ" else []
@@ -219,14 +239,28 @@ def _drop_damaged(ds: Dataset) -> list[tuple[str, str]]:
             damaged.append((name, describe(error)[:80]))
             del ds[tag]
             continue
-        damaged += [(f"{name}>{inner}", why) for item in items for inner, why in _drop_damaged(item)]
+        finally:
+            remarks += [f"{name}: {one_line(remark.message)}" for remark in caught[before:]]
+        for item in items:
+            damaged += _convert_elements(item, caught, remarks, f"{name}>")
     return damaged
 
 
-def _read_header(path: Path) -> tuple[Dataset | None, str | None, list[str]]:
+def _remark_lines(remarks: dict[tuple[str, str], list[Path]]) -> list[str]:
+    """One warning line per (series, remark): the first file it is about and how many others of its series."""
+    lines = []
+    for (series_uid, remark), paths in remarks.items():
+        others = f" and {len(paths) - 1} other file{'s' * (len(paths) > 2)} of series {series_uid}" \
+            if len(paths) > 1 else ""
+        lines.append(f"{shown(paths[0])}{others}: {remark}")
+    return lines
+
+
+def _read_header(path: Path, remarks: list[str] | None = None) -> tuple[Dataset | None, str | None, list[str]]:
     """(header, None, damaged elements dropped) of a DICOM file; (None, None, []) for a file that is not DICOM;
     (header or None, why it is unusable, []) for a DICOM file that cannot be used (the header, when it was read,
-    still tells which series lost a file)."""
+    still tells which series lost a file). ``remarks`` receives pydicom's warnings about its elements."""
+    remarks = [] if remarks is None else remarks
     try:
         if not _looks_like_dicom(path):
             return None, None, []
@@ -234,10 +268,10 @@ def _read_header(path: Path) -> tuple[Dataset | None, str | None, list[str]]:
             ds = dcmread(path, stop_before_pixels=True)
         except InvalidDicomError:  # old exports write files without the 128-byte preamble
             ds = dcmread(path, stop_before_pixels=True, force=True)
-        damaged = _drop_damaged(ds)
+        damaged = _drop_damaged(ds, remarks)
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
-            damaged += _drop_damaged(meta)
+            damaged += _drop_damaged(meta, remarks)
     except UNREADABLE as error:
         return None, f"unreadable ({describe(error)[:160]})", []
     needed = [f"{name} ({why})" for name, why in damaged if name.split(">")[-1] in NEEDED]
@@ -348,8 +382,12 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
     studies: dict[str, Study] = {}
     seen_instances: set[str] = set()
     skipped: list[tuple[Path, str, Dataset | None]] = []
+    remarks: dict[tuple[str, str], list[Path]] = {}  # (series UID, pydicom's remark) -> the files it is about
     for path in _files(root, warn):
-        ds, problem, dropped = _read_header(path)
+        found: list[str] = []
+        ds, problem, dropped = _read_header(path, found)
+        for remark in found:
+            remarks.setdefault((_uids(ds)[1], remark), []).append(path)
         if problem is not None:
             skipped.append((path, problem, ds))
             continue
@@ -374,65 +412,115 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
         if dropped:
             warn(f"{shown(path)}: damaged element(s) {', '.join(dropped)} ignored (not used here)")
         _add_image(studies, path, ds, sop_class)
+    for line in _remark_lines(remarks):
+        warn(line)
     _attribute(studies, skipped, warn)
-    return sorted(studies.values(), key=lambda s: (s.patient_id, s.date, s.uid))
+    return _numbered(sorted(studies.values(), key=lambda s: (s.patient_id, s.date, s.uid)))
 
 
 def _listing(series: Sequence[Series]) -> str:
     return "; ".join(s.label() for s in series)
 
 
-def choose_series(study: Study, pet_series: str | None = None, ct_series: str | None = None) -> tuple[Series, Series]:
-    """The study's PET series (attenuation corrected, static) and its CT (same frame of reference, else the
-    largest). A UID given that belongs to this study chooses; one that does not is ignored here."""
-    if study.conflicts:
-        raise InputError(study.conflicts[0])
+def _series_order(series: Series) -> tuple:
+    """PET first, then CT, then the rest; each by SeriesNumber (as the scanner's console lists them), then UID."""
+    try:
+        number = int(str(series.first.get("SeriesNumber", "") or "").strip() or 0)
+    except ValueError:
+        number = 0
+    return ({"PT": 0, "CT": 1}.get(series.modality, 2), series.modality, number, series.uid)
+
+
+def _numbered(studies: list[Study]) -> list[Study]:
+    """Number every series of the folder 1, 2, ... (studies in their order, series by _series_order): a choice
+    may name a series by its number in the listing that asks for it."""
+    number = 0
+    for study in studies:
+        ordered = sorted(study.series.values(), key=_series_order)
+        study.series = {series.uid: series for series in ordered}
+        for series in ordered:
+            number += 1
+            series.number = number
+    return studies
+
+
+def _static_pets(study: Study) -> list[Series]:
+    """The study's attenuation-corrected static PET series (InputError when there is none)."""
     all_series = list(study.series.values())
-    if pet_series in study.series:
-        pet = study.series[pet_series]
-        if pet.modality != "PT":
-            raise InputError(f"{study.label()}: --pet-series {pet_series} is a {pet.modality} series, not PET")
-    else:
-        pets = [s for s in all_series if s.modality == "PT" and s.sop_class in PET_STORAGE]
-        corrected = [s for s in pets if "ATTN" in s.corrected_image]
-        if not corrected:
-            raise InputError(f"{study.label()}: no attenuation-corrected PET series (CorrectedImage with ATTN); "
-                             f"series: {_listing(all_series) or 'none'}")
-        static, undecided = [], []
-        for candidate in corrected:
-            try:
-                if candidate.dynamic_or_gated() is None:
-                    static.append(candidate)
-            except InputError as error:  # its images disagree: not a candidate, and said if none is left
-                undecided.append(str(error))
-        if not static and undecided:
-            raise InputError(f"{study.label()}: {undecided[0]}")
-        if not static:
-            raise InputError(f"{study.label()}: only dynamic or gated PET, not supported: {_listing(corrected)}")
-        if len(static) > 1:
-            raise InputError(f"{study.label()}: {len(static)} PET series could be the one: {_listing(static)}; "
-                             "choose with --pet-series UID")
-        pet = static[0]
-    if ct_series in study.series:
-        ct = study.series[ct_series]
-        if ct.modality != "CT":
-            raise InputError(f"{study.label()}: --ct-series {ct_series} is a {ct.modality} series, not CT")
-        return pet, ct
-    cts = [s for s in all_series if s.modality == "CT" and s.sop_class in CT_STORAGE and not s.is_localizer]
-    if not cts:
-        raise InputError(f"{study.label()}: no CT series; series: {_listing(all_series)}")
+    pets = [s for s in all_series if s.modality == "PT" and s.sop_class in PET_STORAGE]
+    corrected = [s for s in pets if "ATTN" in s.corrected_image]
+    if not corrected:
+        raise InputError(f"{study.label()}: no attenuation-corrected PET series (CorrectedImage with ATTN); "
+                         f"series: {_listing(all_series) or 'none'}")
+    static, undecided = [], []
+    for candidate in corrected:
+        try:
+            if candidate.dynamic_or_gated() is None:
+                static.append(candidate)
+        except InputError as error:  # its images disagree: not a candidate, and said if none is left
+            undecided.append(str(error))
+    if not static and undecided:
+        raise InputError(f"{study.label()}: {undecided[0]}")
+    if not static:
+        raise InputError(f"{study.label()}: only dynamic or gated PET, not supported: {_listing(corrected)}")
+    return static
+
+
+def _cts_for(cts: list[Series], pet: Series) -> tuple[list[Series], str]:
+    """The CT series the rule leaves for ``pet`` (one: the choice) and, for several, why they are left: the
+    ones sharing its frame of reference, else the largest."""
     matching = [s for s in cts if s.frame_of_reference and s.frame_of_reference == pet.frame_of_reference]
-    if len(matching) == 1:
-        return pet, matching[0]
-    if len(matching) > 1:
-        raise InputError(f"{study.label()}: {len(matching)} CT series share the PET's frame of reference: "
-                         f"{_listing(matching)}; choose with --ct-series UID")
+    if matching:
+        return matching, f"{len(matching)} CT series share the PET's frame of reference"
     largest = max(len(s.files) for s in cts)
     biggest = [s for s in cts if len(s.files) == largest]
-    if len(biggest) > 1:
-        raise InputError(f"{study.label()}: no CT shares the PET's frame of reference and {len(biggest)} are "
-                         f"the largest: {_listing(biggest)}; choose with --ct-series UID")
-    return pet, biggest[0]
+    return biggest, f"no CT shares the PET's frame of reference and {len(biggest)} are the largest"
+
+
+def _given(study: Study, uid: str | None, option: str, modality: str) -> Series | None:
+    if uid not in study.series:
+        return None
+    series = study.series[uid]
+    if series.modality != modality:
+        raise InputError(f"{study.label()}: {option} {uid} is a {series.modality} series, not "
+                         f"{'PET' if modality == 'PT' else modality}")
+    return series
+
+
+def choose_series(study: Study, pet_series: str | None = None, ct_series: str | None = None) -> tuple[Series, Series]:
+    """The study's PET series (attenuation corrected, static) and its CT (same frame of reference, else the
+    largest). A UID given that belongs to this study chooses; one that does not is ignored here. Where the
+    rules leave several, one InputError asks for every choice needed at once (the PET's and the CT's), listing
+    each candidate with its number (``Series.number``), modality, description, date, images and UID."""
+    if study.conflicts:
+        raise InputError(study.conflicts[0])
+    pet = _given(study, pet_series, "--pet-series", "PT")
+    ct = _given(study, ct_series, "--ct-series", "CT")
+    pets = [pet] if pet is not None else _static_pets(study)
+    questions = []
+    if len(pets) > 1:
+        questions.append(("--pet-series", f"{len(pets)} PET series could be the one", pets))
+    if ct is None:
+        cts = [s for s in study.series.values() if s.modality == "CT" and s.sop_class in CT_STORAGE
+               and not s.is_localizer]
+        if not cts:
+            raise InputError(f"{study.label()}: no CT series; series: {_listing(list(study.series.values()))}")
+        left = [_cts_for(cts, candidate) for candidate in pets]
+        open_choices = [(found, why) for found, why in left if len(found) > 1]
+        if open_choices:
+            candidates = sorted({s.uid: s for found, _ in open_choices for s in found}.values(),
+                                key=lambda s: s.number)
+            why = open_choices[0][1] if len(pets) == 1 else f"{len(candidates)} CT series could be the one"
+            questions.append(("--ct-series", why, candidates))
+        else:
+            ct = left[0][0][0] if len(pets) == 1 else None
+    if questions:
+        asked = "; ".join(f"{option}: {why}: {' | '.join(s.choice_label() for s in found)}"
+                          for option, why, found in questions)
+        example = " ".join(f"{option} {found[0].number}" for option, _, found in questions)
+        raise InputError(f"{study.label()}: choose {' and '.join(q[0] for q in questions)}; {asked}; give a "
+                         f"series by its [number] or its UID (e.g. {example})")
+    return pets[0], ct
 
 
 def series_in_folder(folder: Path, modality: str) -> Series:
@@ -446,10 +534,19 @@ def series_in_folder(folder: Path, modality: str) -> Series:
     return found[0]
 
 
-def check_series_choice(studies: Sequence[Study], pet_series: str | None, ct_series: str | None) -> None:
-    """A series UID given must exist in one of the studies (else it would silently choose nothing)."""
-    for option, uid in (("--pet-series", pet_series), ("--ct-series", ct_series)):
-        if uid is not None and not any(uid in study.series for study in studies):
-            raise InputError(f"{option} {uid}: no such series in the DICOM folder")
-
-
+def resolve_series_choice(studies: Sequence[Study], pet_series: str | None,
+                          ct_series: str | None) -> tuple[str | None, str | None]:
+    """The series UIDs that ``--pet-series`` / ``--ct-series`` give, each a UID or a series' number in the
+    folder's listing (``Series.number``); one that is neither must not choose nothing silently: InputError."""
+    every = {series.uid: series for study in studies for series in study.series.values()}
+    by_number = {str(series.number): series.uid for series in every.values()}
+    resolved = []
+    for option, given in (("--pet-series", pet_series), ("--ct-series", ct_series)):
+        if given is None or given in every:
+            resolved.append(given)
+        elif given.strip() in by_number:
+            resolved.append(by_number[given.strip()])
+        else:
+            raise InputError(f"{option} {given}: no such series in the DICOM folder (give a series' UID or its "
+                             f"[number], 1 to {len(every)}, as a listing of choices shows it)")
+    return resolved[0], resolved[1]

@@ -112,6 +112,20 @@ class Browser:
             self.send("Input.dispatchMouseEvent", {"type": kind, "x": box[0], "y": box[1], "button": "left",
                                                    "clickCount": 1})
 
+    def hover(self, selector: str) -> None:
+        """The mouse moved onto the middle of the first element that ``selector`` finds."""
+        box = self.evaluate(f"(() => {{const r = document.querySelector({json.dumps(selector)})"
+                            ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2];})()")
+        self.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": box[0], "y": box[1]})
+
+    def press(self, key: str) -> None:
+        """A key pressed and released, as a user's (``j``, ``ArrowDown``, ``Enter``)."""
+        codes = {"ArrowDown": 40, "ArrowUp": 38, "Enter": 13, "Escape": 27}
+        code = codes[key] if key in codes else ord(key.upper())
+        for kind in ("keyDown", "keyUp"):
+            self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "windowsVirtualKeyCode": code,
+                                                 "code": key if key in codes else f"Key{key.upper()}"})
+
     def type(self, text: str) -> None:
         self.send("Input.insertText", {"text": text})
 

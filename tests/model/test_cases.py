@@ -17,7 +17,7 @@ import model.outputs
 from model.cases import CaseSource, dicom_cases, path_case
 from model.errors import InputError, WriteError
 from model.outputs import CaseDocuments, report_outputs, write_reports
-from model.report import lesion_report, rounded_headline
+from model.report import body_volume_ml, lesion_report, rounded_headline
 from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC
 from tests.model.dicom_series import Grid, StudyIds, ct_datasets, pet_datasets, write_series
@@ -166,7 +166,7 @@ def test_outputs_of_a_dicom_case(tmp_path, dicom_case):
     headline = write_local_outputs(case, loaded, mask, out, MEMBERS)
     paths = output_paths(case, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())  # nothing else
-    expected = lesion_report(loaded.pet, mask)
+    expected = lesion_report(loaded.pet, mask, body_ml=body_volume_ml(loaded.ct))
     assert headline == rounded_headline(expected) and headline["lesion_count"] >= 1
     with open(paths["lesions"]) as handle:
         assert len(list(csv.DictReader(handle))) == expected.lesion_count

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 from pydicom.uid import generate_uid
 
+from model.cases import dicom_cases
 from model.dicom import (
     choose_series,
     convert,
@@ -276,10 +278,64 @@ def test_two_pet_candidates_are_listed_and_a_uid_chooses(tmp_path):
     with pytest.raises(InputError, match="2 PET series could be the one") as error:
         choose_series(study)
     message = str(error.value)
-    assert second[0].SeriesInstanceUID in message and "'PET WB PSF' (4 PT images)" in message
+    assert second[0].SeriesInstanceUID in message and "PT 'PET WB PSF' 2020-01-01 10:20, 4 images" in message
     assert "--pet-series" in message and "\n" not in message
     pet, ct = choose_series(study, pet_series=second[0].SeriesInstanceUID)
     assert pet.description == "PET WB PSF" and ct.modality == "CT"
+
+
+def test_series_choice_asks_once_for_every_choice_needed_and_takes_a_number(tmp_path):
+    # Two static AC PETs and two CTs in the PET's frame of reference: one message asks for both, listing
+    # each candidate with its number, modality, description, date and images.
+    ids = write_study(tmp_path, vendor="siemens")
+    psf = pet_datasets(activity(), PET_GRID, ids, description="PET WB PSF")
+    write_series(psf, tmp_path / "psf")
+    low = ct_datasets(np.zeros((3, 6, 5)), Grid(z=[0.0, 3.0, 6.0]), ids, description="CT low dose")
+    write_series(low, tmp_path / "low")
+    with pytest.raises(InputError) as error:
+        choose_series(scan_folder(tmp_path)[0])
+    message = str(error.value)
+    assert "choose --pet-series and --ct-series" in message and "\n" not in message
+    listed = re.findall(r"\[(\d+)\] (PT|CT) '([^']*)' (\S+ \S+), (\d+) images, ([\d.]+)", message)
+    assert sorted((modality, text, count) for _, modality, text, _, count, _ in listed) == [
+        ("CT", "CT WB 3.0 B30f", "9"), ("CT", "CT low dose", "3"), ("PT", "PET WB AC", "4"), ("PT", "PET WB PSF", "4")]
+    assert {when for *_, when, _, _ in listed} == {"2020-01-01 10:20", "2020-01-01 10:05"}
+    number = {text: int(n) for n, _, text, *_ in listed}
+    uid = {text: series_uid for _, _, text, _, _, series_uid in listed}
+    assert psf[0].SeriesInstanceUID in message and low[0].SeriesInstanceUID in message
+    # The answer by numbers (one run), through the folder's cases as process.py takes them; a UID still works.
+    (case,) = dicom_cases(tmp_path, pet_series=str(number["PET WB PSF"]), ct_series=str(number["CT low dose"]))
+    assert psf[0].SeriesInstanceUID in case.pet_label and low[0].SeriesInstanceUID in case.ct_label
+    assert case.load().ct.GetSize()[2] == 3
+    (case,) = dicom_cases(tmp_path, pet_series=psf[0].SeriesInstanceUID, ct_series=str(number["CT WB 3.0 B30f"]))
+    assert psf[0].SeriesInstanceUID in case.pet_label and uid["CT WB 3.0 B30f"] in case.ct_label
+    with pytest.raises(InputError, match=r"--ct-series 9: no such series .*1 to 4"):
+        dicom_cases(tmp_path, ct_series="9")
+    with pytest.raises(InputError, match=r"--pet-series .* is a CT series, not PET"):
+        dicom_cases(tmp_path, pet_series=str(number["CT low dose"]))[0].load()
+
+
+def test_a_ct_choice_alone_is_asked_alone_and_numbers_run_across_studies(tmp_path):
+    # No CT in the PET's frame of reference and two of the largest size: only --ct-series is asked. A second
+    # study in the folder: its series are numbered after the first's, so a number names one series anywhere.
+    first = write_study(tmp_path / "one", vendor="siemens", ct=False)
+    other = StudyIds(study_uid=first.study_uid)  # same study, another frame of reference
+    for description in ("CT A", "CT B"):
+        write_series(ct_datasets(np.zeros((3, 6, 5)), Grid(z=[0.0, 3.0, 6.0]), other, description=description),
+                     tmp_path / "one" / description)
+    write_study(tmp_path / "two", StudyIds(patient_id="ZZZ"), vendor="siemens")
+    studies = scan_folder(tmp_path)
+    assert [s.number for study in studies for s in study.series.values()] == [1, 2, 3, 4, 5]
+    with pytest.raises(InputError) as error:
+        choose_series(studies[0])
+    message = str(error.value)
+    assert "choose --ct-series;" in message and "--pet-series" not in message.split("(e.g.")[0]
+    assert "no CT shares the PET's frame of reference and 2 are the largest" in message
+    number = dict(re.findall(r"\[(\d+)\] CT '(CT [AB])'", message))
+    assert sorted(number) == ["2", "3"] and "(e.g. --ct-series 2)" in message  # same SeriesNumber: by UID
+    cases = dicom_cases(tmp_path, ct_series={text: n for n, text in number.items()}["CT B"])
+    assert cases[0].ct_label.startswith(str(tmp_path / "one" / "CT B")) and cases[0].load().ct.GetSize()[2] == 3
+    assert cases[1].ct_label.startswith(str(tmp_path / "two"))  # the other study chooses by its own rules
 
 
 def test_non_attenuation_corrected_pet_is_not_a_candidate(tmp_path):

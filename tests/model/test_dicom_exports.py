@@ -5,8 +5,11 @@ which each failure stays that file's or that study's one line."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import sys
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,6 +31,7 @@ from tests.model.dicom_series import (
     write_series,
 )
 
+convert_study_module = importlib.import_module("model.dicom.convert")  # the package's `convert` is the function
 GE_FACTOR = 75_000 / (3.5e8 * 2 ** (-3900 / 6588))  # 09:15 to 10:20, GE's F-18 half-life
 
 
@@ -254,7 +258,10 @@ def test_a_bad_header_value_fails_its_study_alone(tmp_path, capsys, damage):
         edit(pet_files(export, studies[1]), lambda ds: setattr(ds, keyword, value))
     assert main([str(export), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    errors = [line for line in err if not line.startswith("warning: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and needle in errors[0], err
+    # pydicom's remark on the value ("Invalid value for VR IS"), if any: named, one line for the series
+    assert all(line.startswith(f"warning: {export / 'P1' / 'PT'}") for line in err if line not in errors), err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["P0", "P2"]
 
 
@@ -332,3 +339,53 @@ def test_files_of_one_study_that_disagree_on_the_patient_are_refused(tmp_path):
     edit(pet_files(tmp_path, ids)[3:4], lambda ds: setattr(ds, "PatientID", "SOMEONE_ELSE"))
     with pytest.raises(InputError, match=r"PatientID differs between its files .*'SOMEONE_ELSE'"):
         choose_series(scan_folder(tmp_path)[0])
+
+
+# --- Warnings name what they are about (issue 24 item 8)
+def shown_on_stderr(message, category, filename, lineno, file=None, line=None) -> None:
+    """Python's display of a warning, which pytest replaces with its recorder."""
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def test_every_warning_names_its_file_or_series(tmp_path, capsys, tiny_weights):
+    """pydicom's remark on a value longer than its VR allows ("The value length (18) exceeds the maximum length
+    of 16 allowed for VR SH.") names neither the file nor the element: each is said once per series and
+    element, naming the first file, and a warning raised while a case is written names the case's file."""
+    grid = ge_grid(slices=24, rows=48, columns=48, usual=8.0, spacing=(8.0, 8.0))
+    ids, _ = write_ge_study(tmp_path / "export", grid=grid)
+    pet = pet_files(tmp_path / "export", ids)
+    edit(pet, lambda ds: setattr(ds, "StudyID", "X" * 18))  # SH: 16 at most, in every PET file
+    ct = sorted((tmp_path / "export" / ids.patient_id / "CT").iterdir())
+    edit(ct[:1], lambda ds: setattr(ds, "StationName", "Y" * 20))  # another element, one file of the CT
+    with warnings.catch_warnings():  # shown as a user sees them (pytest records them otherwise)
+        warnings.showwarning = shown_on_stderr
+        assert process.main(["--input", str(tmp_path / "export"), "--output", str(tmp_path / "out"), "--weights",
+                             str(tiny_weights), "--device", "cpu"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    first_pet = min(pet)
+    assert [line for line in lines if "StudyID" in line] == [
+        f"warning: {first_pet} and {len(pet) - 1} other files of series {pydicom.dcmread(first_pet).SeriesInstanceUID}"
+        ": StudyID: The value length (18) exceeds the maximum length of 16 allowed for VR SH."]
+    assert [line for line in lines if "StationName" in line] == [
+        f"warning: {ct[0]}: StationName: The value length (20) exceeds the maximum length of 16 allowed for VR SH."]
+    # The SEG copies the PET's StudyID: highdicom's warning names the file being written.
+    (seg,) = [line for line in lines if ".seg.dcm" in line]
+    assert "(values copied from the PET's headers): The value length (18)" in seg
+    assert len(lines) == 3, lines
+
+
+def test_python_warnings_during_a_conversion_name_the_study(tmp_path, capsys, monkeypatch):
+    ids, _ = write_ge_study(tmp_path / "export")
+    real = convert_study_module.convert_study
+
+    def warning_convert(case, *args):
+        warnings.warn("a library's remark that names no file", UserWarning, stacklevel=1)
+        return real(case, *args)
+
+    monkeypatch.setattr(convert_study_module, "convert_study", warning_convert)
+    with warnings.catch_warnings():
+        warnings.showwarning = shown_on_stderr
+        assert main([str(tmp_path / "export"), str(tmp_path / "out")]) == 0
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
+    assert line == (f"warning: study {ids.study_uid} (patient {ids.patient_id}, {ids.study_date}): a library's "
+                    "remark that names no file")

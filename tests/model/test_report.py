@@ -11,6 +11,7 @@ import SimpleITK as sitk
 
 from model.report import (
     HEADLINE_KEYS,
+    body_volume_ml,
     lesion_report,
     report_document,
     rounded_headline,
@@ -168,11 +169,12 @@ def test_every_quantity_reaches_the_csv_and_the_json(tmp_path):
     suv[7, 7, 7], mask[7, 7, 7] = 3.0, 1
     report = lesion_report(*pair(suv, mask))
     # The headline numbers README and results.json promise, and nothing else of the study's.
-    assert HEADLINE_KEYS == ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm")
+    assert HEADLINE_KEYS == ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm", "body_ml", "tmtv_body_percent")
     assert set(rounded_headline(report)) == set(HEADLINE_KEYS)
     document = report_document(report, case="c")
     assert {key: document[key] for key in HEADLINE_KEYS} == rounded_headline(report)
-    assert set(document["definitions"]) == {"lesions", "suv_peak", "tlg", "dmax_mm", "centroid_mm", "bbox"}
+    assert set(document["definitions"]) == {"lesions", "suv_peak", "tlg", "tmtv_ml", "dmax_mm", "body_ml",
+                                            "tmtv_body_percent", "centroid_mm", "bbox"}
     write_lesions_csv(report, tmp_path / "c.lesions.csv")
     rows = list(csv.DictReader(open(tmp_path / "c.lesions.csv")))
     for row, lesion, entry in zip(rows, report.lesions, document["lesions"], strict=True):
@@ -180,3 +182,20 @@ def test_every_quantity_reaches_the_csv_and_the_json(tmp_path):
         assert [float(row[f"centroid_{axis}_mm"]) for axis in "xyz"] == entry["centroid_mm"]
         assert [int(row[f"bbox_{axis}1"]) for axis in "xyz"] == entry["bbox_max"] == list(lesion.bbox_max)
         assert int(row["voxels"]) == entry["voxels"] == lesion.voxels
+
+
+def test_tmtv_as_a_share_of_the_body_from_the_ct():
+    # A CT of 10 x 10 x 10 voxels of 2 x 2 x 3 mm (12 ul each) with a body of 4 x 5 x 10 voxels above -500 HU.
+    ct = np.full((10, 10, 10), -1000.0)
+    ct[:, 2:7, 3:7] = 40.0
+    body = body_volume_ml(image(ct.astype(np.int16)))
+    assert body == pytest.approx(200 * 0.012)
+    suv = np.ones((10, 10, 10))
+    mask = np.zeros_like(suv)
+    mask[1:3, 3:5, 4:6] = 1  # 8 voxels: 0.096 ml, 4 % of the body
+    report = lesion_report(*pair(suv, mask), body_ml=body)
+    assert report.body_ml == pytest.approx(2.4) and report.tmtv_body_percent == pytest.approx(4.0)
+    assert report.lesion_count == 1 and report.tmtv_ml == pytest.approx(0.096)
+    alone = lesion_report(*pair(suv, mask))  # a mask without its CT: no body, no share
+    assert alone.body_ml is None and alone.tmtv_body_percent is None
+    assert report_document(alone, case="c")["tmtv_body_percent"] is None

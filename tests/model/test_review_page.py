@@ -3,11 +3,12 @@ train evaluate's worst-first order (tests/model/test_review_page_browser.py open
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
 import process
-from model.review_page import PAGE_NAME, CohortPage, cohort_page, evaluation_page, render
+from model.review_page import LIMITS, PAGE_NAME, CohortPage, cohort_page, evaluation_page, render
 from tests.conftest import write_case
 
 
@@ -26,7 +27,7 @@ def test_strings_from_data_are_escaped_and_nothing_leaves_the_disk(tmp_path):
     page = render(cohort_page(tmp_path, [entry(name, 3.0), entry("bad", error="<img src=x onerror=alert(1)>")]))
     assert "<script>alert" not in page and "<img src=x" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
-    assert 'src="reports/x%22%3E%3Cscript%3Ealert%281%29%3C%5Cscript%3E%20%231%3F.png"' in page
+    assert 'data-picture="reports/x%22%3E%3Cscript%3Ealert%281%29%3C%5Cscript%3E%20%231%3F.png"' in page
     assert "Content-Security-Policy" in page and not re.search(r"(src|href)=\"(https?:)?//", page)
 
 
@@ -40,6 +41,24 @@ def test_flag_rules_failed_no_lesion_and_tmtv_ten_times_the_median(tmp_path):
     assert ("median TMTV of cases with lesions", "2.5 ml") in page.facts
     assert [row.status for row in page.rows] == ["ok"] * 5 + ["failed"]
     assert cohort_page(tmp_path, [entry("a", 1.0) | {"seconds": None}]).rows[0].status == "ok"
+
+
+def test_absolute_plausibility_flags_whatever_the_other_cases_hold(tmp_path):
+    # The issue's cohort: every case 47 to 64 litres. Relative to the median nothing stands out; each is
+    # flagged by the absolute rule. Every limit flags just above its value and not at it.
+    litres = [entry(f"l{k}", tmtv) for k, tmtv in enumerate((47_000.0, 52_500.0, 64_000.0))]
+    page = cohort_page(tmp_path, litres)
+    assert all(row.flags == ["over-tmtv_ml"] for row in page.rows)
+    for limit in LIMITS:
+        at, above = (entry(f"{limit.key}-{k}", 1.0) | {limit.key: value} for k, value in
+                     enumerate((limit.above, limit.above * 1.01 + 1)))
+        flags = {row.values["case"]: row.flags for row in cohort_page(tmp_path, [at, above]).rows}
+        assert flags == {at["case"]: [], above["case"]: [limit.flag]}, limit
+    html_text = render(page)
+    for limit in LIMITS:  # each rule stated on the page, with its number
+        count = 3 if limit.key == "tmtv_ml" else 0
+        assert f"{html.escape(limit.name)}: {count}<" in html_text and html.escape(limit.rule) in html_text
+    assert "TMTV % body above 5: " in html_text and "lesions above 100: " in html_text
 
 
 def test_parts_end_with_one_page_and_no_report_removes_it(tmp_path, tiny_weights, small_phantom):
