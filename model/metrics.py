@@ -61,3 +61,39 @@ def aggregate(cases: Sequence[CaseMetrics]) -> dict[str, float]:
         "cases": len(cases),
         "positive_cases": len(positives),
     }
+
+
+def _centred_start(lo: int, hi: int, length: int, crop: int) -> tuple[int, int]:
+    """[start, stop) of one crop-long window centred on [lo, hi) and kept inside an axis of ``length``."""
+    if length <= crop:
+        return 0, length
+    start = min(max((lo + hi) // 2 - crop // 2, 0), length - crop)
+    return start, start + crop
+
+
+def seed_crop_dice(pred: np.ndarray, truth: np.ndarray, ct: np.ndarray, crop_yx: tuple[int, int],
+                   body_threshold_hu: float) -> float:
+    """The seed authors' validation measure of one study, beside the official Dice: 2 (I + 1) / (P + G + 1)
+    with I, P and G counted over one crop-sized window per slice and summed over the study's slices (their
+    utils/evaluation.py get_result_gpu on the whole study, as their solver's test_with_random_wb runs it;
+    the 0.6863 of their paper is the mean of it over validation studies). Not the challenge's Dice: the +1
+    lifts studies with few lesion voxels, a negative study scores 2 / (P + 1), and what lies outside the
+    window is not counted. Each slice's window is centred on its body's box (CT above ``body_threshold_hu``,
+    the whole slice where there is none), where training and inference centre theirs; the seed centred theirs
+    on the CT's field of view. (Z, Y, X) arrays of one grid, slices along Z, ``crop_yx`` in its pixels."""
+    pred, truth = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
+    body = np.asarray(ct) > body_threshold_hu
+    rows, cols = body.any(axis=2), body.any(axis=1)
+    height, width = pred.shape[1:]
+    intersection = predicted = true = 0
+    for z in range(pred.shape[0]):
+        ys, xs = np.flatnonzero(rows[z]), np.flatnonzero(cols[z])
+        y_box = (ys[0], ys[-1] + 1) if ys.size else (0, height)
+        x_box = (xs[0], xs[-1] + 1) if xs.size else (0, width)
+        y0, y1 = _centred_start(*y_box, height, crop_yx[0])
+        x0, x1 = _centred_start(*x_box, width, crop_yx[1])
+        p, t = pred[z, y0:y1, x0:x1], truth[z, y0:y1, x0:x1]
+        intersection += int(np.count_nonzero(p & t))
+        predicted += int(np.count_nonzero(p))
+        true += int(np.count_nonzero(t))
+    return 2.0 * (intersection + 1) / (predicted + true + 1)
