@@ -51,8 +51,8 @@ PARITY_SPEC = SMALL_SPEC  # 72 x 72 at 8 mm: a body with arms wider than a 32-pi
 def _deployment_like_source(seed: int, quantised: bool, flipped: bool) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
     """A phantom as a scanner gives it: air with noise (the phantom's CT), a table, arms, and PET background
     noise of 0.02 +- 0.02 SUV outside the body (the phantom's PET is 0 there). ``quantised``: PET rounded to
-    float16 and the CT in whole HU (the store keeps it as int16); else a sub-HU CT and float32 PET. ``flipped``: stored with x and y
-    reversed, as a RAS NIfTI is, so that both sides reorient it."""
+    float16 and the CT in whole HU (the store keeps it as int16); else a sub-HU CT and float32 PET.
+    ``flipped``: stored with x and y reversed, as a RAS NIfTI is, so that both sides reorient it."""
     pet, ct, mask = make_phantom(seed, True, PARITY_SPEC).images()
     rng = np.random.default_rng(seed)
     pet_a = sitk.GetArrayFromImage(pet).astype(np.float32)
