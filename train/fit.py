@@ -27,25 +27,22 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from model.checkpoint import Checkpoint, save_checkpoint
+from model.checkpoint import save_checkpoint
 from model.config import DEFAULT_HEAD, DEFAULT_ORIENTATION, ModelConfig
 from model.devices import precision_rule
 from model.errors import InputError
 from model.files import atomic_target, atomic_write_bytes, undefined_as_null
-from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling, reorient
-from model.inference import Predictor
-from model.metrics import aggregate, case_metrics, seed_crop_dice
+from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
 from model.network import IMAGENET, build_training_network
-from model.pipeline import CaseResult, run_case
-from model.readers import read_image
 from train.augment import augment, build_augmentation
 from train.config import FitConfig
 from train.data import SliceDataset
 from train.loss import TERMS, UncertaintyWeightedLoss
 from train.notices import warn
-from train.prepare import STORE_FORMAT, bodyless_slices, label_on_pet_grid, load_index
+from train.prepare import STORE_FORMAT, bodyless_slices, load_index
 from train.sampler import WholeBodySampler
 from train.splits import read_fold, write_splits
+from train.validation import check_validation_sources, validate
 
 # metrics.csv: one row per epoch under this fixed header; validation columns stay empty between validations.
 # val_dice, val_fpv_ml, val_fnv_ml: the official metrics of the deployment pipeline on whole validation studies
@@ -180,16 +177,6 @@ def check_store_format(rows: list[dict], data: Path) -> None:
                              "run `python -m train prepare` again into a new folder")
 
 
-def check_validation_sources(rows: list[dict], data: Path) -> None:
-    """Validation runs the deployment pipeline on each study's source files: they must still be where prepare
-    read them (before the first epoch, not after it)."""
-    for row in rows:
-        for role, path in row["source"].items():
-            if not Path(path).is_file():
-                raise InputError(f"{path}: the {role} of validation study {row['study']} is not where {data} was "
-                                 "prepared from; validation runs the source files (move them back or prepare again)")
-
-
 def with_bodyless_slices(rows: list[dict], data: Path, model_config: ModelConfig) -> list[dict]:
     """Rows that say which slices have no body under this config's body threshold (read from the store
     where prepare recorded them with another threshold, or did not record them)."""
@@ -276,36 +263,6 @@ def load_state(path: Path, optimisation: Optimisation) -> RunState:
     torch.set_rng_state(state["torch_rng"])
     return RunState(next_epoch=state["epoch"] + 1, best=state["best"], global_step=state["global_step"],
                     nonfinite_steps=state.get("nonfinite_steps", 0))
-
-
-def validate(network: torch.nn.Module, config: ModelConfig, data: Path, studies: list[dict], device: torch.device,
-             batch_size: int) -> dict[str, float]:
-    """Whole validation studies as deployed: each study's source files (recorded by prepare) through the
-    pipeline process.py runs (model.pipeline.run_case: reading, the plausibility checks, the CT onto the PET's
-    grid, orientation, in-plane resampling, tiles over the body, stitching, the threshold), scored on the
-    PET's grid with the official metrics (model.metrics), and beside them the seed authors' measure
-    (``seed_crop_dice``, model.metrics.seed_crop_dice) on the same masks."""
-    predictor = Predictor.from_checkpoints([Checkpoint(config, network, data)], device=str(device),
-                                           batch_size=batch_size)
-    cases, seed_dices = [], []
-    for row in studies:
-        source = {role: Path(path) for role, path in row["source"].items()}
-        result = run_case(source["pet"], source["ct"], None, predictor, progress=False)
-        truth = label_on_pet_grid(read_image(source["mask"], "mask", sitk.sitkUInt8), result.pet, source["mask"])
-        cases.append(case_metrics(result.mask_array, sitk.GetArrayViewFromImage(truth), result.spacing))
-        seed_dices.append(_seed_crop_dice(result, truth, config))
-    return {**aggregate(cases), "seed_crop_dice": float(np.mean(seed_dices)) if seed_dices else float("nan")}
-
-
-def _seed_crop_dice(result: CaseResult, truth: sitk.Image, config: ModelConfig) -> float:
-    """model.metrics.seed_crop_dice of one validated study, on its slices as the network saw them (the model's
-    orientation; the crop in this grid's pixels where deployment resampled it)."""
-    pred, label, ct = (reorient(image, config.orientation) for image in (result.mask, truth, result.study.loaded.ct))
-    spacing_x, spacing_y = pred.GetSpacing()[:2]
-    crop_yx = (round(config.crop_size * config.spacing_mm[1] / spacing_y),
-               round(config.crop_size * config.spacing_mm[0] / spacing_x))
-    return seed_crop_dice(*(sitk.GetArrayViewFromImage(image) for image in (pred, label, ct)), crop_yx,
-                          config.normalisation.body_threshold_hu)
 
 
 def _better(metrics: dict[str, float], best: dict[str, float] | None) -> bool:
