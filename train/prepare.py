@@ -107,8 +107,8 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
 
 
 def stored_pet(pet: np.ndarray) -> np.ndarray:
-    """The store's PET: float32 SUV, the values deployment reads (float16 moved the seed scheme's normalised
-    input by up to 0.01, tests/train/test_data.py)."""
+    """The store's PET: float32 SUV, the values deployment reads (float16 moved a normalised input by up to
+    0.005 on the phantoms of tests/train/test_data.py)."""
     return np.asarray(pet, dtype=np.float32)
 
 
