@@ -32,6 +32,15 @@ class CaseMetrics:
     pred_ml: float
 
 
+def false_positive_voxels(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """The voxels of the prediction's components (18-connected) that touch no ground-truth voxel: what the
+    false positive volume counts."""
+    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
+    pred_labels = cc3d.connected_components(pred.astype(np.uint8), connectivity=CONNECTIVITY)
+    touched = np.unique(pred_labels[gt])
+    return (pred_labels > 0) & ~np.isin(pred_labels, touched)
+
+
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> CaseMetrics:
     """Metrics of one case as the challenge's script computes them; ``spacing`` in mm (any order: only the
     voxel volume is used). Components are 18-connected."""
@@ -39,9 +48,7 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> 
     gt = np.asarray(gt).astype(bool)
     voxel = voxel_ml(spacing)
     gt_sum, pred_sum = int(gt.sum()), int(pred.sum())
-    pred_labels = cc3d.connected_components(pred.astype(np.uint8), connectivity=CONNECTIVITY)
-    touched = np.unique(pred_labels[gt])
-    fp_voxels = int(np.count_nonzero(pred_labels[~np.isin(pred_labels, touched)]))
+    fp_voxels = int(np.count_nonzero(false_positive_voxels(pred, gt)))
     if gt_sum == 0:
         return CaseMetrics(dice=None, fpv_ml=pred_sum * voxel, fnv_ml=None, gt_ml=0.0, pred_ml=pred_sum * voxel)
     gt_labels = cc3d.connected_components(gt.astype(np.uint8), connectivity=CONNECTIVITY)
