@@ -124,3 +124,21 @@ def test_a_ct_of_whole_hu_is_stored_as_int16_and_still_gives_the_deployment_inpu
     assert max(largest.values()) <= 1e-5, largest
     ct = np.load(next((tmp_path / "data/studies").iterdir()) / "ct.npy", mmap_mode="r")
     assert ct.dtype == np.int16
+
+
+def test_without_jitter_a_training_window_is_where_inference_puts_its_one_window():
+    """Where the body fits in the crop, training centres its window as inference does (jitter aside); that is
+    the window the parity test compares."""
+    from model.preprocessing import window_starts
+    from train.data import training_window_start
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        length = int(rng.integers(64, 420))
+        crop = int(rng.choice([32, 64, 128, 256]))
+        if crop > length:
+            continue
+        lo = int(rng.integers(0, length))
+        hi = int(rng.integers(lo + 1, min(lo + crop, length) + 1))
+        assert training_window_start(lo, hi, length, crop, rng, jitter=0.0) == window_starts(lo, hi, length, crop,
+                                                                                              0.25)[0]
