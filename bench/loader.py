@@ -68,7 +68,7 @@ def main() -> None:
     config = ModelConfig(normalisation=NormalisationConfig(scheme="zscore_per_slice"))
     paper = FitConfig()  # the paper's whole-body sets (FitConfig's defaults are paper.json's)
     sampler = WholeBodySampler(studies, alpha=paper.alpha, beta=paper.beta, set_carry_over=paper.set_carry_over,
-                               seed=0)
+                               seed=0, set_size=paper.set_size)
     items = (sampler.epoch_items(0) * 10)[: args.items]
     print(f"store: {len(studies)} studies of {studies[0]['source_shape']} (stored {studies[0]['shape']}), "
           f"{sum(len(s['lesion_slices']) for s in studies)} lesion slices")

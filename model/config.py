@@ -21,6 +21,11 @@ ENCODER_NAME = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?")
 # store prepared before the field existed have, so it is the value of a checkpoint without one.
 ORIENTATION_AXES = ("RL", "AP", "SI")
 DEFAULT_ORIENTATION = "LPS"
+# Output heads by name, with the number of output channels: "one_logit" (a sigmoid of one logit, what the seed's
+# container deploys and what every checkpoint written before the field existed has) or "two_class_softmax" (the
+# seed's training head: background and lesion logits, softmax; the lesion probability is channel 1).
+HEADS = {"one_logit": 1, "two_class_softmax": 2}
+DEFAULT_HEAD = "one_logit"
 
 
 def is_orientation_code(value: object) -> bool:
@@ -43,6 +48,8 @@ class ModelConfig:
     threshold: float = 0.5
     # The orientation of the training slices: inference reorients every input to it (model.geometry.reorient).
     orientation: str = DEFAULT_ORIENTATION
+    # The output head (HEADS); a checkpoint without the field has the one-logit head.
+    head: str = DEFAULT_HEAD
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -65,6 +72,8 @@ class ModelConfig:
         if not is_orientation_code(self.orientation):
             raise ValueError(f"orientation must be a code such as 'LPS' (one of R/L, A/P, S/I each), "
                              f"got {self.orientation!r}")
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {list(HEADS)}, got {self.head!r}")
         if not isinstance(self.provenance, dict):
             raise ValueError(f"provenance must be a JSON object, got {self.provenance!r}")
         check_numbers(self)

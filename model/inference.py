@@ -48,9 +48,9 @@ from model.geometry import (
     restore_orientation,
     same_grid,
 )
-from model.network import fold_batch_norm
+from model.network import fold_batch_norm, foreground_probability
 from model.postprocessing import remove_small_components, voxel_ml
-from model.preprocessing import body_boxes, pad_to_crop, sanitise, slice_input, window_input, window_starts
+from model.preprocessing import body_boxes, network_input, padded_slices, slice_input, window_starts
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -140,8 +140,7 @@ def load_chunk(pet: np.ndarray, ct: np.ndarray, start: int, stop: int, crop: int
     """Slices [start, stop) of a (Z, Y, X) PET and CT, copied to ``device``: the volumes are never copied whole."""
     pet_t = torch.from_numpy(np.array(pet[start:stop])).to(device, non_blocking=True)
     ct_t = torch.from_numpy(np.array(ct[start:stop])).to(device, non_blocking=True)
-    pet_t, ct_t = sanitise(pet_t, ct_t)
-    padded_pet, padded_ct, pad = pad_to_crop(pet_t, ct_t, crop)
+    padded_pet, padded_ct, pad = padded_slices(pet_t, ct_t, crop)
     return SliceChunk(start=start, pet=padded_pet, ct=padded_ct, pad=pad, size=(pet.shape[1], pet.shape[2]))
 
 
@@ -184,7 +183,7 @@ def body_windows(box: Sequence[int], shape: tuple[int, int], crop: int, multiple
 class Tiles:
     """A chunk's slices (n, 2, H', W'), normalised or raw (model.preprocessing.slice_input), and the windows
     to cut from them; ``norm`` makes each cut window the network's input (window_input); its default, a
-    whole-slice scheme, takes the windows as they are."""
+    whole-slice scheme, takes the windows as they are (model.preprocessing.network_input)."""
 
     image: torch.Tensor
     windows: list[Window]
@@ -198,8 +197,8 @@ class Tiles:
         for group in by_shape.values():
             for first in range(0, len(group), batch_size):
                 batch = group[first:first + batch_size]
-                yield batch, window_input(torch.stack([self.image[w.index, :, w.y:w.y + w.height, w.x:w.x + w.width]
-                                                       for w in batch]), self.norm)
+                yield batch, network_input(self.image, [(w.index, w.y, w.x, w.height, w.width) for w in batch],
+                                           self.norm)
 
 
 def tile_chunk(chunk: SliceChunk, config: ModelConfig, overlap: float, shrink: bool) -> Tiles:
@@ -241,12 +240,15 @@ class Predictor:
     device: torch.device
     dtype: torch.dtype
     batch_size: int
+    # Each network's output head (ModelConfig.head): ensemble members may differ in it.
+    heads: tuple[str, ...] = ()
 
     @classmethod
     def from_path(cls, weights: Path, settings: InferenceConfig | None = None, **overrides) -> Predictor:
         """Load a checkpoint or a folder of them (an ensemble); ``overrides`` replace fields of ``settings``."""
         members = load_ensemble(Path(weights))
-        return cls._create(members[0].config, [m.network for m in members], settings, overrides)
+        return cls._create(members[0].config, [m.network for m in members], settings, overrides,
+                           [m.config.head for m in members])
 
     @classmethod
     def from_checkpoints(cls, members: list[Checkpoint], settings: InferenceConfig | None = None,
@@ -254,11 +256,11 @@ class Predictor:
         """A predictor of networks already built; it runs folded copies and leaves the members' own (training
         goes on with them) untouched."""
         networks = [copy.deepcopy(m.network) for m in members]
-        return cls._create(members[0].config, networks, settings, overrides)
+        return cls._create(members[0].config, networks, settings, overrides, [m.config.head for m in members])
 
     @classmethod
     def _create(cls, config: ModelConfig, networks: list[torch.nn.Module], settings: InferenceConfig | None,
-                overrides: dict) -> Predictor:
+                overrides: dict, heads: list[str]) -> Predictor:
         settings = dataclasses.replace(settings or InferenceConfig(), **overrides)
         device = resolve_device(settings.device)
         for network in networks:
@@ -268,7 +270,7 @@ class Predictor:
             networks = compile_networks(networks, device)
         return cls(config=config, networks=networks, settings=settings, device=device,
                    dtype=resolve_precision(settings.precision, device),
-                   batch_size=settings.batch_size or default_batch_size(device))
+                   batch_size=settings.batch_size or default_batch_size(device), heads=tuple(heads))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -287,11 +289,11 @@ class Predictor:
         total = torch.zeros(tiles.shape[0], *tiles.shape[2:], device=tiles.device, dtype=torch.float32)
         x = tiles.contiguous(memory_format=torch.channels_last)
         with self._autocast():
-            for network in self.networks:
+            for network, head in zip(self.networks, self.heads or (self.config.head,) * len(self.networks),
+                                     strict=True):
                 for dims in flips:
                     inp = torch.flip(x, dims) if dims else x
-                    logits = network(inp)[:, 0]
-                    prob = torch.sigmoid(logits.float())
+                    prob = foreground_probability(network(inp).float(), head)
                     total += torch.flip(prob, [d - 1 for d in dims]) if dims else prob
         return total[:count] / (len(self.networks) * len(flips))
 

@@ -32,6 +32,15 @@ class CaseMetrics:
     pred_ml: float
 
 
+def false_positive_voxels(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """The voxels of the prediction's components (18-connected) that touch no ground-truth voxel: what the
+    false positive volume counts."""
+    pred, gt = np.asarray(pred).astype(bool), np.asarray(gt).astype(bool)
+    pred_labels = cc3d.connected_components(pred.astype(np.uint8), connectivity=CONNECTIVITY)
+    touched = np.unique(pred_labels[gt])
+    return (pred_labels > 0) & ~np.isin(pred_labels, touched)
+
+
 def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> CaseMetrics:
     """Metrics of one case as the challenge's script computes them; ``spacing`` in mm (any order: only the
     voxel volume is used). Components are 18-connected."""
@@ -39,9 +48,7 @@ def case_metrics(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float]) -> 
     gt = np.asarray(gt).astype(bool)
     voxel = voxel_ml(spacing)
     gt_sum, pred_sum = int(gt.sum()), int(pred.sum())
-    pred_labels = cc3d.connected_components(pred.astype(np.uint8), connectivity=CONNECTIVITY)
-    touched = np.unique(pred_labels[gt])
-    fp_voxels = int(np.count_nonzero(pred_labels[~np.isin(pred_labels, touched)]))
+    fp_voxels = int(np.count_nonzero(false_positive_voxels(pred, gt)))
     if gt_sum == 0:
         return CaseMetrics(dice=None, fpv_ml=pred_sum * voxel, fnv_ml=None, gt_ml=0.0, pred_ml=pred_sum * voxel)
     gt_labels = cc3d.connected_components(gt.astype(np.uint8), connectivity=CONNECTIVITY)
@@ -61,3 +68,39 @@ def aggregate(cases: Sequence[CaseMetrics]) -> dict[str, float]:
         "cases": len(cases),
         "positive_cases": len(positives),
     }
+
+
+def _centred_start(lo: int, hi: int, length: int, crop: int) -> tuple[int, int]:
+    """[start, stop) of one crop-long window centred on [lo, hi) and kept inside an axis of ``length``."""
+    if length <= crop:
+        return 0, length
+    start = min(max((lo + hi) // 2 - crop // 2, 0), length - crop)
+    return start, start + crop
+
+
+def seed_crop_dice(pred: np.ndarray, truth: np.ndarray, ct: np.ndarray, crop_yx: tuple[int, int],
+                   body_threshold_hu: float) -> float:
+    """The seed authors' validation measure of one study, beside the official Dice: 2 (I + 1) / (P + G + 1)
+    with I, P and G counted over one crop-sized window per slice and summed over the study's slices (their
+    utils/evaluation.py get_result_gpu on the whole study, as their solver's test_with_random_wb runs it;
+    the 0.6863 of their paper is the mean of it over validation studies). Not the challenge's Dice: the +1
+    lifts studies with few lesion voxels, a negative study scores 2 / (P + 1), and what lies outside the
+    window is not counted. Each slice's window is centred on its body's box (CT above ``body_threshold_hu``,
+    the whole slice where there is none), where training and inference centre theirs; the seed centred theirs
+    on the CT's field of view. (Z, Y, X) arrays of one grid, slices along Z, ``crop_yx`` in its pixels."""
+    pred, truth = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
+    body = np.asarray(ct) > body_threshold_hu
+    rows, cols = body.any(axis=2), body.any(axis=1)
+    height, width = pred.shape[1:]
+    intersection = predicted = true = 0
+    for z in range(pred.shape[0]):
+        ys, xs = np.flatnonzero(rows[z]), np.flatnonzero(cols[z])
+        y_box = (ys[0], ys[-1] + 1) if ys.size else (0, height)
+        x_box = (xs[0], xs[-1] + 1) if xs.size else (0, width)
+        y0, y1 = _centred_start(*y_box, height, crop_yx[0])
+        x0, x1 = _centred_start(*x_box, width, crop_yx[1])
+        p, t = pred[z, y0:y1, x0:x1], truth[z, y0:y1, x0:x1]
+        intersection += int(np.count_nonzero(p & t))
+        predicted += int(np.count_nonzero(p))
+        true += int(np.count_nonzero(t))
+    return 2.0 * (intersection + 1) / (predicted + true + 1)

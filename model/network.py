@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from model.config import ModelConfig
+from model.config import HEADS, ModelConfig
 from model.errors import InputError
 
 # Training's encoder initialisation (the training config's model.pretrained): random, timm's ImageNet
@@ -30,13 +30,21 @@ def _unet(config: ModelConfig, **encoder: Any) -> torch.nn.Module:
         encoder_depth=len(config.decoder_channels),
         decoder_channels=list(config.decoder_channels),
         in_channels=len(config.channels),
-        classes=1,
+        classes=HEADS[config.head],
         **encoder,
     )
 
 
+def foreground_probability(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """(N, h, w) lesion probability of a network's (N, C, h, w) output under its head (model.config.HEADS): the
+    sigmoid of the one logit, or the lesion channel of the two-class softmax."""
+    if head == "two_class_softmax":
+        return torch.softmax(logits, dim=1)[:, 1]
+    return torch.sigmoid(logits[:, 0])
+
+
 def build_network(config: ModelConfig) -> torch.nn.Module:
-    """A U-Net with the timm encoder named in ``config``, two input channels and one output logit.
+    """A U-Net with the timm encoder named in ``config``, two input channels and the outputs of its head.
 
     Random weights, never a download: the checkpoint fills every tensor (inference) or training starts
     from build_training_network.

@@ -8,7 +8,7 @@ carries the function, whether its statistics are per window, and any check of th
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,14 +97,20 @@ def _zscore_per_slice(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationCo
     return torch.stack(channels, dim=1)
 
 
-def _zscore_over(x: torch.Tensor, selected: torch.Tensor, floor: float) -> torch.Tensor:
-    """x z-scored per slice over its ``selected`` voxels (numpy's population standard deviation), the
-    standard deviation floored at ``floor`` (only a degenerate selection comes near it)."""
-    selected = selected.float()
-    count = selected.sum(dim=(1, 2), keepdim=True).clamp(min=1.0)
-    mean = (x * selected).sum(dim=(1, 2), keepdim=True) / count
-    var = (((x - mean) ** 2) * selected).sum(dim=(1, 2), keepdim=True) / count
-    return (x - mean) / var.sqrt().clamp(min=floor)
+def _zscore_where_seed_would(x: torch.Tensor, selected: torch.Tensor, floor: float) -> torch.Tensor:
+    """x z-scored per slice over its ``selected`` voxels as numpy's mean and std would, with ``floor`` in place
+    of the standard deviation only where the seed's would be 0 (every selected value equal, or none selected:
+    it divides by zero there). A small but nonzero standard deviation (PET noise of 0.02 SUV) is kept, as the
+    seed keeps it. Constancy is tested on the values, not on a rounded variance."""
+    chosen = selected.float()
+    count = chosen.sum(dim=(1, 2), keepdim=True).clamp(min=1.0)
+    mean = (x * chosen).sum(dim=(1, 2), keepdim=True) / count
+    std = ((((x - mean) ** 2) * chosen).sum(dim=(1, 2), keepdim=True) / count).sqrt()
+    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
+    high = torch.where(selected, x, -inf).amax(dim=(1, 2), keepdim=True)
+    low = torch.where(selected, x, inf).amin(dim=(1, 2), keepdim=True)
+    degenerate = ~(high > low)  # also true where nothing is selected (-inf > inf is false)
+    return (x - mean) / torch.where(degenerate, torch.full_like(std, floor), std)
 
 
 def _seed(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> torch.Tensor:
@@ -114,17 +120,17 @@ def _seed(pet: torch.Tensor, ct: torch.Tensor, norm: NormalisationConfig) -> tor
     docker/test_loader.py), per window the network sees (the training crop, each inference tile):
     ``if pet.max() != 0`` z-score over pet != 0 (else left as it is); ``if ct.max() - ct.min() == 0: ct -
     ct.min()`` else z-score over ct != ct_clip[0] (-1000, the clip's floor). Population standard deviation as
-    numpy's. Where the seed divides by zero (one PET value, or air and one uniform tissue value) the standard
-    deviation is floored as for zscore_per_slice, which real slices never reach. The tiles of a body wider
-    than the crop each take their own statistics, so one pixel in two tiles is normalised twice, differently
-    (the seed's single 256x256 crop cut such bodies off).
+    numpy's. Only where the seed divides by zero (every selected value equal: one PET value, or air and one
+    uniform tissue value) is the standard deviation replaced, by ZSCORE_STD_FLOOR; elsewhere it is the
+    window's, however small. The tiles of a body wider than the crop each take their own statistics, so one
+    pixel in two tiles is normalised twice, differently (the seed's single 256x256 crop cut such bodies off).
     """
     pet_floor, ct_floor = ZSCORE_STD_FLOOR
     pet_active = (pet.amax(dim=(1, 2)) != 0)[:, None, None]
-    pet_n = torch.where(pet_active, _zscore_over(pet, pet != 0, pet_floor), pet)
+    pet_n = torch.where(pet_active, _zscore_where_seed_would(pet, pet != 0, pet_floor), pet)
     ct_min = ct.amin(dim=(1, 2), keepdim=True)
     constant = ct.amax(dim=(1, 2), keepdim=True) == ct_min
-    ct_n = torch.where(constant, ct - ct_min, _zscore_over(ct, ct != norm.ct_clip[0], ct_floor))
+    ct_n = torch.where(constant, ct - ct_min, _zscore_where_seed_would(ct, ct != norm.ct_clip[0], ct_floor))
     return torch.stack((pet_n, ct_n), dim=1)
 
 
@@ -172,6 +178,27 @@ def window_input(windows: torch.Tensor, norm: NormalisationConfig) -> torch.Tens
     if norm.per_window:
         return normalise(windows[:, 0], windows[:, 1], norm)
     return windows
+
+
+def padded_slices(pet: torch.Tensor, ct: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                          tuple[int, int]]:
+    """Raw (N, H, W) slices as every window is cut from them: sanitised (sanitise) and padded with background
+    to at least the crop (pad_to_crop); returns the (top, left) pad. Training and inference both start here."""
+    pet, ct = sanitise(pet, ct)
+    return pad_to_crop(pet, ct, crop)
+
+
+# A window of a batch of slices: (slice index, y, x, height, width) in the padded slices.
+WindowBox = tuple[int, int, int, int, int]
+
+
+def network_input(image: torch.Tensor, windows: Sequence[WindowBox], norm: NormalisationConfig) -> torch.Tensor:
+    """THE network input: (B, 2, h, w) for ``windows`` (of one shape) of ``image``, slice_input of
+    padded_slices. Training (train.data.SliceDataset), fit's validation and inference (model.inference.Tiles)
+    all build it here, so a window of a slice gives the same input wherever it is taken
+    (tests/model/test_preprocessing.py's parity test holds training's against deployment's)."""
+    cuts = [image[index, :, y:y + height, x:x + width] for index, y, x, height, width in windows]
+    return window_input(torch.stack(cuts), norm)
 
 
 def body_boxes(ct: torch.Tensor, norm: NormalisationConfig) -> np.ndarray:

@@ -26,32 +26,39 @@ class StudyName:
     study: str
 
 
-# A layout's writer: (root folder, the study's names, (PET, CT, mask)) -> the location Metadata.csv records.
-StudyWriter = Callable[[Path, StudyName, tuple[sitk.Image, sitk.Image, sitk.Image]], str]
+# A study's images: PET, CT, mask, and the tissue labels (Phantom.tissue_image) or None where not asked for.
+StudyImages = tuple[sitk.Image, sitk.Image, sitk.Image, sitk.Image | None]
+# A layout's writer: (root folder, the study's names, its images) -> the location Metadata.csv records.
+StudyWriter = Callable[[Path, StudyName, StudyImages], str]
 
 
 def _write(image: sitk.Image, path: Path) -> None:
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
-def write_tcia(out: Path, name: StudyName, images: tuple[sitk.Image, sitk.Image, sitk.Image]) -> str:
-    """The FDG-PET-CT-Lesions NIfTI release: <patient>/<study>/{SUV,CTres,SEG}.nii.gz (what prepare reads)."""
+def write_tcia(out: Path, name: StudyName, images: StudyImages) -> str:
+    """The FDG-PET-CT-Lesions NIfTI release: <patient>/<study>/{SUV,CTres,SEG}.nii.gz (what prepare reads), and
+    TISSUES.nii.gz where the tissue labels are given (not a release file)."""
     folder = out / name.patient / name.study
     folder.mkdir(parents=True, exist_ok=True)
-    for image, file in zip(images, ("SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"), strict=True):
-        _write(image, folder / file)
+    for image, file in zip(images, ("SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz", "TISSUES.nii.gz"), strict=True):
+        if image is not None:
+            _write(image, folder / file)
     return f"./{name.patient}/{name.study}"
 
 
-def write_grand_challenge(out: Path, name: StudyName, images: tuple[sitk.Image, sitk.Image, sitk.Image]) -> str:
-    """grand-challenge's: images/pet, images/ct and labels as .mha (what process.py reads)."""
+def write_grand_challenge(out: Path, name: StudyName, images: StudyImages) -> str:
+    """grand-challenge's: images/pet, images/ct and labels as .mha (what process.py reads); the tissue labels,
+    where given, in tissues/ under the label's name (``train evaluate --tissues``)."""
     stem = f"{name.index:04d}_{name.patient}"
-    for sub in ("images/pet", "images/ct", "labels"):
+    pet, ct, mask, tissues = images
+    for sub in ("images/pet", "images/ct", "labels", *(("tissues",) if tissues is not None else ())):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    pet, ct, mask = images
     _write(pet, out / "images/pet" / f"{stem}_pet-{name.study[:8]}.mha")
     _write(ct, out / "images/ct" / f"{stem}.mha")
     _write(mask, out / "labels" / f"{stem}.mha")
+    if tissues is not None:
+        _write(tissues, out / "tissues" / f"{stem}.mha")
     return stem
 
 
@@ -61,10 +68,11 @@ def _study_uid(rng_seed: int, index: int) -> str:
 
 def write_dataset(out: Path, cases: int, seed: int, writer: StudyWriter = write_tcia,
                   spec: PhantomSpec = DEFAULT_SPEC, negative_fraction: float = 0.5, progress: bool | None = None,
-                  preview: Path | None = None) -> list[dict]:
+                  preview: Path | None = None, tissues: bool = False) -> list[dict]:
     """Write ``cases`` phantoms with ``writer`` (default the TCIA NIfTI layout) and OUT/Metadata.csv.
 
     ``preview``: also write a PNG of coronal PET MIPs of the first eight studies, lesions outlined.
+    ``tissues``: also write each study's tissue labels (Phantom.tissue_image) where the layout keeps them.
     """
     from tqdm.auto import tqdm
 
@@ -84,7 +92,7 @@ def write_dataset(out: Path, cases: int, seed: int, writer: StudyWriter = write_
             patient -= 1
         name = StudyName(index, f"PETCT_{seed:03d}{patient:04d}", _study_uid(seed, index))
         patient += 1
-        location = writer(out, name, phantom.images())
+        location = writer(out, name, (*phantom.images(), phantom.tissue_image() if tissues else None))
         rows.append({"Subject ID": name.patient, "Study UID": name.study, "diagnosis": phantom.diagnosis,
                      "age": phantom.features["age"], "sex": phantom.features["sex"], "File Location": location})
         if preview is not None and len(mips) < 8:

@@ -54,16 +54,22 @@ class Phantom:
 
     def images(self, origin: tuple[float, float, float] | None = None) -> tuple[sitk.Image, sitk.Image, sitk.Image]:
         """PET, CT and mask as SimpleITK images sharing one grid."""
-        depth, height, width = self.pet.shape
+        pet, ct, mask = (self._on_grid(array, origin) for array in (self.pet, self.ct, self.mask))
+        return pet, ct, mask
+
+    def tissue_image(self, origin: tuple[float, float, float] | None = None) -> sitk.Image:
+        """The tissue labels (indices into TISSUES) on the images' grid: where a false positive lies
+        (``train evaluate --tissues``)."""
+        return self._on_grid(self.labels, origin)
+
+    def _on_grid(self, array: np.ndarray, origin: tuple[float, float, float] | None) -> sitk.Image:
+        depth, height, width = array.shape
         if origin is None:
             origin = (-width * self.spacing[0] / 2, -height * self.spacing[1] / 2, -depth * self.spacing[2])
-        images = []
-        for array in (self.pet, self.ct, self.mask):
-            image = sitk.GetImageFromArray(array)
-            image.SetSpacing(self.spacing)
-            image.SetOrigin(origin)
-            images.append(image)
-        return images[0], images[1], images[2]
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(self.spacing)
+        image.SetOrigin(origin)
+        return image
 
 
 def make_phantom(seed: int, positive: bool = True, spec: PhantomSpec = DEFAULT_SPEC,

@@ -25,4 +25,8 @@ SUV_RANGE = {AIR: (0.0, 0.0), FAT: (0.2, 0.5), MUSCLE: (0.5, 1.0), SOFT: (0.6, 1
              BROWN_FAT: (2.0, 15.0), TABLE: (0.0, 0.0)}
 MYOCARDIUM_SUV = ((0.3, (0.8, 2.5)), (0.4, (2.5, 8.0)), (0.3, (8.0, 15.0)))  # (probability, range)
 
+# Where a false positive lies, by the phantom's own labels (train evaluate --tissues): the organs of FDG's
+# physiological uptake that a lesion model must learn to leave alone; every other label is "elsewhere".
+FPV_ORGANS = {"brain": (GREY_MATTER, WHITE_MATTER), "myocardium": (MYOCARDIUM,), "kidneys": (KIDNEY, URINE),
+              "bladder": (BLADDER,), "liver": (LIVER,)}
 NOT_BODY = (AIR, TABLE, GAS)  # where no tissue is: lesions never grow there

@@ -75,10 +75,13 @@ def _parser() -> argparse.ArgumentParser:
                             "(default 0)")
     synth.add_argument("--preview", type=Path, default=None, metavar="PNG",
                        help="also write a grid of coronal PET MIPs of the first eight studies, lesions outlined")
+    synth.add_argument("--tissues", action="store_true",
+                       help="also write each study's tissue labels (grand-challenge layout: tissues/<stem>.mha; "
+                            "tcia: TISSUES.nii.gz), for train evaluate --tissues")
 
     prep = sub.add_parser("prepare", help="source studies to the training store (resumable)",
-                          description="Check, crop and store the studies of a release for training; prints the "
-                                      "studies per diagnosis.")
+                          description="Check and store the studies of a release (whole slices) for training; "
+                                      "prints the studies per diagnosis.")
     prep.add_argument("--source", type=Path, required=True,
                       help="the release's folder (the FDG-PET-CT-Lesions NIfTI tree, or an nnU-Net dataset)")
     prep.add_argument("--layout", choices=layouts_for("find"), default="tcia", help=layouts_help("find"))
@@ -119,6 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", type=Path, default=None, help="CSV (a JSON is written beside it)")
     ev.add_argument("--figures", type=Path, default=None, help="folder for one coronal MIP PNG per case")
     ev.add_argument("--pet", type=Path, default=None, help="PET folder for the figures' background")
+    ev.add_argument("--tissues", type=Path, default=None,
+                    help="phantoms only: their tissue labels (train synth --tissues writes them to tissues/), "
+                         "matched by stem; adds the false positive volume per organ, per case and in total")
     return parser
 
 
@@ -136,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                                slice_thickness=args.thickness, feet_fraction=args.feet_fraction)
             writer = training_layout(args.layout, "write").write
             rows = write_dataset(args.out, args.cases, args.seed, writer, spec, args.negative_fraction,
-                                 preview=args.preview)
+                                 preview=args.preview, tissues=args.tissues)
             print(f"wrote {len(rows)} phantom studies to {args.out} ({args.layout} layout)")
         elif args.command == "prepare":
             from train.prepare import prepare
@@ -161,10 +167,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             from train.evaluate import evaluate
 
-            result = evaluate(args.pred, args.gt, args.out, args.figures, args.pet)
+            result = evaluate(args.pred, args.gt, args.out, args.figures, args.pet, args.tissues)
             for row in result["cases"]:
                 print(json.dumps(row))
             print("mean " + json.dumps(result["mean"]))
+            if args.tissues:
+                from train.evaluate import organ_table_text
+
+                print(organ_table_text(result["cases"]))
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

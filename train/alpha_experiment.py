@@ -142,7 +142,7 @@ def lesion_share(data: Path, config: dict, alpha: float, seeds: Sequence[int]) -
     for seed in seeds:
         sampler = WholeBodySampler(studies.train, alpha=alpha, beta=fit_config.beta,
                                    set_carry_over=fit_config.set_carry_over, seed=seed,
-                                   whole_body_negatives=fit_config.whole_body_negatives)
+                                   set_size=fit_config.set_size, whole_body_negatives=fit_config.whole_body_negatives)
         lesion = set(sampler.lesion_slices)
         for epoch in range(0, max(len(sampler.sets), 1) * fit_config.beta, fit_config.beta):
             items = sampler.epoch_items(epoch)

@@ -19,16 +19,18 @@ from model.errors import InputError
 from model.network import IMAGENET, PRETRAINED_SUFFIXES
 from train.augment import AUGMENTATIONS
 from train.loss import DICE_FORMS
+from train.sampler import SET_SIZES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Keys older configs used, read under their new names. "overlap" was the whole-body sets' carry-over, a name
 # it shared with inference's tile overlap.
 RENAMED = {"overlap": "set_carry_over"}
 # The paper's network: regnety_160 from the seed's ImageNet weights, the seed's per-crop normalisation.
+# Its head is the seed's training head, two outputs with softmax (their container deploys one sigmoid logit).
 PAPER_MODEL = {"encoder": "regnety_160.pycls_in1k", "pretrained": IMAGENET,
                "decoder_channels": [256, 128, 64, 32, 16],
                "normalisation": {"scheme": "seed", "ct_clip": [-1000, 1000]}, "crop_size": 256,
-               "spacing_mm": [2.0364, 2.0364], "threshold": 0.5}
+               "spacing_mm": [2.0364, 2.0364], "threshold": 0.5, "head": "two_class_softmax"}
 
 
 @dataclass
@@ -40,6 +42,7 @@ class FitConfig:
     model: dict[str, Any] = field(default_factory=lambda: json.loads(json.dumps(PAPER_MODEL)))
     epochs: int = 80
     cosine_epochs: int = 100
+    # The global batch: the slices of one optimiser step, split equally over DDP ranks (train.fit.rank_batch_size).
     batch_size: int = 24
     lr: float = 1e-5
     lr_min: float = 1e-8
@@ -53,6 +56,11 @@ class FitConfig:
     beta: int = 5
     # The share of each whole-body set's patients drawn from the previous set (train.sampler).
     set_carry_over: float = 0.25
+    # How many patients a whole-body set holds (train.sampler.SET_SIZES): "seed", the seed code's rule (ceil(alpha
+    # x lesion slices / 350) patients in fold order, leftovers unused), which the paper's figures came from; or
+    # "slices_per_patient" (alpha x lesion slices / the store's measured slices per patient, patients shuffled,
+    # every one used).
+    set_size: str = "seed"
     whole_body_negatives: bool = False
     positive_studies_only: bool = True
     # "seed" (the seed's imgaug pipeline, operator by operator), "seed_v1" (the first rebuild of it, which
@@ -68,9 +76,10 @@ class FitConfig:
     val_batch_size: int = 16
     # Steps whose loss is not finite are skipped; a run with more than this many stops.
     max_nonfinite_steps: int = 20
-    # Autocast: "auto" (bf16 where the device has it, else fp16 with a GradScaler on CUDA, fp32 on CPU), or
-    # one of "fp32", "bf16", "fp16" (CUDA only), so that one machine can train both ways.
-    precision: str = "auto"
+    # Autocast: "fp32" (none: the seed trained in fp32, and no measurement here shows bf16 gives its curves),
+    # "auto" (bf16 where the device has it, else fp16 with a GradScaler on CUDA, fp32 on CPU), "bf16" or
+    # "fp16" (CUDA only), so that one machine can train both ways.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.augment is True:
@@ -79,6 +88,8 @@ class FitConfig:
             raise ValueError(f"augment must be one of {[*AUGMENTATIONS, False]}, got {self.augment!r}")
         if self.dice not in DICE_FORMS:
             raise ValueError(f"dice must be one of {list(DICE_FORMS)}, got {self.dice!r}")
+        if self.set_size not in SET_SIZES:
+            raise ValueError(f"set_size must be one of {list(SET_SIZES)}, got {self.set_size!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
         for name in ("epochs", "val_every", "batch_size", "beta", "max_nonfinite_steps"):

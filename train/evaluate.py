@@ -1,4 +1,5 @@
-"""``train evaluate``: official metrics of predicted masks against ground truth, with optional pictures."""
+"""``train evaluate``: official metrics of predicted masks against ground truth, with optional pictures and,
+for phantoms, where the false positives lie (``--tissues``: the phantoms' own tissue labels)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ from model.errors import InputError, shown
 from model.figures import Outline, mip_figure
 from model.files import atomic_write_bytes, atomic_write_json, undefined_as_null
 from model.geometry import same_grid
-from model.metrics import aggregate, case_metrics
+from model.metrics import aggregate, case_metrics, false_positive_voxels
+from model.postprocessing import voxel_ml
 from model.readers import image_stem, is_image_name, read_image
 from model.review_page import PAGE_NAME, evaluation_page, write_page
+from phantoms.tissues import FPV_ORGANS
+
+ELSEWHERE = "elsewhere"
 
 
 def images_by_stem(folder: Path) -> dict[str, Path]:
@@ -41,9 +46,49 @@ def pair_pets(pets: dict[str, Path], gt_stems: list[str]) -> dict[str, Path]:
     return paired
 
 
+def organ_false_positive_ml(pred: np.ndarray, gt: np.ndarray, tissues: np.ndarray,
+                            spacing: tuple[float, ...]) -> dict[str, float]:
+    """The false positive volume (ml) of one case by where its voxels lie: each organ of
+    phantoms.tissues.FPV_ORGANS by the tissue labels, the rest ``elsewhere``; the parts sum to the case's FPV."""
+    false_positive = false_positive_voxels(pred, gt)
+    found = np.asarray(tissues)[false_positive]
+    volumes = {organ: float(np.isin(found, labels).sum()) for organ, labels in FPV_ORGANS.items()}
+    volumes[ELSEWHERE] = float(found.size) - sum(volumes.values())
+    return {f"fpv_{organ}_ml": count * voxel_ml(spacing) for organ, count in volumes.items()}
+
+
+def organ_table(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per organ (and elsewhere) the false positive volume over all cases and per case."""
+    return {organ: {"total_ml": sum(row[f"fpv_{organ}_ml"] for row in rows),
+                    "per_case_ml": sum(row[f"fpv_{organ}_ml"] for row in rows) / len(rows)}
+            for organ in (*FPV_ORGANS, ELSEWHERE)}
+
+
+def organ_table_text(rows: list[dict]) -> str:
+    """The false positive volume by organ as a text table: a row per case, then the total and the per-case mean."""
+    organs = (*FPV_ORGANS, ELSEWHERE)
+    width = max(12, *(len(row["case"]) for row in rows))
+    lines = [f"{'FPV ml':<{width}}" + "".join(f"{organ:>12}" for organ in organs)]
+    lines += [f"{row['case']:<{width}}" + "".join(f"{row[f'fpv_{organ}_ml']:>12.2f}" for organ in organs)
+              for row in rows]
+    table = organ_table(rows)
+    for name, key in (("total", "total_ml"), ("per case", "per_case_ml")):
+        lines.append(f"{name:<{width}}" + "".join(f"{table[organ][key]:>12.2f}" for organ in organs))
+    return "\n".join(lines)
+
+
+def _tissues_on(gt_img: sitk.Image, path: Path) -> np.ndarray:
+    labels = read_image(path, "tissue labels")
+    if not same_grid(labels, gt_img):
+        raise InputError(f"{shown(path)}: its grid ({_grid(labels)}) differs from the ground truth's ({_grid(gt_img)})")
+    return sitk.GetArrayFromImage(labels)
+
+
 def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures: Path | None = None,
-             pet_dir: Path | None = None) -> dict:
-    """Per-case and aggregated metrics; predictions and ground truth are matched by file stem."""
+             pet_dir: Path | None = None, tissues_dir: Path | None = None) -> dict:
+    """Per-case and aggregated metrics; predictions and ground truth are matched by file stem. ``tissues_dir``
+    (phantoms written with ``train synth --tissues``): tissue labels by the same stems, and each case's FPV
+    by organ (``fpv_<organ>_ml``) with their totals (``fpv_by_organ``)."""
     preds, gts = images_by_stem(pred_dir), images_by_stem(gt_dir)
     if not gts:  # nothing to average: refused before any file is written
         raise InputError(f"{shown(gt_dir)}: no ground truth image (.mha, .nii.gz, .nii) in this folder")
@@ -52,6 +97,9 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
         raise InputError(f"{pred_dir}: no prediction for {len(missing)} case(s), e.g. {missing[0]}")
     rows, cases = [], []
     pets = pair_pets(images_by_stem(pet_dir), list(gts)) if pet_dir else {}
+    tissues = images_by_stem(tissues_dir) if tissues_dir else {}
+    if tissues_dir and set(gts) - set(tissues):
+        raise InputError(f"{shown(tissues_dir)}: no tissue labels for {sorted(set(gts) - set(tissues))[0]}")
     if figures:
         figures.mkdir(parents=True, exist_ok=True)
     for stem, gt_path in gts.items():
@@ -64,6 +112,8 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
         metrics = case_metrics(pred, gt, gt_img.GetSpacing())
         cases.append(metrics)
         rows.append({"case": stem, **dataclasses.asdict(metrics)})
+        if tissues_dir:
+            rows[-1].update(organ_false_positive_ml(pred, gt, _tissues_on(gt_img, tissues[stem]), gt_img.GetSpacing()))
         if figures:
             pet_path = pets.get(stem)
             if pet_path:
@@ -79,6 +129,8 @@ def evaluate(pred_dir: Path, gt_dir: Path, out_csv: Path | None = None, figures:
     if figures:  # the held-out page beside its pictures: worst case first, the means on top
         write_page(figures / PAGE_NAME, evaluation_page(rows, summary, {row["case"]: f"{row['case']}.png"
                                                                        for row in rows}))
+    if tissues_dir:
+        summary["fpv_by_organ"] = organ_table(rows)
     if out_csv:  # both whole or not at all, and strict JSON
         text = io.StringIO()
         writer = csv.DictWriter(text, fieldnames=list(rows[0]), lineterminator="\n")

@@ -27,37 +27,39 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from model.checkpoint import Checkpoint, save_checkpoint
-from model.config import DEFAULT_ORIENTATION, ModelConfig
+from model.checkpoint import save_checkpoint
+from model.config import DEFAULT_HEAD, DEFAULT_ORIENTATION, ModelConfig
 from model.devices import precision_rule
 from model.errors import InputError
 from model.files import atomic_target, atomic_write_bytes, undefined_as_null
 from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
-from model.inference import Predictor
-from model.metrics import aggregate, case_metrics
 from model.network import IMAGENET, build_training_network
 from train.augment import augment, build_augmentation
 from train.config import FitConfig
-from train.data import SliceDataset, StoreVolumes
+from train.data import SliceDataset
 from train.loss import TERMS, UncertaintyWeightedLoss
 from train.notices import warn
-from train.prepare import bodyless_slices, load_index
+from train.prepare import STORE_FORMAT, bodyless_slices, load_index
 from train.sampler import WholeBodySampler
 from train.splits import read_fold, write_splits
+from train.validation import check_validation_sources, validate
 
 # metrics.csv: one row per epoch under this fixed header; validation columns stay empty between validations.
+# val_dice, val_fpv_ml, val_fnv_ml: the official metrics of the deployment pipeline on whole validation studies
+# (model selection uses them); val_seed_crop_dice: the seed authors' own measure (model.metrics.seed_crop_dice).
 METRICS_FIELDS = ("epoch", "steps", "seconds", "lr", "loss", *TERMS, *(f"s_{name}" for name in TERMS),
-                  "nonfinite_steps", "val_dice", "val_fpv_ml", "val_fnv_ml", "val_cases", "val_positive_cases")
+                  "nonfinite_steps", "val_dice", "val_fpv_ml", "val_fnv_ml", "val_seed_crop_dice", "val_cases",
+                  "val_positive_cases")
 StepCallback = Callable[[int], None]
 
 
 class TrainModule(torch.nn.Module):
     """Network and learned loss weights in one module, so that DDP averages the gradients of both."""
 
-    def __init__(self, network: torch.nn.Module, dice: str = "foreground_batch"):
+    def __init__(self, network: torch.nn.Module, dice: str = "foreground_batch", head: str = DEFAULT_HEAD):
         super().__init__()
         self.network = network
-        self.loss = UncertaintyWeightedLoss(dice=dice)
+        self.loss = UncertaintyWeightedLoss(dice=dice, head=head)
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         return self.loss(self.network(image), mask)
@@ -164,6 +166,17 @@ def check_store_orientation(rows: list[dict], model_config: ModelConfig, data: P
                              f"model.orientation is {model_config.orientation}")
 
 
+def check_store_format(rows: list[dict], data: Path) -> None:
+    """Stop on a store prepared before it kept whole slices (train.prepare.STORE_FORMAT): its slices were cut to
+    the body's box, so training would pad them with fill values where deployment sees the slice's own air,
+    couch and PET background, and validation could not find the source studies it runs."""
+    for row in rows:
+        if row.get("store_format", 1) != STORE_FORMAT:
+            raise InputError(f"{data}: study {row['study']} was prepared cut to its body's box (store format "
+                             f"{row.get('store_format', 1)}); training needs whole slices (format {STORE_FORMAT}): "
+                             "run `python -m train prepare` again into a new folder")
+
+
 def with_bodyless_slices(rows: list[dict], data: Path, model_config: ModelConfig) -> list[dict]:
     """Rows that say which slices have no body under this config's body threshold (read from the store
     where prepare recorded them with another threshold, or did not record them)."""
@@ -204,6 +217,8 @@ def select_studies(data: Path, fold: int, config: FitConfig, ddp: Distributed) -
     if not train_rows:
         raise InputError(f"{data}: fold {fold} has no training studies")
     model_config = config.model_config()
+    check_store_format(train_rows + val_rows, data)
+    check_validation_sources(val_rows, data)
     check_store_spacing(train_rows + val_rows, model_config, data)
     check_store_orientation(train_rows + val_rows, model_config, data)
     return Studies(train=with_bodyless_slices(train_rows, data, model_config), val=val_rows)
@@ -221,7 +236,7 @@ def build_optimisation(config: FitConfig, model_config: ModelConfig, device: tor
     network = build_training_network(model_config, pretrained)
     if ddp.main:
         ddp.barrier()
-    module = TrainModule(network, config.dice).to(device).to(memory_format=torch.channels_last)
+    module = TrainModule(network, config.dice, model_config.head).to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         [{"params": module.network.parameters(), "lr": config.lr, "weight_decay": config.weight_decay},
          {"params": module.loss.parameters(), "lr": config.loss_lr, "weight_decay": 0.0}],
@@ -250,20 +265,6 @@ def load_state(path: Path, optimisation: Optimisation) -> RunState:
                     nonfinite_steps=state.get("nonfinite_steps", 0))
 
 
-def validate(network: torch.nn.Module, config: ModelConfig, data: Path, studies: list[dict], device: torch.device,
-             batch_size: int) -> dict[str, float]:
-    """Whole validation volumes through the inference code path (Predictor.predict_volume)."""
-    predictor = Predictor.from_checkpoints([Checkpoint(config, network, data)], device=str(device),
-                                           batch_size=batch_size)
-    volumes = StoreVolumes(data, studies)
-    cases = []
-    for i, row in enumerate(studies):
-        pet, ct, gt = volumes[i]
-        pred = predictor.predict_volume(pet, ct, progress=False)
-        cases.append(case_metrics(pred, np.asarray(gt), row["spacing"]))
-    return aggregate(cases)
-
-
 def _better(metrics: dict[str, float], best: dict[str, float] | None) -> bool:
     """Best by Dice, ties broken by the smaller false positive volume."""
     if best is None:
@@ -283,7 +284,8 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, train_module: torch.n
     sampler.set_epoch(epoch)
     dataset.set_epoch(epoch)
     torch.manual_seed(config.seed * 100_003 + epoch)  # augmentation draws are a function of the epoch
-    loader = DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+    loader = DataLoader(dataset, batch_size=rank_batch_size(config, run.ddp), sampler=sampler,
+                        num_workers=config.workers,
                         drop_last=True, pin_memory=device.type == "cuda", persistent_workers=False,
                         multiprocessing_context="spawn" if config.workers else None)
     steps = config.steps_per_epoch or len(loader)
@@ -332,6 +334,15 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, train_module: torch.n
             "lr": opt.optimizer.param_groups[0]["lr"], **{k: v / done for k, v in sums.items()},
             **{f"s_{name}": float(s) for name, s in zip(TERMS, opt.module.loss.s.detach(), strict=True)},
             "nonfinite_steps": skipped}
+
+
+def rank_batch_size(config: FitConfig, ddp: Distributed) -> int:
+    """Each rank's share of the config's batch, which is the global batch (the slices of one optimiser step)
+    whatever the number of ranks: 24 on one GPU is 6 on each of four."""
+    if config.batch_size % ddp.world_size:
+        raise InputError(f"batch_size {config.batch_size} is the global batch: it must divide by the "
+                         f"{ddp.world_size} ranks (each takes an equal share)")
+    return config.batch_size // ddp.world_size
 
 
 def validation_due(epoch: int, config: FitConfig) -> bool:
@@ -386,6 +397,7 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
         torch.cuda.set_device(torch_device)
     writer = None
     try:
+        rank_batch_size(config, ddp)  # a batch that does not divide by the ranks stops here, before any work
         studies = select_studies(data, fold, config, ddp)
         out.mkdir(parents=True, exist_ok=True)
         last_path = out / "last.pt"
@@ -410,7 +422,8 @@ def fit(data: Path, fold: int, config: FitConfig, out: Path, resume: bool = Fals
                 optimisation.module, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
         sampler = WholeBodySampler(studies.train, alpha=config.alpha, beta=config.beta,
                                    set_carry_over=config.set_carry_over, seed=config.seed, rank=ddp.rank,
-                                   world_size=ddp.world_size, whole_body_negatives=config.whole_body_negatives)
+                                   world_size=ddp.world_size, whole_body_negatives=config.whole_body_negatives,
+                                   set_size=config.set_size)
         dataset = SliceDataset(data, studies.train, model_config, config.seed)
         aug = build_augmentation(config.augment).to(torch_device) if config.augment else None
         for epoch in range(state.next_epoch, config.epochs):

@@ -14,8 +14,13 @@ PETCT_train_v2/petct_solver.py: SoftDiceLoss on the softmax of a 2-channel head 
 smoothing 1e-5): per sample and per class (background, foreground) (2 I + smooth) / (P + G + smooth), the
 loss 1 minus its mean over samples and both classes. On our 1-logit head the background probability is
 1 - p: a 2-logit softmax is exactly the sigmoid of the logits' difference, so this is the seed's Dice of the
-same predictions. (The seed's SoftDiceLoss itself is imported from a seg_code_2d/loss/ module that is not in
-the public repository; the form is the one its call and the issue's reading of it describe.)
+same predictions; on the two-class head (below) it is their SoftDiceLoss (utils/evaluation.py) exactly.
+
+The head (model.config.HEADS) decides how Lovasz and BCE see the output. ``one_logit``: the Lovasz hinge over
+the batch and BCE on the one logit. ``two_class_softmax``, as the seed's solver computed them
+(PETCT_train_v2/petct_solver.py): each image's two channels of logits flattened into one vector against the
+one-hot target, the Lovasz hinge per image (their lovasz_hinge's default) and BCE with logits over both
+channels; the Dice on the softmax.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from __future__ import annotations
 import torch
 from segmentation_models_pytorch.losses import LovaszLoss
 from segmentation_models_pytorch.losses._functional import soft_dice_score
+
+from model.config import DEFAULT_HEAD, HEADS
+from model.network import foreground_probability
 
 TERMS = ("dice", "lovasz", "bce")
 DICE_FORMS = ("foreground_batch", "two_class_per_sample")
@@ -43,13 +51,16 @@ def two_class_per_sample_dice_loss(prob: torch.Tensor, target: torch.Tensor,
 
 
 class UncertaintyWeightedLoss(torch.nn.Module):
-    def __init__(self, dice: str = "foreground_batch", smooth: float = 1.0):
+    def __init__(self, dice: str = "foreground_batch", smooth: float = 1.0, head: str = DEFAULT_HEAD):
         super().__init__()
         if dice not in DICE_FORMS:
             raise ValueError(f"dice must be one of {list(DICE_FORMS)}, got {dice!r}")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {list(HEADS)}, got {head!r}")
         self.s = torch.nn.Parameter(torch.ones(len(TERMS)))
-        self.dice, self.smooth = dice, smooth
-        self.lovasz = LovaszLoss(mode="binary", per_image=False, from_logits=True)
+        self.dice, self.smooth, self.head = dice, smooth, head
+        # The seed's two-class terms take the Lovasz hinge per image; the one-logit head over the batch.
+        self.lovasz = LovaszLoss(mode="binary", per_image=head == "two_class_softmax", from_logits=True)
 
     def dice_term(self, prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.dice == "two_class_per_sample":
@@ -57,10 +68,16 @@ class UncertaintyWeightedLoss(torch.nn.Module):
         return 1.0 - soft_dice_score(prob.reshape(-1), target.reshape(-1), smooth=self.smooth)
 
     def terms(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The three terms of a batch: ``logits`` (N, C, H, W) with C the head's outputs, ``target`` (N, 1, H, W)."""
         logits, target = logits.float(), target.float()
-        prob = torch.sigmoid(logits)
-        return {"dice": self.dice_term(prob, target), "lovasz": self.lovasz(logits, target),
-                "bce": torch.nn.functional.binary_cross_entropy_with_logits(logits, target)}
+        prob = foreground_probability(logits, self.head)[:, None]
+        if self.head == "two_class_softmax":
+            scores = logits.flatten(1)  # per image: background channel, then lesion channel
+            onehot = torch.cat((1.0 - target, target), dim=1).flatten(1)
+        else:
+            scores, onehot = logits, target
+        return {"dice": self.dice_term(prob, target), "lovasz": self.lovasz(scores, onehot),
+                "bce": torch.nn.functional.binary_cross_entropy_with_logits(scores, onehot)}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         terms = self.terms(logits, target)

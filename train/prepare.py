@@ -1,14 +1,18 @@
 """``train prepare``: source studies to a compact store that training reads without decoding NIfTI.
 
 Store layout (DATA/):
-  studies/<study_id>/{pet.npy (float16 SUV), ct.npy (int16 HU), mask.npy (uint8), meta.json}
+  studies/<study_id>/{pet.npy (float32 SUV), ct.npy (HU: int16 if whole, else float32), mask.npy (uint8),
+                     meta.json}
   index.json   one row per prepared study: study, patient, tracer, diagnosis, slices, lesion_slices,
                bodyless_slices (fewer than MIN_BODY_PIXELS body pixels: never trained on), spacing, ...
   skipped.json every study that was skipped, and why
 Every study is reoriented (permuted and flipped, model.geometry.reorient) to model.config's
 DEFAULT_ORIENTATION, recorded per study as ``orientation``: training sees every slice the way inference will
 show it to the network.
-Each study is cropped to the body's 3D bounding box (offsets kept in meta.json). meta.json is written
+Each study keeps its whole slices (STORE_FORMAT 2), as the seed stored them: a training window is cut from
+the same slice, with the same air, couch and PET background, as an inference window (train.data), so the
+per-window statistics of the ``seed`` normalisation see what deployment sees. meta.json records the source
+files (``source``), which fit's validation runs through the deployment pipeline. meta.json is written
 last, so a study with a meta.json is complete and a rerun skips it (resumable). Patient, tracer and
 diagnosis are looked up again on every run, so a metadata CSV given later reaches index.json.
 """
@@ -47,30 +51,28 @@ from train.metadata import (
     warn_if_mostly_unknown,
 )
 
-BODY_MARGIN_PX = 8
-def body_box_3d(ct: np.ndarray, norm: NormalisationConfig, margin: int = BODY_MARGIN_PX) -> tuple[slice, slice]:
-    """In-plane (y, x) slices of the body's bounding box over all slices, with a margin."""
-    body = ct > norm.body_threshold_hu
-    rows, cols = np.flatnonzero(body.any(axis=(0, 2))), np.flatnonzero(body.any(axis=(0, 1)))
-    if rows.size == 0:
+# What a store holds: 2 = whole slices. Stores of format 1 (no field) were cut to the body's 3D box plus 8
+# pixels; fit refuses them (train.fit.check_store_format): their windows were padded with fill values where
+# deployment sees the slice's own background.
+STORE_FORMAT = 2
+
+
+def check_has_body(ct: np.ndarray, norm: NormalisationConfig) -> None:
+    """A CT without any voxel above the body threshold is not a study to train on (InputError)."""
+    if not (ct > norm.body_threshold_hu).any():
         raise InputError("no body found in the CT (no voxel above the body threshold)")
-    h, w = ct.shape[1:]
-    return (slice(max(rows[0] - margin, 0), min(rows[-1] + 1 + margin, h)),
-            slice(max(cols[0] - margin, 0), min(cols[-1] + 1 + margin, w)))
 
 
 def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float] | None,
                   norm: NormalisationConfig) -> dict:
-    """Check, reorient, resample and crop one study into the store; returns its index row."""
+    """Check, reorient and resample one study into the store (whole slices); returns its index row."""
     pet = read_image(study.pet, "PET", sitk.sitkFloat32)
     ct = read_image(study.ct, "CT", sitk.sitkFloat32)
     mask = read_image(study.mask, "mask", sitk.sitkUInt8)
     label_ml = _lesion_ml(mask)
     if not same_grid(ct, pet):
         ct = resample_onto(ct, pet, CT_FILL_HU)
-    if not same_grid(mask, pet):
-        check_label_box(study, mask, pet)
-        mask = resample_onto(mask, pet, 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+    mask = label_on_pet_grid(mask, pet, study.mask)
     # One grid, so one permutation for all three.
     pet, ct, mask = (reorient(image, DEFAULT_ORIENTATION) for image in (pet, ct, mask))
     if spacing_mm is not None and needs_inplane_resampling(pet, spacing_mm, tolerance=0.0):
@@ -84,23 +86,41 @@ def prepare_study(study: SourceStudy, out: Path, spacing_mm: tuple[float, float]
     values = np.unique(mask_a)
     if not set(values.tolist()) <= {0, 1}:
         raise InputError(f"{study.mask}: mask values {values[:6].tolist()} are not 0/1")
-    ys, xs = body_box_3d(ct_a, norm)
+    check_has_body(ct_a, norm)
     folder = out / "studies" / study.study_id
     folder.mkdir(parents=True, exist_ok=True)
-    np.save(folder / "pet.npy", np.clip(pet_a[:, ys, xs], 0, 65000).astype(np.float16))
-    ct_c = np.clip(np.round(ct_a[:, ys, xs]), -32768, 32767).astype(np.int16)
+    np.save(folder / "pet.npy", stored_pet(pet_a))
+    ct_c = stored_ct(ct_a)
     np.save(folder / "ct.npy", ct_c)
-    mask_c = np.ascontiguousarray(mask_a[:, ys, xs])
+    mask_c = np.ascontiguousarray(mask_a)
     np.save(folder / "mask.npy", mask_c)
     lesion_slices = np.flatnonzero(mask_c.any(axis=(1, 2))).tolist()
     row = {"study": study.study_id, "patient": study.patient, "tracer": study.tracer,
            "diagnosis": study.diagnosis, "slices": int(pet_a.shape[0]), "shape": list(mask_c.shape),
            "lesion_slices": lesion_slices, "bodyless_slices": bodyless_slices(ct_c, norm),
            "body_threshold_hu": norm.body_threshold_hu, "spacing": list(pet.GetSpacing()),
-           "crop_offset_yx": [int(ys.start), int(xs.start)], "source_shape": list(pet_a.shape),
-           "orientation": DEFAULT_ORIENTATION}
+           "source_shape": list(pet_a.shape), "orientation": DEFAULT_ORIENTATION, "store_format": STORE_FORMAT,
+           "source": {"pet": str(Path(study.pet).resolve()), "ct": str(Path(study.ct).resolve()),
+                      "mask": str(Path(study.mask).resolve())}}
     atomic_write_json(folder / "meta.json", row, indent=None)
     return row
+
+
+def stored_pet(pet: np.ndarray) -> np.ndarray:
+    """The store's PET: float32 SUV, the values deployment reads (float16 moved a normalised input by up to
+    0.005 on the phantoms of tests/train/test_data.py)."""
+    return np.asarray(pet, dtype=np.float32)
+
+
+def stored_ct(ct: np.ndarray) -> np.ndarray:
+    """The store's CT, lossless: int16 where every value is a whole HU in its range (a CT straight from DICOM,
+    the phantoms), else float32 (the autoPET release's CTres, resampled with linear interpolation). Rounding
+    to whole HU moved the seed scheme's normalised input by up to 0.2: its statistics leave out voxels equal
+    to the clip's floor, -1000, and rounding puts air voxels there or takes them away."""
+    ct = np.asarray(ct, dtype=np.float32)
+    if ct.size and -32768 <= ct.min() and ct.max() <= 32767 and np.array_equal(np.round(ct), ct):
+        return ct.astype(np.int16)
+    return ct
 
 
 # A label resampled onto the PET's grid (nearest neighbour) keeps about its volume when it lies on the PET; one
@@ -115,12 +135,21 @@ def _corners(image: sitk.Image) -> np.ndarray:
                      for corner in (-0.5 * np.ones(3), size - 0.5)])
 
 
-def check_label_box(study: SourceStudy, mask: sitk.Image, pet: sitk.Image) -> None:
+def label_on_pet_grid(mask: sitk.Image, pet: sitk.Image, path: Path) -> sitk.Image:
+    """The label ``mask`` (read from ``path``) on its PET's grid: itself, or resampled (nearest neighbour) when
+    it covers the PET's box (check_label_box). Prepare stores it so; fit's validation scores against it."""
+    if same_grid(mask, pet):
+        return mask
+    check_label_box(path, mask, pet)
+    return resample_onto(mask, pet, 0, sitk.sitkNearestNeighbor, sitk.sitkUInt8)
+
+
+def check_label_box(path: Path, mask: sitk.Image, pet: sitk.Image) -> None:
     """A label on another grid than its PET's must still cover the PET's box (within one PET voxel): a label
     moved inside the field of view keeps its voxels but puts them on the wrong anatomy."""
     off = float(np.abs(_corners(mask) - _corners(pet)).max())
     if off > max(pet.GetSpacing()):
-        raise InputError(f"{study.mask}: the label's box lies {off:.1f} mm off its PET's: the label does not lie on "
+        raise InputError(f"{path}: the label's box lies {off:.1f} mm off its PET's: the label does not lie on "
                          "its PET (origin, spacing or direction differ)")
 
 

@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
@@ -6,6 +8,7 @@ import pytest
 import torch
 
 from model import InputError, build_network, load_checkpoint, load_ensemble, save_checkpoint
+from model.checkpoint import Checkpoint, read_config
 from model.config import ModelConfig
 from tests.conftest import ROOT, TINY
 
@@ -187,3 +190,35 @@ def test_a_fifo_is_never_opened_as_weights_or_config(tmp_path, tiny_weights):
             load_checkpoint(tmp_path / "f.safetensors")
     finally:
         signal.alarm(0)
+
+
+class _ConstantLogits(torch.nn.Module):
+    """Outputs fixed logits per channel everywhere: the probability a head gives is known exactly."""
+
+    def __init__(self, *logits: float):
+        super().__init__()
+        self.register_buffer("logits", torch.tensor(logits))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[None, :, None, None].expand(x.shape[0], -1, *x.shape[2:]).clone()
+
+
+def test_a_checkpoint_says_its_head_and_old_ones_have_the_one_logit_head(tmp_path):
+    from model.inference import Predictor
+
+    shipped = json.loads((ROOT / "weights/demo.json").read_text())
+    assert "head" not in shipped["model"] and read_config(ROOT / "weights/demo.json")[0].head == "one_logit"
+    two = dataclasses.replace(TINY, head="two_class_softmax")
+    path = save_checkpoint(build_network(two), two, tmp_path / "two")
+    assert json.loads(path.with_suffix(".json").read_text())["model"]["head"] == "two_class_softmax"
+    assert load_checkpoint(path).config.head == "two_class_softmax"
+    # Inference takes the lesion channel of the softmax; an ensemble may mix heads, each member read by its own.
+    members = [Checkpoint(two, _ConstantLogits(0.0, 1.0), path), Checkpoint(TINY, _ConstantLogits(-1.0), path)]
+    tiles = torch.zeros(1, 2, 64, 64)
+    alone = Predictor.from_checkpoints(members[:1], device="cpu", precision="fp32").predict_tiles(tiles)
+    assert torch.allclose(alone, torch.full_like(alone, 1 / (1 + math.exp(-1.0))))
+    mixed = Predictor.from_checkpoints(members, device="cpu", precision="fp32").predict_tiles(tiles)
+    expected = (1 / (1 + math.exp(-1.0)) + 1 / (1 + math.exp(1.0))) / 2
+    assert torch.allclose(mixed, torch.full_like(mixed, expected))
+    with pytest.raises(ValueError, match="head must be one of"):
+        dataclasses.replace(TINY, head="sigmoid")

@@ -42,3 +42,21 @@ def test_dice_known_values_any_dtype_and_empty_agreement():
     b[0, 1:4] = 0.7  # nonzero counts as foreground
     assert np.isclose(dice(a, b), 2 * 1 / (2 + 3))
     assert np.isclose(dice(torch.from_numpy(a), torch.from_numpy(b) > 0), 0.4)
+
+
+def test_the_seed_crop_dice_is_smoothed_and_counts_only_the_window_centred_on_each_slices_body():
+    from model.metrics import seed_crop_dice
+
+    ct = np.full((3, 40, 60), -1000.0)
+    ct[:, 10:30, 20:50] = 40.0  # the body: rows 10-29, columns 20-49; a 16 x 16 window is rows 12-27, cols 27-42
+    truth = np.zeros(ct.shape, dtype=np.uint8)
+    pred = np.zeros(ct.shape, dtype=np.uint8)
+    truth[0, 15:18, 30:33] = 1  # 9 voxels inside the window
+    pred[0, 15:18, 30:32] = 1  # 6 of them found
+    pred[1, 20, 45] = 1  # a false positive outside the window: not counted
+    truth[2, 5, 5] = 1  # a lesion outside the window (and the body): not counted either
+    assert seed_crop_dice(pred, truth, ct, (16, 16), -500.0) == 2 * (6 + 1) / (6 + 9 + 1)
+    # A negative study scores 2 / (P + 1), and an empty prediction of it 2: the smoothing, not the challenge's.
+    empty = np.zeros_like(truth)
+    assert seed_crop_dice(empty, empty, ct, (16, 16), -500.0) == 2.0
+    assert seed_crop_dice(pred, empty, ct, (16, 16), -500.0) == 2 / (6 + 1)

@@ -1,6 +1,7 @@
 """Batch-norm folding for inference: same outputs, no norm left, training networks refused."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -49,3 +50,18 @@ def test_a_training_network_is_refused():
     network = build_network(TINY).train()
     with pytest.raises(ValueError, match="eval mode"):
         fold_batch_norm(network)
+
+
+def test_the_head_sets_the_outputs_and_the_lesion_probability():
+    from model.config import HEADS
+    from model.network import foreground_probability
+
+    x = torch.randn(2, 2, 64, 64)
+    for head, outputs in HEADS.items():
+        network = build_network(dataclasses.replace(TINY, head=head)).eval()
+        with torch.no_grad():
+            logits = network(x)
+        assert logits.shape == (2, outputs, 64, 64)
+        probability = foreground_probability(logits, head)
+        expected = torch.softmax(logits, 1)[:, 1] if head == "two_class_softmax" else torch.sigmoid(logits[:, 0])
+        assert torch.equal(probability, expected)

@@ -201,3 +201,24 @@ def test_unknown_schemes_are_refused(tmp_path):
         read_config(tmp_path / "m.json")
     assert "m.json" in str(error.value) and "scheme must be one of" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_seed_scheme_floors_the_std_only_where_the_seeds_would_divide_by_zero():
+    """A window of quiet PET (0.02 SUV noise, a hot pixel) and a thin CT: the seed's own numbers, however large;
+    the floor only where the seed divides by zero (one PET value; air and one uniform tissue value)."""
+    rng = np.random.default_rng(3)
+    norm = NormalisationConfig(scheme="seed")
+    pet = np.abs(rng.normal(1.0, 0.02, (1, 32, 32))).astype(np.float32)
+    pet[0, 5, 5] = 1.07
+    ct = np.full((1, 32, 32), -1000.0, dtype=np.float32)
+    ct[0, 8:24, 8:24] = rng.normal(40, 3, (16, 16))  # 3 HU of spread: below the 20 HU floor
+    got = normalise(torch.from_numpy(pet), torch.from_numpy(ct), norm)[0].numpy()
+    np.testing.assert_allclose(got, _seed_rule(pet[0], ct[0]), rtol=1e-4, atol=1e-3)
+    assert got[0].max() > 3.0  # the seed's 3.4, not 0.7 with the 0.1 SUV floor
+    uniform_pet = np.where(ct > -1000, 2.0, 0.0).astype(np.float32)
+    uniform_ct = np.where(ct > -1000, 40.0, -1000.0).astype(np.float32)
+    got = normalise(torch.from_numpy(uniform_pet), torch.from_numpy(uniform_ct), norm)[0]
+    pet_floor, ct_floor = ZSCORE_STD_FLOOR
+    assert torch.isfinite(got).all() and got[0, 10, 10] == 0 and got[1, 10, 10] == 0
+    assert torch.isclose(got[0, 0, 0], torch.tensor(-2.0 / pet_floor))
+    assert torch.isclose(got[1, 0, 0], torch.tensor((-1000.0 - 40.0) / ct_floor))

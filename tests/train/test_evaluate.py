@@ -78,3 +78,51 @@ def test_only_negative_cases_give_strict_json(tmp_path, capsys):
     _write(tmp_path / "pred/n.mha", np.zeros((4, 4, 4)))
     assert _evaluate(tmp_path, capsys)[0] == 0
     assert loads_strict((tmp_path / "m.json").read_text())["mean"]["dice"] is None
+
+
+def test_the_false_positive_volume_is_split_by_the_phantoms_own_organs(tmp_path, capsys):
+    """Phantoms written with their tissue labels (synth --tissues); a prediction that marks each organ of FDG's
+    physiological uptake, a true lesion and a speck elsewhere: each FP lands in its organ's column, the hit
+    lesion in none, and the columns sum to the official FPV, per case and in total."""
+    from phantoms.tissues import FPV_ORGANS
+
+    assert train_main(["synth", "--out", str(tmp_path / "src"), "--cases", "2", "--seed", "4", "--size", "64",
+                       "--spacing", "8", "--slices", "40", "--thickness", "24", "--negative-fraction", "0",
+                       "--layout", "grand-challenge", "--tissues"]) == 0
+    expected = {}
+    for label in sorted((tmp_path / "src/labels").iterdir()):
+        truth = sitk.ReadImage(str(label))
+        tissues = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "src/tissues" / label.name)))
+        gt = sitk.GetArrayFromImage(truth)
+        pred = gt.copy()  # every lesion found
+        voxel = np.prod(truth.GetSpacing()) / 1000
+        counts = {}
+        for organ, labels in FPV_ORGANS.items():
+            where = np.isin(tissues, labels) & ~gt.astype(bool)
+            zs = np.flatnonzero(where.any(axis=(1, 2)))
+            if zs.size:  # one organ voxel far from every lesion: its own component
+                z = zs[len(zs) // 2]
+                y, x = np.argwhere(where[z])[0]
+                if not gt[max(z - 1, 0):z + 2, max(y - 1, 0):y + 2, max(x - 1, 0):x + 2].any():
+                    pred[z, y, x] = 1
+                    counts[organ] = voxel
+        air = np.argwhere((tissues == 0) & ~gt.astype(bool))[0]
+        pred[tuple(air)] = 1
+        image = sitk.GetImageFromArray(pred)
+        image.CopyInformation(truth)
+        (tmp_path / "pred").mkdir(exist_ok=True)
+        sitk.WriteImage(image, str(tmp_path / "pred" / label.name))
+        expected[label.name.removesuffix(".mha")] = {**{o: counts.get(o, 0.0) for o in FPV_ORGANS}, "elsewhere": voxel}
+    capsys.readouterr()
+    assert train_main(["evaluate", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "src/labels"),
+                       "--tissues", str(tmp_path / "src/tissues"), "--out", str(tmp_path / "m.csv")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert sum(1 for volumes in expected.values() for v in volumes.values() if v > 0) >= 6
+    for row in result["cases"]:
+        for organ, volume in expected[row["case"]].items():
+            assert np.isclose(row[f"fpv_{organ}_ml"], volume), (row["case"], organ)
+        assert np.isclose(sum(row[f"fpv_{o}_ml"] for o in expected[row["case"]]), row["fpv_ml"])
+    table = result["mean"]["fpv_by_organ"]
+    assert np.isclose(sum(t["total_ml"] for t in table.values()), sum(r["fpv_ml"] for r in result["cases"]))
+    assert "myocardium" in printed and "per case" in printed and "elsewhere" in printed

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,24 +280,82 @@ def test_paper_json_names_the_seeds_imagenet_weights_in_the_installed_timm():
     assert config.weight_decay == 0.0 and config.augment == "seed" and config.beta == 5 and config.lr_min == 1e-8
 
 
-def test_paper_json_fits_on_phantoms_with_a_tiny_encoder_from_a_local_file(store, tmp_path, encoder_file):
+def test_paper_json_fits_two_epochs_on_phantoms_with_a_tiny_encoder_from_a_local_file(store, tmp_path, encoder_file):
+    """paper.json's settings (two-output head, fp32, the global batch, the seed's set size, seed normalisation)
+    with a tiny encoder: every epoch writes the loss terms and both validation measures, the official ones of
+    the deployment pipeline and the seed authors' crop Dice; the best checkpoint has the two-output head."""
     path, _ = encoder_file
     tiny = ["model.encoder=regnety_002", f"model.pretrained={path}", "model.decoder_channels=[32,16,16,8,8]",
-            "model.crop_size=64", "model.spacing_mm=[8.0,8.0]", "epochs=1", "batch_size=4", "steps_per_epoch=2",
-            "workers=0", "val_max_studies=1", "val_batch_size=8"]
+            "model.crop_size=64", "model.spacing_mm=[8.0,8.0]", "epochs=2", "batch_size=4", "steps_per_epoch=2",
+            "workers=0", "val_max_studies=2", "val_batch_size=8"]
     args = ["fit", "--data", str(store / "data"), "--config", str(ROOT / "train/configs/paper.json"),
             "--out", str(tmp_path / "run"), "--device", "cpu"]
     assert train_main([*args, *(item for key in tiny for item in ("--set", key))]) == 0
+    saved = json.loads((tmp_path / "run/config.json").read_text())
+    assert saved["precision"] == "fp32" and saved["set_size"] == "seed" and saved["batch_size"] == 4
     document = json.loads((tmp_path / "run/best/model.json").read_text())
     assert document["model"]["normalisation"]["scheme"] == "seed"
+    assert document["model"]["head"] == "two_class_softmax"
     assert document["model"]["provenance"]["pretrained"] == str(path.resolve())
     with open(tmp_path / "run/metrics.csv", newline="") as handle:
-        row = next(csv.DictReader(handle))
-    assert row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"])) and 0 <= float(row["dice"]) <= 1
-    mask = Predictor.from_path(tmp_path / "run/best/model.safetensors", device="cpu").predict_volume(
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    for row in rows:
+        assert row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"])) and 0 <= float(row["dice"]) <= 1
+        assert 0 <= float(row["val_dice"]) <= 1 and float(row["val_fpv_ml"]) >= 0 and float(row["val_fnv_ml"]) >= 0
+        assert 0 < float(row["val_seed_crop_dice"]) <= 2 and row["val_cases"] == "2"
+    predictor = Predictor.from_path(tmp_path / "run/best/model.safetensors", device="cpu")
+    assert predictor.heads == ("two_class_softmax",)
+    mask = predictor.predict_volume(
         *(np.load(store / "data/studies" / json.loads((store / "data/index.json").read_text())[0]["study"]
                   / f"{name}.npy").astype(np.float32) for name in ("pet", "ct")))
     assert set(np.unique(mask).tolist()) <= {0, 1}
+
+
+def test_validation_runs_the_deployment_pipeline_on_the_source_studies(store, tmp_path, monkeypatch):
+    """fit's validation reads each study's source files and runs model.pipeline.run_case (what process.py
+    runs), scoring on the PET's grid: its official metrics equal those of the pipeline's own mask."""
+    import train.validation as validation
+    from model.metrics import aggregate, case_metrics
+    from model.pipeline import run_case
+
+    calls = []
+    monkeypatch.setattr(validation, "run_case", lambda *args, **kwargs: calls.append(args[:2]) or run_case(*args,
+                                                                                                          **kwargs))
+    best = fit(store / "data", 0, _config(epochs=1, val_max_studies=2), tmp_path / "run", device="cpu")
+    index = {row["study"]: row for row in load_index(store / "data")}
+    validated = json.loads((store / "data/splits.json").read_text())["folds"][0]["val"]
+    sources = [index[s]["source"] for s in validated if index[s]["lesion_slices"]][:2]
+    assert [tuple(str(p) for p in call) for call in calls] == [(s["pet"], s["ct"]) for s in sources]
+    predictor = Predictor.from_path(tmp_path / "run/best", device="cpu")
+    cases = []
+    for source in sources:
+        result = run_case(Path(source["pet"]), Path(source["ct"]), None, predictor, progress=False)
+        truth = sitk.GetArrayFromImage(sitk.ReadImage(source["mask"]))
+        cases.append(case_metrics(result.mask_array, truth, result.spacing))
+    expected = aggregate(cases)
+    assert best["dice"] == pytest.approx(expected["dice"]) and best["fpv_ml"] == pytest.approx(expected["fpv_ml"])
+
+
+def test_the_config_batch_is_the_global_batch_whatever_the_number_of_ranks():
+    from train.fit import Distributed, rank_batch_size
+
+    paper = FitConfig()
+    assert paper.batch_size == 24
+    assert [rank_batch_size(paper, Distributed(0, world, 0)) for world in (1, 2, 4)] == [24, 12, 6]
+    with pytest.raises(InputError, match="global batch: it must divide by the 5 ranks"):
+        rank_batch_size(paper, Distributed(0, 5, 0))
+
+
+def test_a_store_cut_to_the_body_box_is_refused_with_one_line(store, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(store / "data", data)
+    rows = load_index(data)
+    (data / "index.json").write_text(json.dumps([{k: v for k, v in row.items() if k != "store_format"}
+                                                 for row in rows]))
+    with pytest.raises(InputError) as error:
+        fit(data, 0, _config(epochs=1), tmp_path / "run", device="cpu")
+    assert "cut to its body's box" in str(error.value) and "\n" not in str(error.value)
 
 
 def test_a_fold_whose_validation_studies_are_all_negative_validates_on_fpv_and_exports_best(store, tmp_path):

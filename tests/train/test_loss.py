@@ -58,3 +58,53 @@ def test_the_seeds_two_class_per_sample_dice_against_a_hand_computed_value():
 def test_an_unknown_dice_form_is_refused():
     with pytest.raises(ValueError, match="dice must be one of"):
         UncertaintyWeightedLoss(dice="per_image")
+
+
+def _lovasz_hinge_of_one_image(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Berman et al.'s binary Lovasz hinge of one flat vector, written out here (not smp's code)."""
+    signs = 2.0 * labels - 1.0
+    errors = 1.0 - scores * signs
+    order = torch.argsort(errors, descending=True)
+    errors, gt = errors[order], labels[order]
+    intersection = gt.sum() - gt.cumsum(0)
+    union = gt.sum() + (1.0 - gt).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
+    return torch.dot(torch.relu(errors), jaccard)
+
+
+def test_the_two_class_head_takes_each_term_over_both_channels_as_the_seeds_solver():
+    """petct_solver.py: softmax probabilities against the one-hot target for SoftDiceLoss (per sample, per
+    class, smooth 1e-5), lovasz_hinge of each image's flattened two channels of logits (per image), BCE with
+    logits over both channels. Two batches: lesions in both images, and one image without lesion."""
+    torch.manual_seed(0)
+    for target in (torch.rand(3, 1, 8, 8) > 0.7, torch.zeros(2, 1, 8, 8, dtype=torch.bool)):
+        target = target.float()
+        if not target.any():
+            target[0, 0, 2:4, 2:4] = 1.0  # one image with a lesion, one without
+        logits = 3 * torch.randn(target.shape[0], 2, 8, 8)
+        onehot = torch.cat((1 - target, target), dim=1)
+        prob = torch.softmax(logits, dim=1)
+        e = 1e-5
+        dices = [(2 * (prob[:, c] * onehot[:, c]).flatten(1).sum(1) + e)
+                 / (prob[:, c].flatten(1).sum(1) + onehot[:, c].flatten(1).sum(1) + e) for c in (0, 1)]
+        expected = {
+            "dice": float(sum(1 - d.mean() for d in dices) / 2),
+            "lovasz": float(torch.stack([_lovasz_hinge_of_one_image(s, g) for s, g in
+                                         zip(logits.flatten(1), onehot.flatten(1), strict=True)]).mean()),
+            "bce": float(torch.nn.functional.binary_cross_entropy_with_logits(logits, onehot)),
+        }
+        _, terms = UncertaintyWeightedLoss(dice="two_class_per_sample", head="two_class_softmax")(logits, target)
+        for name, value in expected.items():
+            assert math.isclose(terms[name], value, rel_tol=1e-5), (name, terms[name], value)
+
+
+def test_the_one_logit_head_keeps_its_batch_lovasz_and_an_unknown_head_is_refused():
+    torch.manual_seed(1)
+    target = (torch.rand(2, 1, 8, 8) > 0.7).float()
+    logits = torch.randn(2, 1, 8, 8)
+    _, terms = UncertaintyWeightedLoss()(logits, target)
+    assert math.isclose(terms["lovasz"], float(_lovasz_hinge_of_one_image(logits.flatten(), target.flatten())),
+                        rel_tol=1e-5)
+    with pytest.raises(ValueError, match="head must be one of"):
+        UncertaintyWeightedLoss(head="three_class")

@@ -1,5 +1,6 @@
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from train.prepare import load_index, prepare
 SPEC = PhantomSpec(size=64, spacing=9.0, slices=30, slice_thickness=33.0)
 
 
-def test_prepare_checks_crops_resumes_and_skips_bad_studies(tmp_path):
+def test_prepare_checks_keeps_whole_slices_resumes_and_skips_bad_studies(tmp_path):
     rows = write_dataset(tmp_path / "src", 4, seed=2, spec=SPEC, negative_fraction=0.0)
     broken = tmp_path / "src" / rows[1]["File Location"] / "SUV.nii.gz"
     broken.write_bytes(broken.read_bytes()[:300])
@@ -31,8 +32,12 @@ def test_prepare_checks_crops_resumes_and_skips_bad_studies(tmp_path):
     row = index[0]
     folder = tmp_path / "data/studies" / row["study"]
     pet, ct, mask = (np.load(folder / f"{n}.npy", mmap_mode="r") for n in ("pet", "ct", "mask"))
-    assert pet.dtype == np.float16 and ct.dtype == np.int16 and mask.dtype == np.uint8
-    assert pet.shape == tuple(row["shape"]) and pet.shape[1] < 64  # cropped to the body
+    # Lossless: float32 SUV, the phantom's whole-HU CT as int16; whole slices, the sources recorded.
+    assert pet.dtype == np.float32 and ct.dtype == np.int16 and mask.dtype == np.uint8
+    assert pet.shape == tuple(row["shape"]) == tuple(row["source_shape"]) and pet.shape[1:] == (64, 64)
+    assert row["store_format"] == 2 and Path(row["source"]["pet"]).name == "SUV.nii.gz"
+    shifted = next(r for r in index if Path(r["source"]["ct"]) == ct_path.resolve())
+    assert np.load(tmp_path / "data/studies" / shifted["study"] / "ct.npy", mmap_mode="r").dtype == np.float32
     assert row["lesion_slices"] == np.flatnonzero(mask.any(axis=(1, 2))).tolist()
     assert row["diagnosis"] in {"MELANOMA", "LUNG_CANCER", "LYMPHOMA"}
 

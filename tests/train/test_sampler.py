@@ -10,8 +10,10 @@ PAPER = FitConfig()
 
 
 def _sampler(studies: list[dict], **changes) -> WholeBodySampler:
-    """A sampler with the config's values (the paper's) but for ``changes``."""
-    settings = {"alpha": PAPER.alpha, "beta": PAPER.beta, "set_carry_over": PAPER.set_carry_over, "seed": PAPER.seed}
+    """A sampler with the config's values (the paper's) but for ``changes``; the set size measured from the
+    slices per patient unless asked otherwise (the seed's rule has tests of its own)."""
+    settings = {"alpha": PAPER.alpha, "beta": PAPER.beta, "set_carry_over": PAPER.set_carry_over, "seed": PAPER.seed,
+                "set_size": "slices_per_patient"}
     return WholeBodySampler(studies, **{**settings, **changes})
 
 
@@ -101,3 +103,28 @@ def test_negative_studies_join_the_pool_only_when_asked(negatives):
     studies = _studies(10) + [{"study": "neg", "patient": "pn", "slices": 100, "lesion_slices": []}]
     sampler = _sampler(studies, whole_body_negatives=negatives)
     assert ("pn" in sampler.patients) is negatives
+
+
+def test_the_seed_set_size_rule_takes_ceil_lesion_slices_over_350_in_fold_order_and_drops_leftovers():
+    # 23 patients of 326 slices (autoPET's depth), 20 lesion slices each: 460 lesion slices, m = ceil(460 / 350) = 2
+    # with no carry-over, so 11 sets of 2 and the 23rd patient unused; the fold order is the studies' order.
+    studies = [{**row, "slices": 326, "lesion_slices": list(range(100, 120))}
+               for row in _studies(n_patients=23, slices=326)][::-1]
+    sampler = _sampler(studies, set_size="seed", set_carry_over=0.0)
+    order = [row["patient"] for row in studies]
+    assert sampler.sets == [order[k:k + 2] for k in range(0, 22, 2)]
+    assert order[22] not in {p for s in sampler.sets for p in s}
+    # alpha 3 and a carry-over of 0.25: m = ceil(3 x 460 / 350) = 4, lap 1, chunks of 3 (7 sets, 2 unused);
+    # each set holds its chunk and one patient of the set before, the first one of the last set.
+    sampler = _sampler(studies, set_size="seed", alpha=3.0, set_carry_over=0.25)
+    assert len(sampler.sets) == 7 and all(len(s) == 4 for s in sampler.sets)
+    chunks = [order[k:k + 3] for k in range(0, 21, 3)]
+    for k, members in enumerate(sampler.sets):
+        assert members[:3] == chunks[k] and members[3] in sampler.sets[k - 1]
+    assert not {order[21], order[22]} & {p for s in sampler.sets for p in s}
+
+
+def test_the_paper_config_uses_the_seed_set_size_rule():
+    assert PAPER.set_size == "seed"
+    with pytest.raises(ValueError, match="set_size must be one of"):
+        FitConfig(set_size="fixed")
