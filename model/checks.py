@@ -31,11 +31,11 @@ DEFAULT_BODY_HU = NormalisationConfig().body_threshold_hu
 CT_PADDING_BELOW_HU = -1100.0
 # The FDG PET's median SUV over the CT's body (the couch left out) is about 0.3 to 3: fat, the least active
 # tissue, reads 0.2 to 0.4 and the body's median stays above it (an obese body is mostly fat), muscle 0.7,
-# liver 2; the phantoms read 0.45 to 5.2 (32 studies) and the shipped test case 0.55. Nothing real is below a
-# third of fat or above 10 times the liver. Outside: a PET in Bq/ml (about 5000 per SUV: 1500 and more), in
-# MBq/ml (about 0.005 per SUV: 0.002 and less), normalised to 0..1 (a median of its maximum's 1/10 to 1/60:
-# 0.02 to 0.1), or SUV from a body weight off by a factor 10 or more. (kBq/ml, about 5 per SUV, cannot be told
-# from SUV this way.)
+# liver 2; the phantoms read 0.45 to 5.2 (40 studies of 5 sizes) and the shipped test case 0.55. Nothing real is
+# below a third of fat or above 10 times the liver. Outside: a PET in Bq/ml (about 5000 per SUV: 1500 and
+# more), in MBq/ml (about 0.005 per SUV: 0.002 and less), normalised to 0..1 (its median over its maximum: 0.008
+# to 0.08 for whole-body phantoms, 0.03 for the test case; a field of view without a hot organ passes), or SUV
+# from a body weight off tenfold or more. (kBq/ml, about 5 per SUV, cannot be told from SUV this way.)
 BODY_MEDIAN_SUV = (0.1, 30.0)
 # The PET's body: voxels above this fraction of the PET's median over the CT's body (fat sits at ~0.4 of it).
 PET_BODY_FRACTION = 0.2
