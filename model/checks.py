@@ -141,10 +141,26 @@ def check_not_swapped(pet: np.ndarray, ct: np.ndarray, pet_name: str, ct_name: s
                      "never far below 0): is it the CT?")
 
 
-def check_suv_units(pet: np.ndarray, ct_body: np.ndarray, name: str, suv: SuvConversion | None = None) -> float:
+# Below this median over the body a PET looks like MBq/ml (SUV 1 is about 0.005 MBq/ml: a median of 0.0015 to
+# 0.015); a PET whose highest value is 1 (to 1 %) looks normalised to 0..1 (its median 0.008 to 0.08).
+MBQ_PER_ML_BELOW = 0.02
+
+
+def _low_scale_guess(median: float, highest: float | None) -> str:
+    """What a PET whose median over the body is below the SUV scale looks like, from that median and its highest
+    value (None: not known)."""
+    if highest is not None and abs(highest - 1.0) <= 0.01:
+        return "the values look normalised to 0..1 (the highest is 1)"
+    if median < MBQ_PER_ML_BELOW:
+        return "the values look like MBq/ml (SUV 1 is about 0.005 MBq/ml)"
+    return "the values look like SUV from a body weight or dose off by a large factor"
+
+
+def check_suv_units(pet: np.ndarray, ct_body: np.ndarray, name: str, suv: SuvConversion | None = None,
+                    highest: float | None = None) -> float:
     """Refuse a PET whose median over the body cannot be SUV (BODY_MEDIAN_SUV: Bq/ml reads about 5000 times
-    more, MBq/ml about 200 times less); returns that median. ``suv``: how a DICOM PET's SUV was computed, named
-    in the refusal."""
+    more, MBq/ml about 200 times less); returns that median. ``suv``: how a DICOM PET's SUV was computed,
+    ``highest``: the PET's highest value; both help the refusal say what the values look like."""
     if not ct_body.any():
         return float("nan")
     median = float(np.median(pet[ct_body]))
@@ -154,8 +170,8 @@ def check_suv_units(pet: np.ndarray, ct_body: np.ndarray, name: str, suv: SuvCon
     if median > high:
         looks = "Bq/ml or counts must be converted to SUV (body weight)"
     else:
-        looks = ("values like these are MBq/ml (about 0.005 per SUV), values normalised to 0..1, or SUV from a body "
-                 "weight or dose off by a large factor")
+        looks = (f"{_low_scale_guess(median, highest)} (MBq/ml, values normalised to 0..1 and SUV from a wrong body "
+                 "weight or dose read below the scale)")
     if suv is not None:
         looks += (f" (its SUV factor {suv.factor:.4g} from Units {suv.units}"
                   f"{f', {suv.weight_source} {suv.weight_kg:g} kg' if suv.weight_kg is not None else ''})")
@@ -305,6 +321,9 @@ def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name:
     # a PET without activity anywhere in the CT's body keeps them all (and is refused below).
     activity = MIN_ACTIVITY_FRACTION * float(np.percentile(pet_small[ct_body], 90))
     active_body = _without_objects(ct_body, pet_small > activity) if activity > 0 else ct_body
-    median = check_suv_units(pet_small, active_body if active_body.any() else ct_body, pet_name, suv)
+    extremes = sitk.MinimumMaximumImageFilter()
+    extremes.Execute(pet)
+    median = check_suv_units(pet_small, active_body if active_body.any() else ct_body, pet_name, suv,
+                             highest=extremes.GetMaximum())
     check_same_study(pet_small, ct_small, covered, median, pet_name, ct_name, body_threshold_hu)
     return pet, ct, notes

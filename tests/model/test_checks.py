@@ -83,13 +83,14 @@ def _scaled(image: sitk.Image, factor: float) -> sitk.Image:
     return sitk.Cast(image, sitk.sitkFloat32) * factor
 
 
-@pytest.mark.parametrize("what", ["MBq/ml", "normalised to 0..1", "SUV with a weight 30 times too low"])
-def test_a_pet_far_below_the_suv_scale_is_refused(studies, what):
+@pytest.mark.parametrize(("what", "looks"), [("MBq/ml", "like MBq/ml"), ("normalised to 0..1", "normalised to 0..1"),
+                                             ("SUV with a weight 10 times too low", "like SUV from a body weight")])
+def test_a_pet_far_below_the_suv_scale_is_refused(studies, what, looks):
     for pet, ct in (studies[0], studies[7]):
         peak = float(sitk.GetArrayViewFromImage(pet).max())
-        factor = {"MBq/ml": 5e-3, "normalised to 0..1": 1 / peak, "SUV with a weight 30 times too low": 1 / 30}[what]
+        factor = {"MBq/ml": 5e-3, "normalised to 0..1": 1 / peak, "SUV with a weight 10 times too low": 1 / 10}[what]
         with pytest.raises(InputError, match=r"pet\.mha: PET is not in SUV \(its median in the body is 0\.0\d*; .*"
-                                             r"values like these are MBq/ml .*normalised to 0\.\.1") as caught:
+                                             rf"the values look {looks}") as caught:
             check_study(_scaled(pet, factor), ct, "pet.mha", "ct.mha")
         assert "\n" not in str(caught.value)
 
