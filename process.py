@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError, one_line, show_warnings_as_lines, shown
 from model.suv import SUV_METHODS
+from model.validation import PLAUSIBLE_WEIGHT_KG
 
 if TYPE_CHECKING:
     from model.cases import CaseSource
@@ -58,14 +59,13 @@ def check_device(device: str) -> None:
 # case after inference (--min-lesion-ml 1e308: OverflowError) or allocates without bound (--batch-size).
 MAX_LESION_ML = 1e5  # 100 litres: more than any body
 MAX_BATCH = 1024
-MAX_WEIGHT_KG = 1000.0
 
 
 def check_numbers(args: argparse.Namespace) -> None:
     """--min-lesion-ml, --batch-size and --weight-kg finite and within range (one line naming the option)."""
     for option, value, low, high in (("--min-lesion-ml", args.min_lesion_ml, 0.0, MAX_LESION_ML),
                                      ("--batch-size", args.batch_size, 1, MAX_BATCH),
-                                     ("--weight-kg", args.weight_kg, 1.0, MAX_WEIGHT_KG)):
+                                     ("--weight-kg", args.weight_kg, *PLAUSIBLE_WEIGHT_KG)):
         if value is not None and not (math.isfinite(value) and low <= value <= high):
             raise InputError(f"{option} {value}: must be a finite number from {low:g} to {high:g}")
 

@@ -98,11 +98,15 @@ class CaseResult:
 def checked_study(case: CaseSource, loaded: LoadedCase, predictor: Predictor,
                   timings: CaseTimings | None = None) -> Study:
     """A study already read, checked (model.checks.check_study, with the body threshold of the weights that
-    will run) and its CT brought onto the PET's grid."""
+    will run; non-finite voxels outside the body filled, with a warning) and its CT brought onto the PET's
+    grid."""
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
-    check_study(loaded.pet, loaded.ct, pet_name=case.pet_label, ct_name=case.ct_label,
-                body_threshold_hu=predictor.config.normalisation.body_threshold_hu)
+    loaded.pet, loaded.ct, notes = check_study(loaded.pet, loaded.ct, pet_name=case.pet_label,
+                                               ct_name=case.ct_label, suv=loaded.suv,
+                                               body_threshold_hu=predictor.config.normalisation.body_threshold_hu)
+    if notes:  # non-finite voxels filled outside the body: said, and kept in results.json
+        loaded.warnings = [*(loaded.warnings or []), *notes]
     loaded.ct = ct_on_pet_grid(loaded.pet, loaded.ct, predictor.settings, pet_name=case.pet_label,
                                ct_name=case.ct_label)
     timings.preprocess += time.perf_counter() - start

@@ -1,4 +1,6 @@
-"""The numbers of a checkpoint's config, checked when its JSON is read (model.config, model.preprocessing)."""
+"""The numbers of a checkpoint's config, checked when its JSON is read (model.config, model.preprocessing), and
+the plausible ranges of numbers about a patient (a light module: process.py checks its arguments with it
+before the heavy imports)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
     "ct_center": (-5000.0, 5000.0), "ct_scale": (1e-3, 10000.0), "body_threshold_hu": (-1100.0, 1000.0),
     "crop_size": (32, 2048), "spacing_mm": (0.4, 20.0), "decoder_channels": (1, 4096), "threshold": (0.0, 1.0),
 }
+
+
+# A patient's body weight (kg), the one range of --weight-kg (process.py) and of the weight a DICOM PET's SUV was
+# computed with (model.checks): a neonate is 2 kg and more; 0.075 is grams taken for kg, 75000 grams for kg.
+PLAUSIBLE_WEIGHT_KG = (1.0, 1000.0)
 
 
 def check_numbers(config: Any) -> None:

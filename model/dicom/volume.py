@@ -25,6 +25,7 @@ from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRL
 
 from model.dicom.scan import UNREADABLE, Series, Study, choose_series, dcmread, header_numbers, upper_values
 from model.errors import InputError, describe, shown
+from model.geometry import DIRECTION_TOLERANCE, orthonormality_error
 from model.suv import DEFAULT_SUV_METHOD, SuvConversion, SuvMethod, suv_conversion
 
 # A gap over this multiple of the usual one is a missing slice; under its inverse, slices overlap.
@@ -102,9 +103,10 @@ def _stack(series: Series) -> tuple[list[int], np.ndarray, np.ndarray, list[str]
         notes.append(f"{where}: {len(other_plane)} image(s) in another plane (localizers?) not used, e.g. "
                      f"{shown(series.files[other_plane[0]].name)}")
     row, col = main[:3], main[3:]
-    if not (np.isclose(np.linalg.norm(row), 1, atol=1e-3) and np.isclose(np.linalg.norm(col), 1, atol=1e-3)
-            and abs(row @ col) < 1e-3):
-        raise InputError(f"{where}: ImageOrientationPatient {list(main)} is not two unit vectors at right angles")
+    error = orthonormality_error(np.stack([row, col], axis=1))
+    if not error <= DIRECTION_TOLERANCE:  # the one rule of every reader's direction (model.geometry)
+        raise InputError(f"{where}: ImageOrientationPatient {list(main)} is not two unit vectors at right angles "
+                         f"(off by {error:.3g}, more than {DIRECTION_TOLERANCE:g})")
     # Written with a few decimals: make them exactly orthonormal for the image's direction matrix.
     row = row / np.linalg.norm(row)
     col = col - (col @ row) * row

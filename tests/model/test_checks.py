@@ -1,14 +1,20 @@
 """Plausibility checks on both sides: real-looking phantoms pass (hot bladders and brains included), a PET in
-Bq/ml, two different studies and implausible voxel sizes are refused with one line."""
+Bq/ml or MBq/ml, a body weight no patient has, directions that are no rotation, two different studies and
+implausible voxel sizes are refused with one line; non-finite voxels outside the body are filled with a
+warning, inside it refused."""
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from model import InputError
-from model.checks import MAX_BODY_MEDIAN_SUV, MIN_OUTLINE_DICE, check_spacing, check_study
+from model import InputError, run_case
+from model.cases import path_case
+from model.checks import BODY_MEDIAN_SUV, MIN_OUTLINE_DICE, NONFINITE_FILL, check_spacing, check_study
+from model.suv import SuvConversion
+from model.validation import PLAUSIBLE_WEIGHT_KG
 from phantoms import PhantomSpec, make_phantom
-from tests.conftest import SMALL_SPEC
+from tests.conftest import SMALL_SPEC, oracle_predictor, write_case
+from tests.model.dicom_series import Grid, StudyIds, ct_datasets, pet_datasets, write_series
 
 MEDIUM_SPEC = PhantomSpec(size=96, spacing=5.0, slices=60, slice_thickness=16.0)
 
@@ -70,7 +76,102 @@ def test_a_pet_in_bq_per_ml_is_refused(studies):
     with pytest.raises(InputError, match=r"pet\.mha: PET is not in SUV \(its median in the body is \d+") as caught:
         check_study(sitk.Cast(pet, sitk.sitkFloat32) * 5000.0, ct, "pet.mha", "ct.mha")
     assert "\n" not in str(caught.value)
-    assert MAX_BODY_MEDIAN_SUV < 5000 * 0.3  # fat alone would read 1500 in Bq/ml
+    assert BODY_MEDIAN_SUV[1] < 5000 * 0.3  # fat alone would read 1500 in Bq/ml
+
+
+def _scaled(image: sitk.Image, factor: float) -> sitk.Image:
+    return sitk.Cast(image, sitk.sitkFloat32) * factor
+
+
+@pytest.mark.parametrize(("what", "looks"), [("MBq/ml", "like MBq/ml"), ("normalised to 0..1", "normalised to 0..1"),
+                                             ("SUV with a weight 10 times too low", "like SUV from a body weight")])
+def test_a_pet_far_below_the_suv_scale_is_refused(studies, what, looks):
+    for pet, ct in (studies[0], studies[7]):
+        peak = float(sitk.GetArrayViewFromImage(pet).max())
+        factor = {"MBq/ml": 5e-3, "normalised to 0..1": 1 / peak, "SUV with a weight 10 times too low": 1 / 10}[what]
+        with pytest.raises(InputError, match=r"pet\.mha: PET is not in SUV \(its median in the body is 0\.0\d*; .*"
+                                             rf"the values look {looks}") as caught:
+            check_study(_scaled(pet, factor), ct, "pet.mha", "ct.mha")
+        assert "\n" not in str(caught.value)
+
+
+def test_the_suv_scale_bounds_keep_a_margin_around_every_real_looking_study(studies):
+    # Each real-looking study passes with the low bound raised threefold and the high one lowered threefold.
+    import model.checks
+
+    original = model.checks.BODY_MEDIAN_SUV
+    try:
+        model.checks.BODY_MEDIAN_SUV = (3 * original[0], original[1] / 3)
+        for pet, ct in studies:
+            check_study(pet, ct, "pet.mha", "ct.mha")
+    finally:
+        model.checks.BODY_MEDIAN_SUV = original
+
+
+def _conversion(weight_kg: float, source: str = "PatientWeight") -> SuvConversion:
+    return SuvConversion(method="qiba", units="BQML", decay_correction="START", corrected_image=("ATTN", "DECY"),
+                         factor=1e-4, rule="test", weight_kg=weight_kg, weight_source=source)
+
+
+@pytest.mark.parametrize("weight", [0.075, 0.5, 1500.0, 75000.0, float("nan")])
+def test_a_body_weight_no_patient_has_is_refused(studies, weight):
+    pet, ct = studies[0]
+    with pytest.raises(InputError, match=rf"series 1: body weight {weight:g} kg \(PatientWeight\) is not a "
+                                         r"patient's \(1 to 1000 kg\).*--weight-kg"):
+        check_study(pet, ct, "series 1", "ct", suv=_conversion(weight))
+    check_study(pet, ct, "series 1", "ct", suv=_conversion(PLAUSIBLE_WEIGHT_KG[0]))
+    check_study(pet, ct, "series 1", "ct", suv=_conversion(PLAUSIBLE_WEIGHT_KG[1], "--weight-kg"))
+
+
+def test_process_holds_weight_kg_to_the_same_range():
+    import process
+
+    args = process.parse_args(["--weight-kg", "0.9", "--pet", "p", "--ct", "c", "--output", "o"])
+    with pytest.raises(InputError, match=f"from {PLAUSIBLE_WEIGHT_KG[0]:g} to {PLAUSIBLE_WEIGHT_KG[1]:g}"):
+        process.check_numbers(args)
+
+
+def _dicom_study(root, pet: sitk.Image, ct: sitk.Image, weight: str) -> tuple:
+    """The phantom as a Siemens PET series in Bq/ml (SUV x decayed dose / 75 kg) and its CT, PatientWeight
+    ``weight``."""
+    suv = sitk.GetArrayFromImage(pet)
+    spacing, origin = pet.GetSpacing(), pet.GetOrigin()
+    grid = Grid(z=[origin[2] + spacing[2] * k for k in range(suv.shape[0])], rows=suv.shape[1],
+                columns=suv.shape[2], pixel_spacing=(spacing[1], spacing[0]), origin_xy=(origin[0], origin[1]))
+    ids = StudyIds()
+    decayed = 3.5e8 * 2 ** (-3900 / 6586.2)  # 09:15 to 10:20 (the helper's times), F-18
+    series = pet_datasets(suv * decayed / 75000.0, grid, ids)
+    ct_series = ct_datasets(sitk.GetArrayFromImage(ct).astype(float), grid, ids)
+    for ds in (*series, *ct_series):
+        ds.PatientWeight = weight
+    write_series(series, root / "pet")
+    write_series(ct_series, root / "ct")
+    return root / "pet", root / "ct"
+
+
+@pytest.mark.parametrize("weight", ["0.075", "0.5", "7500"])
+def test_a_dicom_pet_whose_patient_weight_is_no_patients_is_refused(tmp_path, studies, weight):
+    pet, ct = studies[0]
+    pet_folder, ct_folder = _dicom_study(tmp_path, pet, ct, weight)
+    loaded = path_case(pet_folder, ct_folder).load()
+    with pytest.raises(InputError, match=rf"body weight {float(weight):g} kg \(PatientWeight\) is not a patient's"):
+        check_study(loaded.pet, loaded.ct, "pet", "ct", suv=loaded.suv)
+
+
+def test_a_dicom_pet_off_the_suv_scale_names_the_weight_its_factor_used(tmp_path, studies):
+    pet, ct = studies[0]
+    loaded = path_case(*_dicom_study(tmp_path, pet, ct, "7.5")).load()  # a patient's weight, not this one's
+    with pytest.raises(InputError, match=r"PET is not in SUV \(its median in the body is 0\.0\d+;.*\(its SUV factor "
+                                         r"[-0-9.e]+ from Units BQML, PatientWeight 7\.5 kg\)"):
+        check_study(loaded.pet, loaded.ct, "pet", "ct", suv=loaded.suv)
+
+
+def test_a_dicom_pet_with_a_patients_weight_passes(tmp_path, studies):
+    pet, ct = studies[0]
+    loaded = path_case(*_dicom_study(tmp_path, pet, ct, "75")).load()
+    check_study(loaded.pet, loaded.ct, "pet", "ct", suv=loaded.suv)
+    assert loaded.suv.weight_kg == 75.0
+    assert np.allclose(sitk.GetArrayViewFromImage(loaded.pet), sitk.GetArrayViewFromImage(pet), atol=1e-3, rtol=1e-3)
 
 
 def test_pet_and_ct_of_two_different_studies_are_refused(studies):
@@ -127,14 +228,106 @@ def test_plausible_spacings_pass(spacing):
     check_spacing(image, "x.mha", "PET")
 
 
+def _with(image: sitk.Image, change) -> sitk.Image:
+    array = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkFloat32))
+    change(array)
+    changed = sitk.GetImageFromArray(array)
+    changed.CopyInformation(image)
+    return changed
+
+
+def _corner(array):
+    array[:, :3, :3] = np.nan  # a converter's padding beyond the field of view
+
+
+def _edge_rows(array):
+    array[:, :1, :] = np.inf
+
+
+def _one_far_slice_corner(array):
+    array[-1, -2:, -2:] = -np.inf
+
+
+@pytest.mark.parametrize("role", ["PET", "CT"])
+@pytest.mark.parametrize("pad", [_corner, _edge_rows, _one_far_slice_corner])
+def test_non_finite_voxels_outside_the_body_are_filled_with_one_warning(studies, role, pad):
+    pet, ct = (sitk.Cast(image, sitk.sitkFloat32) for image in studies[0])
+    padded = _with(pet if role == "PET" else ct, pad)
+    bad = ~np.isfinite(sitk.GetArrayViewFromImage(padded))
+    used_pet, used_ct, notes = check_study(padded if role == "PET" else pet, padded if role == "CT" else ct,
+                                           "pet.mha", "ct.mha")
+    used = sitk.GetArrayViewFromImage(used_pet if role == "PET" else used_ct)
+    assert np.isfinite(used).all() and (used[bad] == NONFINITE_FILL[role]).all()
+    assert np.array_equal(used[~bad], sitk.GetArrayViewFromImage(padded)[~bad])
+    assert notes == [f"{role.lower()}.mha: {bad.sum()} {role} voxel(s) NaN or infinite outside the body (padding "
+                     f"beyond the field of view?) set to {NONFINITE_FILL[role]:g}"]
+
+
 @pytest.mark.parametrize("bad", [np.inf, np.nan])
 @pytest.mark.parametrize("role", ["PET", "CT"])
-def test_non_finite_voxels_are_refused(studies, bad, role):
+def test_non_finite_voxels_inside_the_body_are_refused(studies, bad, role):
     pet, ct = (sitk.Cast(image, sitk.sitkFloat32) for image in studies[0])
-    target = pet if role == "PET" else ct
-    target[3, 4, 5] = bad
-    with pytest.raises(InputError, match=rf"{role.lower()}\.mha: {role} holds 1 voxel\(s\) that are NaN or infinite"):
-        check_study(pet, ct, "pet.mha", "ct.mha")
+    body = np.argwhere(sitk.GetArrayViewFromImage(ct) > 0)  # soft tissue and bone
+    z, y, x = body[len(body) // 2]
+
+    def inside(array):
+        array[z, y, x] = bad
+        array[0, :2, :2] = bad  # and a corner outside: counted, not enough to pass
+
+    with pytest.raises(InputError, match=rf"{role.lower()}\.mha: {role} holds 5 voxel\(s\) that are NaN or "
+                                         r"infinite, 1 of them inside the body"):
+        check_study(_with(pet, inside) if role == "PET" else pet, _with(ct, inside) if role == "CT" else ct,
+                    "pet.mha", "ct.mha")
+
+
+def test_a_pet_padded_with_nan_segments_and_says_so(tmp_path, studies):
+    pet, ct = studies[0]
+    pet_path, ct_path = write_case(tmp_path / "in", _with(pet, _corner), ct)
+    result = run_case(pet_path, ct_path, tmp_path / "out" / "case0.mha", oracle_predictor())
+    assert np.isfinite(result.suv).all() and result.out_path.exists()
+    assert [note.split(": ", 1)[1] for note in result.study.loaded.warnings] == [
+        f"{3 * 3 * pet.GetSize()[2]} PET voxel(s) NaN or infinite outside the body (padding beyond the field of view?) "
+        "set to 0"]
+
+
+def _direction(matrix) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.asarray(matrix, dtype=float).ravel())
+
+
+def _rotation_z(degrees: float) -> np.ndarray:
+    t = np.radians(degrees)
+    return np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+
+
+SHEAR = np.eye(3) + 0.3 * np.eye(3, k=1)
+NOT_ROTATIONS = {"shear 0.3": SHEAR, "scaled 2x": 2 * np.eye(3), "determinant 0.01": np.diag([1, 1, 0.01]),
+                 "shear 0.005": np.eye(3) + 0.005 * np.eye(3, k=1), "one axis 1 % long": np.diag([1.01, 1, 1]),
+                 "rotated then sheared": _rotation_z(30) @ SHEAR}
+
+
+@pytest.mark.parametrize("name", NOT_ROTATIONS)
+@pytest.mark.parametrize("role", ["PET", "CT"])
+def test_direction_matrices_that_are_not_rotations_are_refused(tmp_path, studies, name, role):
+    pet, ct = studies[0]
+    changed = sitk.Image(pet if role == "PET" else ct)
+    changed.SetDirection(_direction(NOT_ROTATIONS[name]))
+    path = tmp_path / f"{role.lower()}.mha"  # as read from a MetaImage, which keeps the matrix as written
+    sitk.WriteImage(changed, str(path))
+    from model.readers import read_image
+
+    read = read_image(path, role)
+    with pytest.raises(InputError, match=rf"{role.lower()}\.mha: {role} direction matrix .* is not orthonormal"):
+        check_study(read if role == "PET" else pet, read if role == "CT" else ct, "pet.mha", "ct.mha")
+
+
+@pytest.mark.parametrize("matrix", [_rotation_z(20), np.diag([-1.0, 1.0, 1.0]), np.eye(3)[[1, 0, 2]],
+                                    np.diag([1.0, 1.0, -1.0]) @ _rotation_z(-90)])
+def test_rotations_and_flips_are_directions(studies, matrix):
+    pet, ct = studies[0]
+    turned_pet, turned_ct = sitk.Image(pet), sitk.Image(ct)
+    for image in (turned_pet, turned_ct):
+        image.SetDirection(_direction(matrix))
+    check_study(turned_pet, turned_ct, "pet.mha", "ct.mha")
 
 
 def test_a_field_of_view_where_the_couch_is_as_large_as_the_body_passes():

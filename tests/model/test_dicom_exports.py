@@ -166,6 +166,24 @@ def test_slices_at_a_slight_angle_are_refused_not_dropped(tmp_path):
         read_series(series_in_folder(tmp_path, "CT"))
 
 
+@pytest.mark.parametrize("orientation", [(1, 0, 0, 0.3, 1, 0), (1, 0, 0, 0, 1.01, 0), (2, 0, 0, 0, 2, 0),
+                                         (0.99, 0.2, 0, -0.2, 0.99, 0)])
+def test_an_orientation_that_is_not_two_unit_vectors_at_right_angles_is_refused(tmp_path, orientation):
+    write_series(ct_datasets(np.zeros((4, 6, 5)), Grid(z=[0.0, 3.0, 6.0, 9.0], orientation=orientation),
+                             StudyIds()), tmp_path)
+    with pytest.raises(InputError, match=r"ImageOrientationPatient .* is not two unit vectors at right angles "
+                                         r"\(off by [0-9.e-]+, more than 0\.001\)"):
+        read_series(series_in_folder(tmp_path, "CT"))
+
+
+def test_an_orientation_written_with_few_decimals_is_made_orthonormal(tmp_path):
+    turned = (0.98481, 0.17365, 0, -0.17365, 0.98481, 0)  # 10 degrees, five decimals
+    write_series(ct_datasets(np.zeros((4, 6, 5)), Grid(z=[0.0, 3.0, 6.0, 9.0], orientation=turned), StudyIds()),
+                 tmp_path)
+    direction = np.array(read_series(series_in_folder(tmp_path, "CT")).image.GetDirection()).reshape(3, 3)
+    assert np.allclose(direction.T @ direction, np.eye(3), atol=1e-12)
+
+
 def test_a_localizer_in_another_plane_is_dropped_with_a_note(tmp_path):
     ids = StudyIds()
     datasets = ct_datasets(np.zeros((4, 6, 5)), Grid(z=[0.0, 3.0, 6.0, 9.0]), ids)

@@ -7,8 +7,10 @@ import SimpleITK as sitk
 from model import segment
 from model.config import ModelConfig
 from model.geometry import (
+    DIRECTION_TOLERANCE,
     inplane_grid,
     orientation_of,
+    orthonormality_error,
     overlap_fraction,
     physical_bounds,
     reorient,
@@ -134,3 +136,16 @@ def test_restore_orientation_refuses_an_image_of_another_grid():
     pet, _, _ = _study()
     with pytest.raises(ValueError, match="does not map back"):
         restore_orientation(pet[1:], pet)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_orthonormality_error_is_rounding_for_rotations_and_flips_and_large_for_anything_else(seed):
+    rotation = _random_rotation(np.random.default_rng(seed))
+    assert orthonormality_error(tuple(rotation.ravel())) < 1e-12
+    assert orthonormality_error(rotation[:, :2]) < 1e-12  # a DICOM orientation's row and column cosines
+    for other in (rotation @ (np.eye(3) + 0.3 * np.eye(3, k=1)), 2 * rotation, rotation @ np.diag([1, 1, 0.01]),
+                  rotation @ np.diag([1, 1.002, 1])):
+        assert orthonormality_error(tuple(other.ravel())) > DIRECTION_TOLERANCE
+    assert orthonormality_error((np.nan, 0, 0, 0, 1, 0, 0, 0, 1)) == np.inf
+    # Six decimals, as DICOM orientations are often written, are far inside the tolerance.
+    assert orthonormality_error(np.round(rotation, 6)) < DIRECTION_TOLERANCE / 100

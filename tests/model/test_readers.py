@@ -337,3 +337,119 @@ def test_a_vector_or_complex_pet_is_refused_before_a_cast_combines_it(tmp_path, 
     sitk.WriteImage(complex_pet, str(tmp_path / f"c{suffix}"))
     with pytest.raises(InputError, match="expected a scalar image"):
         read_image(tmp_path / f"c{suffix}", "PET", sitk.sitkFloat32)
+
+
+# --- NIfTI qform and sform ---------------------------------------------------------------------------------
+
+def _rotation_z(degrees: float) -> np.ndarray:
+    t = np.radians(degrees)
+    return np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+
+
+def _nifti_with_transforms(tmp_path: Path, name: str, *, qform_code: int, sform_code: int,
+                           sform: np.ndarray | None = None, qfac: float | None = None,
+                           quatern: tuple[float, ...] | None = None) -> Path:
+    """``volume()`` as SimpleITK writes it (qform and sform both set, alike), its header's transforms edited:
+    ``sform`` a 3x4 matrix (voxel index to RAS mm), ``quatern`` (b, c, d, x, y, z), ``qfac`` pixdim[0]."""
+    sitk.WriteImage(volume(), str(tmp_path / "ref.nii"))
+    raw = bytearray((tmp_path / "ref.nii").read_bytes())
+    raw[252:256] = struct.pack("<2h", qform_code, sform_code)
+    if quatern is not None:
+        raw[256:280] = struct.pack("<6f", *quatern)
+    if sform is not None:
+        raw[280:328] = struct.pack("<12f", *np.asarray(sform, dtype=float).ravel())
+    if qfac is not None:
+        raw[76:80] = struct.pack("<f", qfac)
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
+    return path
+
+
+def _sform(rows: np.ndarray, offset=(10.0, 20.0, -30.0)) -> np.ndarray:
+    return np.column_stack([rows, offset])
+
+
+IDENTITY_SFORM = _sform(np.diag([2.0, 2.0, 3.0]))  # volume()'s spacing, RAS axes
+IDENTITY_QFORM = (0.0, 0.0, 0.0, 10.0, 20.0, -30.0)  # the same grid as a quaternion and offsets
+
+DISAGREEING = {
+    "sform rotated 20 degrees and shifted 50 mm": dict(sform=_sform(_rotation_z(20) @ np.diag([2.0, 2.0, 3.0]),
+                                                                     (60.0, 20.0, -30.0))),
+    "sform shifted 1 mm": dict(sform=_sform(np.diag([2.0, 2.0, 3.0]), (10.0, 21.0, -30.0))),
+    "qform with its slices flipped (qfac -1)": dict(sform=IDENTITY_SFORM, qfac=-1.0),
+}
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("case", DISAGREEING)
+def test_nifti_whose_qform_and_sform_disagree_is_refused(tmp_path, case, suffix):
+    path = _nifti_with_transforms(tmp_path, f"pet{suffix}", qform_code=1, sform_code=2, quatern=IDENTITY_QFORM,
+                                  **DISAGREEING[case])
+    with pytest.raises(InputError) as error:
+        read_image(path, "PET", sitk.sitkFloat32)
+    assert one_line(error).startswith(f"{path}: PET NIfTI qform (code 1, origin [10.0, 20.0, -30.0]) and sform "
+                                      "(code 2, origin ")
+    assert "mm apart (more than 0.1)" in str(error.value)
+    with pytest.raises(InputError, match=r"qform .* and sform"):
+        model.readers.read_grid(path, "PET")  # the grid of a kept mask's PET is read by the same rule
+
+
+@pytest.mark.parametrize("case", ["as SimpleITK writes it", "within 0.05 mm", "sform unset (code 0), junk in it",
+                                  "qform unset (code 0), a rotated sform", "neither set (Analyze's orientation)"])
+def test_nifti_whose_qform_and_sform_agree_or_stand_alone_is_read(tmp_path, case):
+    rotated = _sform(_rotation_z(20) @ np.diag([2.0, 2.0, 3.0]))
+    edits = {"as SimpleITK writes it": dict(qform_code=1, sform_code=1),
+             "within 0.05 mm": dict(qform_code=1, sform_code=1, quatern=IDENTITY_QFORM,
+                                    sform=_sform(np.diag([2.0, 2.0, 3.0]), (10.03, 20.0, -29.96))),
+             "sform unset (code 0), junk in it": dict(qform_code=1, sform_code=0, sform=np.full((3, 4), 7.0)),
+             "qform unset (code 0), a rotated sform": dict(qform_code=0, sform_code=1, sform=rotated),
+             "neither set (Analyze's orientation)": dict(qform_code=0, sform_code=0)}[case]
+    image = read_image(_nifti_with_transforms(tmp_path, "pet.nii.gz", **edits), "PET", sitk.sitkFloat32)
+    assert np.allclose(image.GetSpacing(), (2.0, 2.0, 3.0))
+    if case.startswith("qform unset"):  # ITK reads the sform's rotation (RAS to LPS: x and y negated)
+        assert np.allclose(np.array(image.GetDirection()).reshape(3, 3), np.diag([-1, -1, 1]) @ _rotation_z(20),
+                           atol=1e-5)
+
+
+NOT_ROTATIONS = {"shear 0.3": np.eye(3) + 0.3 * np.eye(3, k=1), "scaled 2x": 2 * np.eye(3),
+                 "determinant 0.01": np.diag([1.0, 1.0, 0.01]), "one axis 1 % long": np.diag([1.0, 1.01, 1.0])}
+
+
+@pytest.mark.parametrize("qform_code", [0, 1])
+@pytest.mark.parametrize("case", NOT_ROTATIONS)
+def test_a_nifti_sform_that_is_no_rotation_of_its_voxel_sizes_is_refused(tmp_path, case, qform_code):
+    sform = _sform(NOT_ROTATIONS[case] @ np.diag([2.0, 2.0, 3.0]))
+    path = _nifti_with_transforms(tmp_path, "ct.nii.gz", qform_code=qform_code, sform_code=1, sform=sform,
+                                  quatern=IDENTITY_QFORM)
+    with pytest.raises(InputError) as error:
+        read_image(path, "CT")
+    assert one_line(error).startswith(f"{path}: CT NIfTI sform (code 1) ")
+    assert "is not a rotation of its voxel sizes [2.0, 2.0, 3.0] mm" in str(error.value)
+
+
+def test_nifti_2_headers_are_held_to_the_same_rules():
+    # NIfTI-2 keeps the same fields in other places and widths: the parser reads both.
+    one = bytearray(348)
+    one[:4] = struct.pack("<i", 348)
+    one[344:348] = b"n+1\0"
+    one[40:56] = struct.pack("<8h", 3, 4, 5, 6, 1, 1, 1, 1)
+    one[76:108] = struct.pack("<8f", 1, 2, 2, 3, 0, 0, 0, 0)
+    one[252:256] = struct.pack("<2h", 1, 1)
+    one[256:280] = struct.pack("<6f", *IDENTITY_QFORM)
+    one[280:328] = struct.pack("<12f", *IDENTITY_SFORM.ravel())
+    two = bytearray(540)
+    two[:4] = struct.pack("<i", 540)
+    two[4:12] = b"n+2\0\r\n\x1a\n"
+    two[16:80] = struct.pack("<8q", 3, 4, 5, 6, 1, 1, 1, 1)
+    two[104:168] = struct.pack("<8d", 1, 2, 2, 3, 0, 0, 0, 0)
+    two[344:352] = struct.pack("<2i", 1, 1)
+    two[352:400] = struct.pack("<6d", *IDENTITY_QFORM)
+    two[400:496] = struct.pack("<12d", *IDENTITY_SFORM.ravel())
+    parsed = [model.readers.nifti_transforms(bytes(header)) for header in (one, two)]
+    for transforms in parsed:
+        assert transforms.dims == (4, 5, 6) and transforms.qform_code == transforms.sform_code == 1
+        assert np.allclose(transforms.qform, IDENTITY_SFORM) and np.allclose(transforms.sform, IDENTITY_SFORM)
+        model.readers.check_nifti_transforms(transforms, Path("x.nii"), "PET")
+    two[400:408] = struct.pack("<d", 2.5)  # the sform's first axis no longer its voxel size
+    with pytest.raises(InputError, match=r"x\.nii: PET NIfTI sform"):
+        model.readers.check_nifti_transforms(model.readers.nifti_transforms(bytes(two)), Path("x.nii"), "PET")
