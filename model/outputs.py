@@ -46,7 +46,7 @@ OUTPUT_SLUG = "automated-petct-lesion-segmentation"
 VERSION = "0.1.0"
 # The mask header's free-text field (MetaImage key; NIfTI's 80-byte descrip) that records what made the mask.
 MASK_NOTE_KEY = "ITK_FileNotes"
-MASK_NOTE_PREFIX = "autopet-settings "
+MASK_NOTE_PREFIX = "autopet "  # with the 64-digit digest, 72 characters: NIfTI takes 79
 
 
 def _digest(document: Any) -> str:
