@@ -611,6 +611,26 @@ def test_a_dicom_export_end_to_end(tmp_path, tiny_weights, small_phantom):
     assert entry["inputs"][0]["type"] == "dicom_series" and entry["lesion_count"] == report["lesion_count"]
 
 
+def test_skip_existing_on_a_dicom_export_takes_its_suv_conversion_as_a_setting(capsys, tmp_path, tiny_weights,
+                                                                              small_phantom):
+    from tests.model.dicom_series import StudyIds
+    from tests.model.test_cases import write_phantom_study
+
+    write_phantom_study(tmp_path / "export" / "study", small_phantom, StudyIds(patient_id="P1"))
+    out = tmp_path / "out"
+    assert run(tmp_path / "export", out, tiny_weights, "--suv-method", "autopet") == 0
+    first = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    assert run(tmp_path / "export", out, tiny_weights, "--suv-method", "autopet", "--skip-existing") == 0
+    assert ": already done (--skip-existing)" in capsys.readouterr().out  # a NIfTI mask, its note in descrip
+    assert json.loads((out / "results.json").read_text()) == first
+    assert run(tmp_path / "export", out, tiny_weights, "--skip-existing") == 0
+    assert "redone (--skip-existing): made with other settings (dicom {'suv_method': 'autopet'" in \
+        capsys.readouterr().out
+    (report,) = (out / "reports").glob("*.report.json")
+    assert json.loads(report.read_text())["suv"]["method"] == "qiba"
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--pet-series", "1.2.3"], "--pet-series: chooses a series of a DICOM --input folder"),
     (["--suv-method", "qiba"], "--suv-method: applies to DICOM PET only"),
