@@ -179,18 +179,7 @@ def _made_otherwise(case: CaseSource, layout: OutputLayout, record: RunRecord, n
             earlier = made_by["settings"]
     if not isinstance(earlier, dict):
         return "its mask was made by another model or with other settings"
-    return f"made with other settings ({_differences(earlier, record.case_settings(case))})"
-
-
-def _differences(earlier: Mapping, now: Mapping) -> str:
-    def models(value: object) -> str:
-        return ", ".join(f"{name} {str(digest)[:12]}" for name, digest in value.items()) \
-            if isinstance(value, dict) else str(value)
-
-    changed = [f"model {models(earlier.get(key))} -> {models(now.get(key))}" if key == "models"
-               else f"{key} {earlier.get(key)} -> {now.get(key)}"
-               for key in sorted(set(earlier) | set(now), key=str) if earlier.get(key) != now.get(key)]
-    return "; ".join(changed) or "recorded otherwise"
+    return f"made with other settings ({record.differences(earlier, case)})"
 
 
 def _reports_agree(case: CaseSource, layout: OutputLayout, record: RunRecord, mask: sitk.Image,

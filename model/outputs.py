@@ -81,6 +81,19 @@ class RunRecord:
         """The mask header's record (deterministic: the same settings write the same mask file)."""
         return MASK_NOTE_PREFIX + self.digest(case)
 
+    def differences(self, earlier: Mapping, case: CaseSource) -> str:
+        """What differs between the settings an earlier run recorded and this run's, for a line."""
+        now = self.case_settings(case)
+
+        def models(value: object) -> str:
+            return ", ".join(f"{name} {str(digest)[:12]}" for name, digest in value.items()) \
+                if isinstance(value, dict) else str(value)
+
+        changed = [f"model {models(earlier.get(key))} -> {models(now.get(key))}" if key == "models"
+                   else f"{key} {earlier.get(key)} -> {now.get(key)}"
+                   for key in sorted(set(earlier) | set(now), key=str) if earlier.get(key) != now.get(key)]
+        return "; ".join(changed) or "recorded otherwise"
+
     def made_by(self, case: CaseSource, mask: sitk.Image) -> dict:
         """The report JSON's ``made_by``: the run, its settings and their digest, and the mask described."""
         return {"run": self.started, "settings": self.case_settings(case), "settings_sha256": self.digest(case),
