@@ -104,7 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--min-lesion-ml", type=float, default=0.0, help="drop components smaller than this")
     cohort = parser.add_argument_group("cohorts")
     cohort.add_argument("--skip-existing", action="store_true",
-                        help="do not redo a case whose mask (and reports) are there and readable")
+                        help="do not redo a case whose outputs were made with this model and these settings "
+                             "(its report agreeing with its mask)")
     cohort.add_argument("--num-parts", type=int, default=1, help="split the studies into N parts (job arrays)")
     cohort.add_argument("--part-id", type=int, default=0, help="run part K (study i is in part i mod N)")
     cohort.add_argument("--keep-other-cases", action="store_true",
@@ -162,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         grand_challenge = check_arguments(args)
         from model.cohort import CohortOptions, outcome_records, run_cohort
         from model.inference import InferenceConfig, Predictor, describe_precision
-        from model.outputs import OutputLayout, check_other_cases, model_info, prepare_output, write_results
+        from model.outputs import OutputLayout, check_other_cases, model_info, prepare_output, run_record, write_results
         from model.review_page import CohortPage, remove_page
 
         rank = RankInfo.from_environment()
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         if not grand_challenge and not reports:
             remove_page(layout.root)
         options = CohortOptions(reports=reports, model_info=info, read_ahead=not args.no_read_ahead,
-                                skip_existing=args.skip_existing, page=page)
+                                skip_existing=args.skip_existing, page=page,
+                                record=run_record(predictor, suv_method=args.suv_method, weight_kg=args.weight_kg))
         if rank is not None:
             rank.start_group()
     except (InputError, OSError) as error:

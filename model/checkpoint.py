@@ -1,7 +1,12 @@
 """The weights format: ``<name>.safetensors`` beside ``<name>.json`` (a ModelConfig).
 
 Loading never unpickles. The JSON records the SHA-256 of its weights file so that a truncated or swapped
-file is caught before the network is built. A folder holding several checkpoints is an ensemble.
+file is caught before the network is built, and the model's identity (``model_sha256``: its config as read
+and those weights) so that an edited config is refused rather than run under the name of the model it was
+copied from. A folder holding several checkpoints is an ensemble.
+
+``python -m model.checkpoint NAME.json`` prints a checkpoint's identity; ``--seal`` records it after a
+deliberate edit of the config, which makes the edited config a model of its own.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +39,45 @@ class Checkpoint:
     config: ModelConfig
     network: torch.nn.Module
     path: Path
+    # The model's identity (``model_sha256``); None for a network not loaded from a file (training).
+    model_sha256: str | None = None
+
+
+def _canonical(value: Any) -> Any:
+    """A config's values with every number a float: 5 and 5.0 read as the same number, so they are one model."""
+    if isinstance(value, dict):
+        return {str(key): _canonical(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canonical(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _without_defaults(values: dict, defaults: dict) -> dict:
+    """``values`` less every key whose value equals its default (nested dicts compared key by key)."""
+    kept = {}
+    for key, value in values.items():
+        default = defaults.get(key)
+        if isinstance(value, dict) and isinstance(default, dict):
+            value = _without_defaults(value, default)
+            if value:
+                kept[key] = value
+        elif key not in defaults or value != default:
+            kept[key] = value
+    return kept
+
+
+def model_sha256(config: ModelConfig, weights_sha256: str) -> str:
+    """A model's identity: the SHA-256 of its config as read and of its weights' SHA-256 (the tensors). The
+    config enters as the fields that differ from ModelConfig's defaults (keys sorted, numbers as floats), so a key
+    written out with its default value is the same model, and so is a checkpoint written before a field with a
+    backwards-compatible default existed (the output head, say). Anything that changes what the model outputs
+    changes it: threshold, normalisation, orientation, spacing, crop, head, the weights."""
+    model = _without_defaults(_canonical(config.to_dict()), _canonical(ModelConfig().to_dict()))
+    document = {"format": FORMAT, "model": model, "weights_sha256": weights_sha256}
+    text = json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _sha256(path: Path) -> str:
@@ -53,7 +98,7 @@ def save_checkpoint(network: torch.nn.Module, config: ModelConfig, stem: Path) -
         save_file(state, tmp, metadata={"format": FORMAT})
         sha = _sha256(tmp)
     document = {"format": FORMAT, "format_version": FORMAT_VERSION, "weights_sha256": sha,
-                "model": config.to_dict()}
+                "model_sha256": model_sha256(config, sha), "model": config.to_dict()}
     atomic_write_json(stem.with_suffix(".json"), document)
     return weights_path
 
@@ -73,7 +118,14 @@ def _non_finite_key(value: Any, where: str = "") -> str | None:
 
 def read_config(json_path: Path) -> tuple[ModelConfig, str]:
     """The ModelConfig and recorded weights hash of a checkpoint's JSON; a JSON without its hash is refused:
-    the hash is what ties the weights to the config and catches a truncated, swapped or tampered file."""
+    the hash is what ties the weights to the config and catches a truncated, swapped or tampered file. A
+    recorded ``model_sha256`` that is not the identity of the config as read (an edited config) is refused."""
+    config, sha, _ = _read_document(json_path)
+    return config, sha
+
+
+def _read_document(json_path: Path, check_identity: bool = True) -> tuple[ModelConfig, str, dict]:
+    """read_config's config and weights hash, and the parsed document; the recorded identity checked."""
     try:
         with open_regular(Path(json_path), "checkpoint config", "r", encoding="utf-8") as handle:
             document = json.load(handle)
@@ -90,13 +142,34 @@ def read_config(json_path: Path) -> tuple[ModelConfig, str]:
                              "(a checkpoint without its hash is not loaded)")
         if not isinstance(document.get("model"), dict):
             raise ValueError("no 'model' object")
-        return ModelConfig.from_dict(document["model"]), sha
+        config = ModelConfig.from_dict(document["model"])
     except FileNotFoundError:
         raise InputError(f"{shown(json_path)}: config missing (each .safetensors needs its .json)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{shown(json_path)}: unreadable checkpoint config ({error})") from None
     except (ValueError, KeyError, TypeError, IndexError) as error:
         raise InputError(f"{shown(json_path)}: not a valid checkpoint config: {error}") from None
+    if check_identity:
+        _check_identity(json_path, document, config, sha)
+    return config, sha, document
+
+
+def _check_identity(json_path: Path, document: dict, config: ModelConfig, sha: str) -> None:
+    """A recorded ``model_sha256`` must be the identity of what was read: otherwise the config was edited after
+    the checkpoint was written (a threshold, a normalisation, an orientation...), and its outputs would be
+    reported under the identity of the model it was copied from. A checkpoint without one (written before the
+    field existed) runs under the identity computed from what is read."""
+    recorded = document.get("model_sha256")
+    if recorded is None:
+        return
+    if not (isinstance(recorded, str) and SHA256_HEX.fullmatch(recorded)):
+        raise InputError(f"{shown(json_path)}: not a valid checkpoint config: model_sha256 is {recorded!r}, "
+                         "expected 64 hex digits")
+    if recorded != model_sha256(config, sha):
+        raise InputError(f"{shown(json_path)}: its model config differs from the one its model_sha256 records "
+                         "(edited after the checkpoint was written); an edited config is another model: to run it "
+                         f"as one of its own, record its identity with python -m model.checkpoint --seal "
+                         f"{shown(json_path)}")
 
 
 def load_checkpoint(weights_path: Path, verify_hash: bool = True) -> Checkpoint:
@@ -107,11 +180,12 @@ def load_checkpoint(weights_path: Path, verify_hash: bool = True) -> Checkpoint:
     if not weights_path.is_file():  # a FIFO would block the hash's read forever
         raise InputError(f"{shown(weights_path)}: weights file is not a regular file")
     json_path = weights_path.with_suffix(".json")
-    config, sha = read_config(json_path)
+    config, sha, document = _read_document(json_path, check_identity=False)
     if verify_hash and _sha256(weights_path) != sha:
         raise InputError(f"{shown(weights_path)}: weights file is corrupt or not the one its config describes "
                          "(SHA-256 differs)")
     check_encoder_known(config, json_path)
+    _check_identity(json_path, document, config, sha)  # after the checks that name a more specific problem
     try:
         state = load_file(weights_path)
     except (SafetensorError, OSError, ValueError) as error:
@@ -129,7 +203,7 @@ def load_checkpoint(weights_path: Path, verify_hash: bool = True) -> Checkpoint:
         raise InputError(f"{shown(weights_path)}: weights do not match their config "
                          f"(encoder {config.encoder}): {first}") from None
     network.eval()
-    return Checkpoint(config=config, network=network, path=weights_path)
+    return Checkpoint(config=config, network=network, path=weights_path, model_sha256=model_sha256(config, sha))
 
 
 def find_checkpoints(path: Path) -> list[Path]:
@@ -171,3 +245,57 @@ def load_ensemble(path: Path) -> list[Checkpoint]:
             raise InputError(f"{member.path}: its preprocessing differs from {members[0].path}; "
                              "ensemble members must share normalisation, crop size, spacing and orientation")
     return members
+
+
+def seal(json_path: Path) -> tuple[str | None, str]:
+    """Record in a checkpoint's JSON the identity of its config as it reads now: what a deliberate edit of the
+    config needs to run, as a model of its own. The weights must still be the ones the JSON names (SHA-256);
+    the identity recorded before, if it differs, goes into the provenance as ``derived_from``. Returns (the
+    identity recorded before or None, the new one)."""
+    json_path = Path(json_path)
+    config, sha, document = _read_document(json_path, check_identity=False)
+    weights_path = json_path.with_suffix(".safetensors")
+    if _sha256(weights_path) != sha:
+        raise InputError(f"{shown(weights_path)}: weights file is corrupt or not the one its config describes "
+                         "(SHA-256 differs): not sealed")
+    before = document.get("model_sha256")
+    before = before if isinstance(before, str) and SHA256_HEX.fullmatch(before) else None
+    model = dict(document["model"])  # written back as it was, keys left out stay out (defaults)
+    if before is not None and before != model_sha256(config, sha):
+        model["provenance"] = {**config.provenance, "derived_from": before}
+        config = ModelConfig.from_dict(model)
+    identity = model_sha256(config, sha)
+    kept = {key: value for key, value in document.items() if key not in ("model_sha256", "model")}
+    atomic_write_json(json_path, {**kept, "model_sha256": identity, "model": model})
+    return before, identity
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m model.checkpoint",
+                                     description="Print a checkpoint's identity (model_sha256: its config as read "
+                                                 "and its weights); --seal records it after a deliberate edit.")
+    parser.add_argument("configs", nargs="+", type=Path, metavar="NAME.json")
+    parser.add_argument("--seal", action="store_true", help="record the identity of the config as it reads now")
+    args = parser.parse_args(argv)
+    try:
+        for path in args.configs:
+            if args.seal:
+                before, identity = seal(path)
+                print(f"{shown(path)}: model_sha256 {identity}" + (f" (was {before})" if before not in (None, identity)
+                                                                      else ""))
+            else:
+                config, sha, document = _read_document(path, check_identity=False)
+                identity, recorded = model_sha256(config, sha), document.get("model_sha256")
+                state = "recorded" if recorded == identity else "not recorded" if recorded is None else \
+                    f"differs from the recorded {recorded}: the config was edited"
+                print(f"{shown(path)}: model_sha256 {identity} ({state})")
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

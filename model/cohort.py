@@ -6,7 +6,8 @@ Scheduling: one worker thread beside the main one. While the network runs on stu
 (``pipeline.segment_study``), the worker writes study i-1 (``pipeline.write_study``) and then reads study i+1
 (``pipeline.read_study``). The read of i+1 queues behind the write of i-1, so at most two studies are in
 memory. Any failure of one case (bad input, a failed write, no memory) is one line on stderr and its
-results.json entry, and leaves none of its files; the other cases go on.
+results.json entry; the files an earlier run made for it are kept, and its entry says which run made them
+(``kept_outputs``); the other cases go on.
 
 The image readers capture file descriptor 2 while they read (model/readers.py: ITK's complaints), for the
 whole process: the main thread writes stderr only under that capture's lock (``readers.STDERR_LOCK``), and the
@@ -19,6 +20,7 @@ process's; ``outcome_records`` hands them back with their places in the whole ru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 import warnings
@@ -38,14 +40,19 @@ from model.errors import InputError, WriteError, describe, one_line, shown, warn
 from model.files import loads_strict
 from model.inference import CaseTimings, Predictor
 from model.outputs import (  # noqa: F401  OUTPUT_SLUG and OutputLayout: re-exported for bench/ and train/
+    MASK_NOTE_KEY,
     OUTPUT_SLUG,
     OutputLayout,
+    RunRecord,
+    kept_outputs,
+    mask_sha256,
     remove_leftovers,
-    remove_stale,
     results_entry,
+    run_record,
+    study_report,
 )
 from model.readers import STDERR_LOCK, read_grid, read_image
-from model.report import HEADLINE_KEYS
+from model.report import HEADLINE_KEYS, rounded_headline
 from model.review_page import CohortPage
 
 
@@ -56,13 +63,16 @@ class CohortOptions:
     model_info: Mapping | None = None
     # Read the next study and write the last one in a worker thread while the network runs.
     read_ahead: bool = True
-    # A case whose mask (and, with reports, whose reports) are there and readable is not redone.
+    # A case whose outputs were made with this run's model and settings (``record``), and whose report agrees
+    # with its mask, is not redone (``_already_done``).
     skip_existing: bool = False
     # The per-slice progress bar: None in a terminal. Never while a read runs beside it (see the module).
     progress: bool | None = None
     # OUT/index.html (local mode with reports), rewritten after every case; entries then carry the case's
     # name, slices and seconds for it (model.review_page).
     page: CohortPage | None = None
+    # What makes this run's outputs (model.outputs.run_record); None: run_cohort takes the predictor's.
+    record: RunRecord | None = None
 
     def __post_init__(self) -> None:
         _ = self.study  # refuses reports without model_info now, not at the first write
@@ -70,7 +80,7 @@ class CohortOptions:
     @property
     def study(self) -> pipeline.StudyOptions:
         """What each study's write stage writes."""
-        return pipeline.StudyOptions(reports=self.reports, model_info=self.model_info)
+        return pipeline.StudyOptions(reports=self.reports, model_info=self.model_info, record=self.record)
 
 
 @dataclass
@@ -109,45 +119,99 @@ class CohortSummary:
 
 @dataclass
 class _Done:
-    headline: dict | None  # from its report (local mode), for results.json
+    headline: dict | None  # computed again from its kept mask and its PET (local mode), for results.json
 
 
-def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions) -> _Done | None:
-    """--skip-existing: the case's mask is one the checker passes (uint8, 0 and 1 only, on its PET's grid)
-    and, with reports, its reports are all there and its report JSON holds the headline numbers. Anything
-    less (a CT copied to the mask's name, a mask of another study): the case is redone."""
+def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions,
+                  predictor: Predictor) -> _Done | str | None:
+    """--skip-existing: a case's outputs are kept when its mask is one the checker passes (uint8, 0 and 1 only,
+    on its PET's grid), made with this run's model identities and every setting that changes a mask or a
+    number (the record in its header, model.outputs.run_record) and, with reports, its reports are all there,
+    and its report JSON records the same settings, the digest of this very mask and the numbers this mask and
+    this PET give (computed again here: results.json never carries a number this run did not compute).
+    Returns _Done, why the case is redone, or None when it has no mask."""
     mask_path = layout.mask_path(case)
     if not mask_path.is_file():
         return None
+    record = options.record
+    if record is None or record.settings.get("models") is None:
+        return "this run's model has no identity (networks not loaded from a checkpoint file)"
     try:
         mask = read_image(mask_path, "mask")
-        if not _is_mask_of(mask, case):
-            return None
-        slices = mask.GetSize()[2]
-    except InputError:
-        return None
+        pet = _pet_of(case)
+    except InputError as error:
+        return f"its mask or its PET cannot be read ({error})"
+    if not _is_mask_of(mask, pet):
+        return "its mask is not a 0/1 mask on its PET's grid"
+    note = mask.GetMetaData(MASK_NOTE_KEY) if mask.HasMetaDataKey(MASK_NOTE_KEY) else None
+    if note != record.mask_note(case):
+        return _made_otherwise(case, layout, record, note)
     if not options.reports:
         return _Done(headline=None)
-    paths = layout.report_paths(case)
-    if not all(path.is_file() for path in paths.values()):
-        return None
-    try:
-        document = loads_strict(paths["report"].read_text())
-        return _Done(headline={key: document[key] for key in HEADLINE_KEYS} | {"slices": slices})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return _reports_agree(case, layout, record, mask, predictor)
 
 
-def _is_mask_of(mask: sitk.Image, case: CaseSource) -> bool:
-    """uint8 holding 0 and 1 only, on the grid of the case's PET (from the PET file's header; a DICOM PET is
-    read whole, which is still far cheaper than segmenting it). InputError when the PET cannot be read."""
+def _pet_of(case: CaseSource) -> sitk.Image | sitk.ImageFileReader:
+    """The case's PET grid to check a kept mask against: an image file's header only, a DICOM PET whole (its
+    grid comes from its slices). InputError when it cannot be read."""
+    if case.pet_path is None:
+        return case.load().pet
+    return read_grid(case.pet_path, "PET")
+
+
+def _is_mask_of(mask: sitk.Image, pet: sitk.Image | sitk.ImageFileReader) -> bool:
+    """uint8 holding 0 and 1 only, on the grid of the case's PET."""
     if mask.GetPixelID() != sitk.sitkUInt8 or not set(np.unique(sitk.GetArrayViewFromImage(mask)).tolist()) <= {0, 1}:
         return False
-    pet = read_grid(case.pet_path, "PET") if case.pet_path is not None else case.load().pet
     return (tuple(mask.GetSize()) == tuple(pet.GetSize())
             and np.allclose(mask.GetSpacing(), pet.GetSpacing(), rtol=1e-6)
             and np.allclose(mask.GetOrigin(), pet.GetOrigin(), rtol=1e-6, atol=1e-4)
             and np.allclose(mask.GetDirection(), pet.GetDirection(), atol=1e-6))
+
+
+def _made_otherwise(case: CaseSource, layout: OutputLayout, record: RunRecord, note: str | None) -> str:
+    """Why a mask whose header records other settings is redone: what differs, where its report says."""
+    if note is None:
+        return "its mask records no settings (made by an earlier version, or not by this program)"
+    earlier = None
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+        made_by = loads_strict(layout.report_paths(case)["report"].read_text(encoding="utf-8"))["made_by"]
+        if note.endswith(str(made_by["settings_sha256"])):
+            earlier = made_by["settings"]
+    if not isinstance(earlier, dict):
+        return "its mask was made by another model or with other settings"
+    return f"made with other settings ({record.differences(earlier, case)})"
+
+
+def _reports_agree(case: CaseSource, layout: OutputLayout, record: RunRecord, mask: sitk.Image,
+                   predictor: Predictor) -> _Done | str:
+    """_already_done's part for the reports: all there, made with this run's settings, describing this mask,
+    and holding the numbers this mask and this PET give."""
+    paths = layout.report_paths(case)
+    missing = [path.name for path in paths.values() if not path.is_file()]
+    if missing:
+        return f"{', '.join(shown(name) for name in missing)} missing"
+    try:
+        document = loads_strict(paths["report"].read_text(encoding="utf-8"))
+        recorded = {key: document[key] for key in HEADLINE_KEYS}
+        settings_sha256, described = document["made_by"]["settings_sha256"], document["made_by"]["mask_sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"its report cannot be read or records no run ({describe(error)})"
+    if settings_sha256 != record.digest(case):
+        return "its report was made with other settings than its mask"
+    if described != mask_sha256(mask):
+        return "its report describes another mask than the one there"
+    try:  # the study as the pipeline reads it (PET in SUV, CT on its grid): the numbers are computed as they were
+        loaded = pipeline.read_study(case, predictor).loaded
+        mask.CopyInformation(loaded.pet)  # equal within _is_mask_of's tolerance: the numbers were made on the PET's
+        computed = rounded_headline(study_report(loaded, mask))
+    except (InputError, ValueError) as error:
+        return f"its numbers cannot be computed again ({error})"
+    if computed != recorded:
+        wrong = ", ".join(f"{key} {recorded[key]} in the report, {computed[key]} from the mask"
+                          for key in HEADLINE_KEYS if recorded[key] != computed[key])
+        return f"its report's numbers are not its mask's ({wrong})"
+    return _Done(headline=computed | {"slices": mask.GetSize()[2]})
 
 
 # --- lines on the terminal --------------------------------------------------------------------------------
@@ -178,6 +242,9 @@ def _announce(outcome: CaseOutcome, total: int, result: _Segmented | None = None
     prefix = f"[{outcome.index + 1}/{total}] " if total > 1 else ""
     if outcome.status == "failed":
         print_error(outcome.entry["error_messages"][0])
+        if (kept := outcome.entry.get("kept_outputs")) is not None:
+            print(f"{prefix}{shown(outcome.name)}: this run failed it; kept, from the run of {one_line(kept['run'])}: "
+                  f"{', '.join(shown(name) for name in kept['files'])}", flush=True)
     elif outcome.status == "skipped":
         print(f"{prefix}{shown(outcome.name)}: already done (--skip-existing)", flush=True)
     elif result is not None:
@@ -243,12 +310,17 @@ class _CohortRun:
         self.submit = self.worker.submit if self.worker is not None else _run_now
         self.outcomes: list[CaseOutcome] = []
         self.page_failed = False
+        self.redone: dict[str, str] = {}  # --skip-existing: case name -> why its kept outputs are not reused
 
     def prepare(self, case: CaseSource) -> pipeline.Study | _Done:
         """The worker's read of a case: already done (--skip-existing), or the pipeline's read stage."""
         with warnings_about(case.name):  # a library's warning names the case it is about
-            if self.options.skip_existing and (done := _already_done(case, self.layout, self.options)) is not None:
-                return done
+            if self.options.skip_existing:
+                done = _already_done(case, self.layout, self.options, self.predictor)
+                if isinstance(done, _Done):
+                    return done
+                if done is not None:
+                    self.redone[case.name] = done  # said by the main thread, in the case's turn
             return pipeline.read_study(case, self.predictor)
 
     def write(self, result: pipeline.CaseResult) -> dict | None:
@@ -257,15 +329,24 @@ class _CohortRun:
             return pipeline.write_study(result, self.layout, self.options.study)
 
     def failed(self, index: int, case: CaseSource, error: Exception) -> CaseOutcome:
+        """A failed case's outcome; the files an earlier run made for it stay (a read that failed for a moment
+        must not destroy results), and its entry says which run made them."""
         message = str(error) if isinstance(error, (InputError, WriteError)) else \
             f"{case.ct_label}: case failed ({describe(error)})"
-        message += remove_stale([self.layout.mask_path(case), *self.layout.report_paths(case).values()])
-        return CaseOutcome(index=index, name=case.name, status="failed",
-                           entry=results_entry(case, None, None, one_line(message)))
+        entry = results_entry(case, None, None, one_line(message))
+        kept = kept_outputs(self.layout, case)
+        if kept is not None:
+            entry["kept_outputs"] = kept
+        return CaseOutcome(index=index, name=case.name, status="failed", entry=entry)
 
     def network(self, index: int, case: CaseSource, prepared_future: Future) -> CaseOutcome | _Segmented:
         """The main thread's part of a case; its study leaves this function only inside the write task."""
         try:
+            prepared_future.exception()  # waits for the read; why a kept case is redone is known once it ran
+            if case.name in self.redone:
+                prefix = f"[{index + 1}/{self.total}] " if self.total > 1 else ""
+                print(f"{prefix}{shown(case.name)}: redone (--skip-existing): {one_line(self.redone[case.name])}",
+                      flush=True)
             prepared = prepared_future.result()
             if isinstance(prepared, _Done):
                 return CaseOutcome(index=index, name=case.name, status="skipped",
@@ -352,6 +433,8 @@ def run_cohort(sources: Sequence[CaseSource], predictor: Predictor, output_dir: 
     line per case (stdout; a failure on stderr) and, for several cases, a summary line. Ctrl-C
     (KeyboardInterrupt) propagates after a write in progress has finished; the read ahead is dropped."""
     options = options or CohortOptions()
+    if options.record is None:
+        options = dataclasses.replace(options, record=run_record(predictor))
     check_case_names(sources)
     layout = OutputLayout(Path(output_dir))
     remove_leftovers(layout, sources)

@@ -242,13 +242,15 @@ class Predictor:
     batch_size: int
     # Each network's output head (ModelConfig.head): ensemble members may differ in it.
     heads: tuple[str, ...] = ()
+    # Each member's identity (model.checkpoint.model_sha256) by its weights file's name: what made a mask.
+    identities: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_path(cls, weights: Path, settings: InferenceConfig | None = None, **overrides) -> Predictor:
         """Load a checkpoint or a folder of them (an ensemble); ``overrides`` replace fields of ``settings``."""
         members = load_ensemble(Path(weights))
         return cls._create(members[0].config, [m.network for m in members], settings, overrides,
-                           [m.config.head for m in members])
+                           [m.config.head for m in members], _identities(members))
 
     @classmethod
     def from_checkpoints(cls, members: list[Checkpoint], settings: InferenceConfig | None = None,
@@ -256,11 +258,12 @@ class Predictor:
         """A predictor of networks already built; it runs folded copies and leaves the members' own (training
         goes on with them) untouched."""
         networks = [copy.deepcopy(m.network) for m in members]
-        return cls._create(members[0].config, networks, settings, overrides, [m.config.head for m in members])
+        return cls._create(members[0].config, networks, settings, overrides, [m.config.head for m in members],
+                           _identities(members))
 
     @classmethod
     def _create(cls, config: ModelConfig, networks: list[torch.nn.Module], settings: InferenceConfig | None,
-                overrides: dict, heads: list[str]) -> Predictor:
+                overrides: dict, heads: list[str], identities: dict[str, str]) -> Predictor:
         settings = dataclasses.replace(settings or InferenceConfig(), **overrides)
         device = resolve_device(settings.device)
         for network in networks:
@@ -270,7 +273,8 @@ class Predictor:
             networks = compile_networks(networks, device)
         return cls(config=config, networks=networks, settings=settings, device=device,
                    dtype=resolve_precision(settings.precision, device),
-                   batch_size=settings.batch_size or default_batch_size(device), heads=tuple(heads))
+                   batch_size=settings.batch_size or default_batch_size(device), heads=tuple(heads),
+                   identities=identities)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype == torch.float32:
@@ -359,6 +363,10 @@ class Predictor:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _identities(members: list[Checkpoint]) -> dict[str, str]:
+    return {member.path.name: member.model_sha256 for member in members if member.model_sha256 is not None}
 
 
 def compile_networks(networks: list[torch.nn.Module], device: torch.device) -> list[torch.nn.Module]:

@@ -3,38 +3,126 @@ report JSON, picture, DICOM SEG: each entry its file name, whether a case gets i
 results.json and its entries, the reports' model block, and the clean-up of files a failed case or a killed
 run left behind. model.pipeline writes a case's outputs through the table; model.cohort schedules it.
 
-A new output is one entry of ``OUTPUTS``: everything else (skip-existing, clean-up of a failed case, the
+A new output is one entry of ``OUTPUTS``: everything else (skip-existing, the files a failed case keeps, the
 staging of reports, the temporaries a killed run left) walks the table.
+
+What made a case's outputs (``RunRecord``): every setting of the run that changes a mask or a number, its
+digest in the mask's header (``MASK_NOTE_KEY``) and, with the run's start and the mask's own digest, in the
+report JSON's ``made_by``: --skip-existing reuses a case only when they are this run's (model.cohort).
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import glob
+import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import SimpleITK as sitk
 
 from model.cases import CaseSource, LoadedCase
 from model.checkpoint import find_checkpoints, read_config
 from model.errors import InputError, WriteError, shown, warnings_about
 from model.figures import case_figure
-from model.files import atomic_write_json
+from model.files import atomic_write_json, loads_strict
 from model.readers import image_format, require_utf8_path
 from model.report import body_volume_ml, lesion_report, rounded_headline, write_lesions_csv, write_report_json
 from model.seg import write_seg
+from model.suv import DEFAULT_SUV_METHOD
 
 OUTPUT_SLUG = "automated-petct-lesion-segmentation"
 # pyproject.toml's version (the container holds no pyproject.toml; tests/model/test_cohort.py keeps the two equal).
 VERSION = "0.1.0"
+# The mask header's free-text field (MetaImage key; NIfTI's 80-byte descrip) that records what made the mask.
+MASK_NOTE_KEY = "ITK_FileNotes"
+MASK_NOTE_PREFIX = "autopet "  # with the 64-digit digest, 72 characters: NIfTI takes 79
+
+
+def _digest(document: Any) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+                          ).hexdigest()
+
+
+def mask_sha256(mask: sitk.Image) -> str:
+    """The digest of a mask's voxels (and size): what a report names as the mask it describes."""
+    digest = hashlib.sha256(repr(tuple(mask.GetSize())).encode())
+    digest.update(np.ascontiguousarray(sitk.GetArrayViewFromImage(mask)).tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run makes its outputs with (``run_record``): ``settings``, every setting that changes a mask or
+    a report's number, for every case; ``dicom``, those that change a DICOM study's SUV; ``started``, the run's
+    start (UTC), which names the run that made a case's files."""
+
+    settings: Mapping[str, Any]
+    dicom: Mapping[str, Any]
+    started: str
+
+    def case_settings(self, case: CaseSource) -> dict:
+        return {**self.settings, **({"dicom": dict(self.dicom)} if case.is_dicom else {})}
+
+    def digest(self, case: CaseSource) -> str:
+        return _digest(self.case_settings(case))
+
+    def mask_note(self, case: CaseSource) -> str:
+        """The mask header's record (deterministic: the same settings write the same mask file)."""
+        return MASK_NOTE_PREFIX + self.digest(case)
+
+    def differences(self, earlier: Mapping, case: CaseSource) -> str:
+        """What differs between the settings an earlier run recorded and this run's, for a line."""
+        now = self.case_settings(case)
+
+        def models(value: object) -> str:
+            return ", ".join(f"{name} {str(digest)[:12]}" for name, digest in value.items()) \
+                if isinstance(value, dict) else str(value)
+
+        changed = [f"model {models(earlier.get(key))} -> {models(now.get(key))}" if key == "models"
+                   else f"{key} {earlier.get(key)} -> {now.get(key)}"
+                   for key in sorted(set(earlier) | set(now), key=str) if earlier.get(key) != now.get(key)]
+        return "; ".join(changed) or "recorded otherwise"
+
+    def made_by(self, case: CaseSource, mask: sitk.Image) -> dict:
+        """The report JSON's ``made_by``: the run, its settings and their digest, and the mask described."""
+        return {"run": self.started, "settings": self.case_settings(case), "settings_sha256": self.digest(case),
+                "mask_sha256": mask_sha256(mask)}
+
+
+def run_record(predictor, *, suv_method: str | None = None, weight_kg: float | None = None) -> RunRecord:
+    """The RunRecord of a run of ``predictor`` (a model.inference.Predictor). In it: each model's identity
+    (model.checkpoint.model_sha256: config as read and weights; None for networks not loaded from files, which
+    no later run can match), the precision (fp16 and bf16 move probabilities near the threshold by up to about
+    0.013, so masks differ by a few voxels), flip TTA, the smallest lesion kept, the tiling and resampling
+    settings; for DICOM studies the SUV method and a given body weight. Not in it: the device, the batch size,
+    read-ahead, compile: they change neither a mask nor a number."""
+    settings = predictor.settings
+    return RunRecord(
+        settings={"models": dict(sorted(predictor.identities.items())) or None,
+                  "precision": str(predictor.dtype).removeprefix("torch."), "tta": settings.tta,
+                  "min_lesion_ml": float(settings.min_lesion_ml), "tile_overlap": float(settings.tile_overlap),
+                  "body_windows": settings.body_windows, "spacing_tolerance": float(settings.spacing_tolerance)},
+        dicom={"suv_method": suv_method or DEFAULT_SUV_METHOD,
+               "weight_kg": None if weight_kg is None else float(weight_kg)},
+        started=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+
+def study_report(loaded: LoadedCase, mask: sitk.Image):  # -> model.report.StudyReport
+    """The reports' numbers of ``mask`` on a study read by the pipeline (its PET in SUV, its CT on the PET's
+    grid): what a case's reports hold, and what --skip-existing computes again for a kept mask."""
+    return lesion_report(loaded.pet, mask, body_ml=body_volume_ml(loaded.ct))
 
 
 @dataclass
@@ -46,10 +134,12 @@ class CaseDocuments:
     loaded: LoadedCase
     mask: sitk.Image
     model_info: Mapping | None
+    # What made the outputs: the report JSON's ``made_by`` (None: not recorded, as for a caller's own writes).
+    record: RunRecord | None = None
 
     @cached_property
     def report(self):  # model.report.StudyReport
-        return lesion_report(self.loaded.pet, self.mask, body_ml=body_volume_ml(self.loaded.ct))
+        return study_report(self.loaded, self.mask)
 
 
 @dataclass(frozen=True)
@@ -76,16 +166,19 @@ def _named(suffix: str) -> Callable[[CaseSource], str]:
 
 def _write_report_json(documents: CaseDocuments, path: Path) -> None:
     suv = documents.loaded.suv
+    record = documents.record
     write_report_json(documents.report, path, case=documents.case.name, suv=suv.to_dict() if suv is not None else None,
-                      model=documents.model_info)
+                      model=documents.model_info,
+                      made_by=record.made_by(documents.case, documents.mask) if record is not None else None)
 
 
 def _write_seg(documents: CaseDocuments, path: Path) -> None:
     info = documents.model_info
+    identities = {f"model {name}": digest for name, digest in (info.get("model_sha256") or {}).items()}
     # highdicom copies the PET's patient and study values, warning (unnamed) about any its VR cannot hold.
     with warnings_about(f"{documents.case.name}.seg.dcm (values copied from the PET's headers)"):
         write_seg(documents.mask, documents.loaded.pet_headers, path, algorithm_version=str(info["version"]),
-                  weights_sha256=info["weights_sha256"])
+                  weights_sha256={**info["weights_sha256"], **identities})
 
 
 # In the order they are written. The mask comes first: its reports describe it.
@@ -194,22 +287,25 @@ def check_other_cases(layout: OutputLayout, sources: Sequence[CaseSource], keep:
 
 def model_info(weights: Path, predictor) -> dict:
     """The reports' "model" block: this code's version, each weights file with its SHA-256 (as its JSON records
-    it; loading checked it) and how they run (``predictor``: a model.inference.Predictor). The DICOM SEG names
-    the version and the digests."""
+    it; loading checked it), each model's identity (``model_sha256``: its config as read and its weights; an
+    edited config is another model) and how they run (``predictor``: a model.inference.Predictor). The DICOM
+    SEG names the version and the digests."""
     files = find_checkpoints(Path(weights))
     return {"version": VERSION, "weights_sha256": {path.name: read_config(path.with_suffix(".json"))[1]
                                                    for path in files},
+            "model_sha256": dict(predictor.identities),
             "ensemble": len(files), "encoder": predictor.config.encoder, "tta": predictor.settings.tta,
             "device": str(predictor.device), "precision": str(predictor.dtype).removeprefix("torch."),
             "min_lesion_ml": predictor.settings.min_lesion_ml}
 
 
-def write_reports(documents: CaseDocuments, out_dir: Path) -> dict:
+def write_reports(documents: CaseDocuments, out_dir: Path, then: Callable[[], None] | None = None) -> dict:
     """Write the report files the case gets (``report_outputs``) into ``out_dir``, all or none: they are made
-    in a hidden folder beside their final names (``.<case>.<random>``, which ``remove_leftovers`` knows) and
-    renamed into place at the end; on any failure this case's reports, from this run or an earlier one, are
-    removed and the error raised (WriteError for a failed write). Returns the headline numbers (lesion count,
-    TMTV, TLG, SUVmax, Dmax) for results.json.
+    in a hidden folder beside their final names (``.<case>.<random>``, which ``remove_leftovers`` knows), then
+    ``then`` runs (model.pipeline writes the mask there), then they are renamed into place. A failure before
+    the renames leaves the files of an earlier run as they were (a case that fails keeps them); a failure
+    while renaming removes this case's reports (they would mix two runs). The error is raised (WriteError for
+    a failed write). Returns the headline numbers (lesion count, TMTV, TLG, SUVmax, Dmax) for results.json.
 
     ``documents.model_info`` is the report's "model" block; for DICOM input it must hold ``version`` (str) and
     ``weights_sha256`` ({weights file name: hex digest}), which the SEG's algorithm identification names.
@@ -226,22 +322,49 @@ def write_reports(documents: CaseDocuments, out_dir: Path) -> dict:
     try:
         for output in outputs:
             output.write(documents, staging / finals[output.kind].name)
-        for path in finals.values():
-            try:
-                os.replace(staging / path.name, path)
-            except OSError as error:
-                raise WriteError(f"{shown(path)}: not written ({error.strerror})") from None
-    except BaseException:
-        for path in finals.values():
-            with contextlib.suppress(OSError):  # the error being raised is the one to report
-                path.unlink(missing_ok=True)
-        raise
+        if then is not None:
+            then()
+        _replace_all(staging, finals.values())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     headline = rounded_headline(documents.report)
     if loaded.warnings:  # issue 16: DICOM files skipped or images not used, one line each
         headline["warnings"] = loaded.warnings
     return headline
+
+
+def _replace_all(staging: Path, finals: Iterable[Path]) -> None:
+    """Rename the staged files onto their final names; on a failure none of them stays (two runs' files)."""
+    finals = list(finals)
+    try:
+        for path in finals:
+            try:
+                os.replace(staging / path.name, path)
+            except OSError as error:
+                raise WriteError(f"{shown(path)}: not written ({error.strerror})") from None
+    except BaseException:
+        for path in finals:
+            with contextlib.suppress(OSError):  # the error being raised is the one to report
+                path.unlink(missing_ok=True)
+        raise
+
+
+def kept_outputs(layout: OutputLayout, case: CaseSource) -> dict | None:
+    """The files of ``case`` that an earlier run left where a run that failed it would have written (they are
+    kept: a transient read failure must not destroy results), and the run that made them: the one its report
+    JSON records, else when its mask was written. None when there are none."""
+    paths = [layout.mask_path(case), *layout.report_paths(case).values()]
+    present = [path for path in paths if path.is_file()]
+    if not present:
+        return None
+    run = None
+    with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+        run = loads_strict(layout.report_paths(case)["report"].read_text(encoding="utf-8"))["made_by"]["run"]
+    if not isinstance(run, str):
+        with contextlib.suppress(OSError):
+            written = datetime.datetime.fromtimestamp(paths[0].stat().st_mtime, datetime.timezone.utc)
+            run = f"unrecorded (mask written {written:%Y-%m-%dT%H:%M:%SZ})"
+    return {"run": run if isinstance(run, str) else "unrecorded", "files": [path.name for path in present]}
 
 
 def file_entry(label: str) -> dict:
@@ -262,7 +385,8 @@ def results_entry(case: CaseSource, mask: Path | None, headline: Mapping | None,
 
 
 def remove_stale(paths: Sequence[Path]) -> str:
-    """Remove files of a case from an earlier run; what could not be removed, for its message."""
+    """Remove files of a case from an earlier run that would contradict what this run writes (reports beside a
+    mask of --no-report); what could not be removed, for its message."""
     problems = []
     for path in paths:
         try:

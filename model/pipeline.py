@@ -30,7 +30,7 @@ from model.inference import (
     lesion_volume_ml,
     segment_on_pet_grid,
 )
-from model.outputs import CaseDocuments, OutputLayout, remove_stale, write_reports
+from model.outputs import MASK_NOTE_KEY, CaseDocuments, OutputLayout, RunRecord, remove_stale, write_reports
 from model.readers import write_image_atomic
 
 
@@ -43,6 +43,9 @@ class StudyOptions:
     reports: bool = False
     # The reports' "model" block (model.outputs.model_info); needed with reports.
     model_info: dict | None = None
+    # What makes the outputs (model.outputs.run_record): recorded in the mask's header and the report JSON, so
+    # that --skip-existing can tell a case made with this run's settings. None: not recorded.
+    record: RunRecord | None = None
 
     def __post_init__(self) -> None:
         if self.reports and self.model_info is None:
@@ -138,21 +141,34 @@ def write_mask(result: CaseResult, out_path: Path) -> None:
 
 
 def write_study(result: CaseResult, layout: OutputLayout, options: StudyOptions) -> dict | None:
-    """The last stage: the mask, then (with reports) the report files; returns the headline numbers. A failure
-    is the caller's to clean up (model.cohort removes the case's files); without reports, reports of an
-    earlier run would contradict the new mask: removed."""
+    """The last stage: the mask and (with reports) the report files; returns the headline numbers. The files of
+    an earlier run of the case stay until this run's are complete: the reports are made first, then the mask
+    is written, then the reports are renamed into place; a failure before the mask is in place leaves the
+    earlier run's files as they were, one after it removes this run's mask and reports (they would mix two
+    runs). Without reports, reports of an earlier run would contradict the new mask: removed first."""
     case = result.study.case
-    write_mask(result, layout.mask_path(case))
+    mask_path = layout.mask_path(case)
+    if options.record is not None:
+        result.mask.SetMetaData(MASK_NOTE_KEY, options.record.mask_note(case))
     if not options.reports:
         problems = remove_stale(list(layout.report_paths(case).values()))
         if problems:
             raise WriteError(f"{shown(case.name)}: reports of an earlier run would contradict the new mask{problems}")
+        write_mask(result, mask_path)
         notes = result.study.loaded.warnings  # DICOM: files skipped, images not used; results.json keeps them
         return {"warnings": list(notes)} if notes else None
     start = time.perf_counter()
-    documents = CaseDocuments(case=case, loaded=result.study.loaded, mask=result.mask, model_info=options.model_info)
-    headline = write_reports(documents, layout.reports)
-    result.timings.write += time.perf_counter() - start
+    documents = CaseDocuments(case=case, loaded=result.study.loaded, mask=result.mask, model_info=options.model_info,
+                              record=options.record)
+    try:
+        headline = write_reports(documents, layout.reports, then=lambda: write_mask(result, mask_path))
+    except Exception as error:
+        if result.out_path is not None:  # this run's mask is in place, its reports are not
+            problems = remove_stale([mask_path])
+            if problems:
+                raise WriteError(f"{error}{problems}") from None
+        raise
+    result.timings.write = time.perf_counter() - start  # the mask's write included
     return headline
 
 

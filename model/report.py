@@ -302,16 +302,18 @@ def _lesion_document(lesion: Lesion) -> dict:
 
 
 def report_document(report: StudyReport, *, case: str, suv: Mapping | None = None,
-                    model: Mapping | None = None) -> dict:
+                    model: Mapping | None = None, made_by: Mapping | None = None) -> dict:
     """The JSON report: headline numbers, definitions, the SUV conversion used (``SuvConversion.to_dict()``,
-    or None when the PET came in SUV already), the model and weights, and the lesions."""
+    or None when the PET came in SUV already), the model and weights, what made it (``made_by``: the run, its
+    settings and the digest of the mask described; model.outputs.RunRecord) and the lesions."""
     return {"case": case, **rounded_headline(report), "definitions": DEFINITIONS,
             "suv": dict(suv) if suv is not None else None, "model": dict(model) if model is not None else None,
+            **({"made_by": dict(made_by)} if made_by is not None else {}),
             "lesions": [_lesion_document(les) for les in report.lesions]}
 
 
 def write_report_json(report: StudyReport, path: Path, *, case: str, suv: Mapping | None = None,
-                      model: Mapping | None = None) -> None:
+                      model: Mapping | None = None, made_by: Mapping | None = None) -> None:
     """``<case>.report.json`` (see ``report_document``)."""
-    document = report_document(report, case=case, suv=suv, model=model)
+    document = report_document(report, case=case, suv=suv, model=model, made_by=made_by)
     atomic_write_json(Path(path), document)  # strict: a NaN or infinity raises instead of writing "NaN"

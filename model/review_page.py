@@ -313,7 +313,8 @@ LIMITS = (
     Limit("suv_max", 50.0, "hotter than lesions are: a PET not in SUV, or the bladder marked"),
 )
 COHORT_FLAGS = {
-    "failed": ("failed", "the case failed: no mask, no reports (its error is in the status column)"),
+    "failed": ("failed", "the case failed in this run: no mask or reports from it (its error, and the run whose files "
+                         "are kept, in the status column)"),
     "no-lesion": ("no lesion", "the mask holds no lesion"),
     "high-tmtv": ("TMTV high", f"TMTV above {TMTV_FLAG_FACTOR:g} x the median TMTV of this page's cases that "
                                "have lesions"),
@@ -355,6 +356,8 @@ def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Map
     values = {key: entry.get(key) for key in (*HEADLINE_KEYS, "slices")}
     values.update(case=name, seconds=seconds)
     row = Row(values=values, status=status, error=str(errors[0]) if errors else None)
+    if errors and isinstance(kept := entry.get("kept_outputs"), Mapping):  # an earlier run's files, kept
+        row.error += f" (this run failed; the files there are those of the run of {kept.get('run')})"
     if errors:
         row.flags.append("failed")
         return row
@@ -394,10 +397,11 @@ def _model_facts(model: Mapping | None) -> list[tuple[str, str]]:
     if not model:
         return []
     weights = "; ".join(f"{name}: {digest}" for name, digest in (model.get("weights_sha256") or {}).items())
+    identities = "; ".join(f"{name}: {digest}" for name, digest in (model.get("model_sha256") or {}).items())
     described = f"{model.get('encoder')}, {model.get('ensemble')} checkpoint(s)" + (", flip TTA" if model.get("tta")
                                                                                     else "")
     return [("software version", str(model.get("version"))), ("model", described),
-            ("weights SHA-256", weights or "n/a"),
+            ("weights SHA-256", weights or "n/a"), ("model SHA-256 (config and weights)", identities or "n/a"),
             ("device and precision", f"{model.get('device', 'n/a')}, {model.get('precision')}"),
             ("min lesion ml", str(model.get("min_lesion_ml")))]
 

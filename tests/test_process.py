@@ -155,26 +155,29 @@ def _no_temporary_files(output_dir: Path) -> None:
     assert [p.name for p in output_dir.rglob(".*")] == []
 
 
-def _process_subprocess(input_dir, output_dir, weights, **kwargs) -> subprocess.CompletedProcess:
+def _process_subprocess(input_dir, output_dir, weights, *extra, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "process.py"), "--input", str(input_dir), "--output",
-                           str(output_dir), "--weights", str(weights), "--device", "cpu"],
+                           str(output_dir), "--weights", str(weights), "--device", "cpu", *extra],
                           capture_output=True, text=True, timeout=300, **kwargs)
 
 
-def test_a_mask_cut_short_by_ulimit_is_that_cases_failure(case, tiny_weights, tmp_path):
+# Local mode writes the reports (the picture is larger than the mask) before the mask; --no-report the mask alone.
+@pytest.mark.parametrize(("extra", "first_cut"), [(("--no-report",), "case0.mha: "), ((), "case0.png: ")])
+def test_a_mask_cut_short_by_ulimit_is_that_cases_failure(case, tiny_weights, tmp_path, extra, first_cut):
     input_dir, output_dir = case
     assert run(input_dir, tmp_path / "first", tiny_weights) == 0
     size = (tmp_path / "first" / OUT_SLUG / "case0.mha").stat().st_size
-    result = run_with_file_size_limit_of_process(input_dir, output_dir, tiny_weights, limit=max(size - 1, 64))
+    result = run_with_file_size_limit_of_process(input_dir, output_dir, tiny_weights, max(size - 1, 64), *extra)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert all(line.startswith("error: ") for line in result.stderr.strip().splitlines())
-    assert "case0.mha: " in result.stderr and masks(output_dir) == []
+    assert first_cut in result.stderr and masks(output_dir) == []
     _no_temporary_files(output_dir)
 
 
-def run_with_file_size_limit_of_process(input_dir, output_dir, weights, limit: int) -> subprocess.CompletedProcess:
-    return _process_subprocess(input_dir, output_dir, weights,
+def run_with_file_size_limit_of_process(input_dir, output_dir, weights, limit: int,
+                                        *extra) -> subprocess.CompletedProcess:
+    return _process_subprocess(input_dir, output_dir, weights, *extra,
                                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
 
 
@@ -185,7 +188,8 @@ def test_a_full_disk_leaves_no_mask_and_says_so(capsys, case, tiny_weights, tmp_
         assert run(input_dir, disk / "out", tiny_weights) == 1
         lines = _lines(capsys)
         assert all(line.startswith("error: ") for line in lines) and len(lines) == 2, lines
-        assert "case0.mha: not written" in lines[0] and "results.json: not written" in lines[1]
+        # the reports are made before the mask is written (the earlier run's files stay until all are made)
+        assert "case0.lesions.csv: not written" in lines[0] and "results.json: not written" in lines[1]
         assert masks(disk / "out") == [] and not (disk / "out" / "results.json").exists()
         _no_temporary_files(disk / "out")
 
@@ -329,13 +333,34 @@ def test_nii_input_gives_nii_gz_output(tmp_path, tiny_weights, small_phantom):
     assert results[0]["outputs"][0]["filename"] == "a.nii.gz"
 
 
-def test_a_failed_rerun_removes_the_earlier_mask(capsys, case, tiny_weights):
+# How a rerun's PET is broken (a network share that returned garbage, a copy cut short).
+BROKEN_PET = {"garbage": lambda data: b"garbage", "cut short": lambda data: data[:300],
+              "its voxels cut short": lambda data: data[:-1000]}
+
+
+@pytest.mark.parametrize("broken", BROKEN_PET)
+def test_a_failed_rerun_keeps_the_earlier_runs_outputs_and_says_which_run_made_them(capsys, case, tiny_weights,
+                                                                                     broken):
     input_dir, output_dir = case
     assert run(input_dir, output_dir, tiny_weights) == 0
-    assert [p.name for p in masks(output_dir)] == ["case0.mha"]
+    files = [output_dir / OUT_SLUG / "case0.mha", *(output_dir / "reports").glob("case0.*")]
+    before = {path: path.read_bytes() for path in files}
+    assert len(before) == 4
+    made_by = json.loads((output_dir / "reports/case0.report.json").read_text())["made_by"]["run"]
+    pet = input_dir / "images/pet/case0_pet.mha"
+    pet.write_bytes(BROKEN_PET[broken](pet.read_bytes()))
     capsys.readouterr()
-    (input_dir / "images/pet/case0_pet.mha").write_bytes(b"garbage")
-    _expect_failure(capsys, 1, input_dir, output_dir, tiny_weights, "case0_pet.mha")
+    assert run(input_dir, output_dir, tiny_weights) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and "case0_pet.mha" in err and len(err.splitlines()) == 1
+    assert f"case0: this run failed it; kept, from the run of {made_by}" in out
+    assert {path: path.read_bytes() for path in files} == before
+    (entry,) = json.loads((output_dir / "results.json").read_text())
+    assert entry["outputs"] == [] and "case0_pet.mha" in entry["error_messages"][0]
+    assert entry["kept_outputs"] == {"run": made_by, "files": ["case0.mha", "case0.lesions.csv", "case0.report.json",
+                                                               "case0.png"]}
+    assert f"(this run failed; the files there are those of the run of {made_by})" in \
+        (output_dir / "index.html").read_text()
 
 
 def test_a_pet_in_bq_per_ml_is_refused(capsys, case, tiny_weights, small_phantom):
@@ -586,6 +611,26 @@ def test_a_dicom_export_end_to_end(tmp_path, tiny_weights, small_phantom):
     assert entry["inputs"][0]["type"] == "dicom_series" and entry["lesion_count"] == report["lesion_count"]
 
 
+def test_skip_existing_on_a_dicom_export_takes_its_suv_conversion_as_a_setting(capsys, tmp_path, tiny_weights,
+                                                                              small_phantom):
+    from tests.model.dicom_series import StudyIds
+    from tests.model.test_cases import write_phantom_study
+
+    write_phantom_study(tmp_path / "export" / "study", small_phantom, StudyIds(patient_id="P1"))
+    out = tmp_path / "out"
+    assert run(tmp_path / "export", out, tiny_weights, "--suv-method", "autopet") == 0
+    first = json.loads((out / "results.json").read_text())
+    capsys.readouterr()
+    assert run(tmp_path / "export", out, tiny_weights, "--suv-method", "autopet", "--skip-existing") == 0
+    assert ": already done (--skip-existing)" in capsys.readouterr().out  # a NIfTI mask, its note in descrip
+    assert json.loads((out / "results.json").read_text()) == first
+    assert run(tmp_path / "export", out, tiny_weights, "--skip-existing") == 0
+    assert "redone (--skip-existing): made with other settings (dicom {'suv_method': 'autopet'" in \
+        capsys.readouterr().out
+    (report,) = (out / "reports").glob("*.report.json")
+    assert json.loads(report.read_text())["suv"]["method"] == "qiba"
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--pet-series", "1.2.3"], "--pet-series: chooses a series of a DICOM --input folder"),
     (["--suv-method", "qiba"], "--suv-method: applies to DICOM PET only"),
@@ -636,6 +681,66 @@ def test_skip_existing_redoes_only_what_is_missing(capsys, cohort, tmp_path, tin
     assert "a: already done" in stdout and "c: already done" in stdout and "b: 40 slices" in stdout
     assert {p.name: p.stat().st_mtime_ns for p in masks(out) if p.name != "b.mha"} == stamps
     assert json.loads((out / "results.json").read_text()) == first
+
+
+def test_skip_existing_takes_no_number_it_did_not_compute(capsys, cohort, tmp_path, tiny_weights):
+    """The issue's rerun: a kept mask blanked and its report edited to 42 lesions, 9999 ml."""
+    out = tmp_path / "out"
+    assert run(cohort, out, tiny_weights) == 0
+    first = json.loads((out / "results.json").read_text())
+    mask = sitk.ReadImage(str(out / OUT_SLUG / "b.mha"))
+    blank = mask * 0
+    for key in mask.GetMetaDataKeys():
+        blank.SetMetaData(key, mask.GetMetaData(key))
+    sitk.WriteImage(blank, str(out / OUT_SLUG / "b.mha"), useCompression=True)
+    report = out / "reports/b.report.json"
+    report.write_text(json.dumps(json.loads(report.read_text()) | {"lesion_count": 42, "tmtv_ml": 9999}))
+    capsys.readouterr()
+    assert run(cohort, out, tiny_weights, "--skip-existing") == 0
+    stdout = capsys.readouterr().out
+    assert "a: already done" in stdout and "c: already done" in stdout
+    assert "b: redone (--skip-existing): its report describes another mask than the one there" in stdout
+    assert json.loads((out / "results.json").read_text()) == first
+    assert not re.search(r">(42|9999(\.0)?)</td>", (out / "index.html").read_text())
+
+
+@pytest.mark.parametrize(("extra", "named"), [(("--min-lesion-ml", "10"), "min_lesion_ml 0.0 -> 10.0"),
+                                              (("--tta",), "tta False -> True")])
+def test_skip_existing_redoes_what_other_settings_made(capsys, cohort, tmp_path, tiny_weights, extra, named):
+    out = tmp_path / "out"
+    assert run(cohort, out, tiny_weights) == 0
+    capsys.readouterr()
+    assert run(cohort, out, tiny_weights, "--skip-existing", *extra) == 0
+    stdout = capsys.readouterr().out
+    assert ": already done" not in stdout and stdout.count(f"redone (--skip-existing): made with other settings "
+                                                          f"({named})") == 3
+    assert run(cohort, tmp_path / "fresh", tiny_weights, *extra) == 0
+    assert json.loads((out / "results.json").read_text()) == json.loads((tmp_path / "fresh/results.json").read_text())
+    models = [json.loads((out / f"reports/{name}.report.json").read_text())["model"] for name in "abc"]
+    assert all(model == models[0] for model in models) and models[0]["min_lesion_ml"] == float(
+        "10" if "--min-lesion-ml" in extra else 0) and models[0]["tta"] == ("--tta" in extra)
+
+
+def test_an_edited_weights_config_is_refused_and_a_sealed_one_is_its_own_model(capsys, case, tiny_weights, tmp_path):
+    input_dir, output_dir = case
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    (folder / "m.safetensors").write_bytes(tiny_weights.read_bytes())
+    document = json.loads(tiny_weights.with_suffix(".json").read_text())
+    document["model"]["threshold"] = 0.01
+    (folder / "m.json").write_text(json.dumps(document))
+    _expect_failure(capsys, 2, input_dir, output_dir, folder, "m.json: its model config differs from the one its "
+                                                              "model_sha256 records")
+    assert not (output_dir / "results.json").exists()
+    assert subprocess.run([sys.executable, "-m", "model.checkpoint", "--seal", str(folder / "m.json")],
+                          capture_output=True, text=True, cwd=ROOT).returncode == 0
+    assert run(input_dir, output_dir, folder) == 0
+    assert run(input_dir, tmp_path / "original", tiny_weights) == 0
+    edited, original = (json.loads((out / "reports/case0.report.json").read_text())["model"]
+                        for out in (output_dir, tmp_path / "original"))
+    assert edited["weights_sha256"] == {"m.safetensors": document["weights_sha256"]}  # the same tensors
+    assert edited["model_sha256"]["m.safetensors"] != original["model_sha256"]["tiny.safetensors"]
+    assert edited["model_sha256"]["m.safetensors"] in (output_dir / "index.html").read_text()
 
 
 def test_two_torchrun_ranks_write_what_one_process_writes(cohort, tmp_path, tiny_weights):

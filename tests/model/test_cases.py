@@ -200,16 +200,18 @@ def _fail(*args, **kwargs):
     raise WriteError("disk full (simulated)")
 
 
-def test_a_failure_in_the_middle_leaves_none_of_the_case_outputs(tmp_path, dicom_case, monkeypatch):
+def test_a_failure_in_the_middle_keeps_the_earlier_outputs_or_leaves_none_of_the_case(tmp_path, dicom_case,
+                                                                                      monkeypatch):
     case, loaded, mask = dicom_case
     out = tmp_path / "out"
     out.mkdir()
-    write_local_outputs(case, loaded, mask, out, MEMBERS)  # an earlier run's outputs, now stale
+    write_local_outputs(case, loaded, mask, out, MEMBERS)  # an earlier run's outputs
     (out / "other_case.report.json").write_text("{}")
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
     monkeypatch.setattr(model.outputs, "write_seg", _fail)  # the last writer: CSV, JSON and PNG are made
     with pytest.raises(WriteError, match="simulated"):
         write_local_outputs(case, loaded, mask, out, MEMBERS)
-    assert [p.name for p in out.iterdir()] == ["other_case.report.json"]  # no staging folder either
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier  # as they were; no staging folder either
     monkeypatch.undo()
 
     replaced = []
@@ -225,6 +227,7 @@ def test_a_failure_in_the_middle_leaves_none_of_the_case_outputs(tmp_path, dicom
     monkeypatch.setattr(model.outputs.os, "replace", replace_twice)
     with pytest.raises(WriteError, match=r"\.png: not written \(No space left on device\)"):
         write_local_outputs(case, loaded, mask, out, MEMBERS)
+    # two files of this run had replaced the earlier ones: none of the case's stays (they would mix two runs)
     assert len(replaced) == 2 and [p.name for p in out.iterdir()] == ["other_case.report.json"]
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import InputError, build_network, load_checkpoint, load_ensemble, save_checkpoint
-from model.checkpoint import Checkpoint, read_config
+from model.checkpoint import Checkpoint, model_sha256, read_config, seal
 from model.config import ModelConfig
 from tests.conftest import ROOT, TINY
 
@@ -61,6 +61,7 @@ def test_weights_that_do_not_match_their_config_are_refused(tmp_path, tiny_weigh
     (tmp_path / "tiny.safetensors").write_bytes(tiny_weights.read_bytes())
     document = json.loads(tiny_weights.with_suffix(".json").read_text())
     document["model"]["decoder_channels"] = [64, 32, 16, 8, 8]
+    del document["model_sha256"]  # an edited config that does not claim the original's identity
     (tmp_path / "tiny.json").write_text(json.dumps(document))
     with pytest.raises(InputError, match="do not match their config"):
         load_checkpoint(tmp_path / "tiny.safetensors")
@@ -222,3 +223,84 @@ def test_a_checkpoint_says_its_head_and_old_ones_have_the_one_logit_head(tmp_pat
     assert torch.allclose(mixed, torch.full_like(mixed, expected))
     with pytest.raises(ValueError, match="head must be one of"):
         dataclasses.replace(TINY, head="sigmoid")
+
+
+# --- a model's identity: its config as read and its weights (issue 23) ------------------------------------
+
+DEMO = ROOT / "weights" / "demo.safetensors"
+# Edits of a config that change what the model outputs (each measured on the shipped demo: issue 23).
+OUTPUT_CHANGING_EDITS = {
+    "threshold 0.5 -> 0.01": lambda model: model.update(threshold=0.01),
+    "pet_scale 5 -> 0.5": lambda model: model["normalisation"].update(pet_scale=0.5),
+    "orientation RAI added": lambda model: model.update(orientation="RAI"),
+    "CT clip narrowed": lambda model: model["normalisation"].update(ct_clip=[-200.0, 200.0]),
+    "spacing 4.0728 -> 3.0": lambda model: model.update(spacing_mm=[3.0, 3.0]),
+}
+# Edits that read as the same config: the same model.
+SAME_MODEL_EDITS = {
+    "orientation LPS (the default) written out": lambda model: model.update(orientation="LPS"),
+    "pet_scale 5.0 written 5": lambda model: model["normalisation"].update(pet_scale=5),
+    "keys in another order": lambda model: _reversed_in_place(model),
+}
+
+
+def _reversed_in_place(model: dict) -> None:
+    items = list(model.items())
+    model.clear()
+    model.update(reversed(items))
+
+
+def demo_copy(folder: Path, edit=None, *, keep_identity: bool = True) -> Path:
+    """A copy of the shipped demo checkpoint whose config went through ``edit``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO.name).write_bytes(DEMO.read_bytes())
+    document = json.loads(DEMO.with_suffix(".json").read_text())
+    if edit is not None:
+        edit(document["model"])
+    if not keep_identity:
+        del document["model_sha256"]
+    (folder / "demo.json").write_text(json.dumps(document, indent=4))
+    return folder / DEMO.name
+
+
+def test_the_shipped_checkpoint_records_its_identity():
+    document = json.loads(DEMO.with_suffix(".json").read_text())
+    loaded = load_checkpoint(DEMO)
+    assert loaded.model_sha256 == document["model_sha256"] == model_sha256(loaded.config, document["weights_sha256"])
+    assert read_config(DEMO.with_suffix(".json"))[1] == document["weights_sha256"]
+
+
+@pytest.mark.parametrize("edit", OUTPUT_CHANGING_EDITS)
+def test_an_edited_config_is_refused_or_another_model_never_the_original(tmp_path, edit):
+    shipped = load_checkpoint(DEMO).model_sha256
+    with pytest.raises(InputError) as error:
+        load_checkpoint(demo_copy(tmp_path / "claimed", OUTPUT_CHANGING_EDITS[edit]))
+    message = str(error.value)
+    assert "demo.json: its model config differs from the one its model_sha256 records" in message
+    assert "python -m model.checkpoint --seal" in message and "\n" not in message
+    unclaimed = load_checkpoint(demo_copy(tmp_path / "unclaimed", OUTPUT_CHANGING_EDITS[edit], keep_identity=False))
+    assert unclaimed.model_sha256 != shipped  # runs, under an identity of its own
+    sealed_path = demo_copy(tmp_path / "sealed", OUTPUT_CHANGING_EDITS[edit])
+    before, identity = seal(sealed_path.with_suffix(".json"))
+    sealed = load_checkpoint(sealed_path)
+    assert before == shipped and sealed.model_sha256 == identity != shipped
+    assert sealed.config.provenance["derived_from"] == shipped
+
+
+@pytest.mark.parametrize("edit", SAME_MODEL_EDITS)
+def test_an_edit_that_reads_as_the_same_config_is_the_same_model(tmp_path, edit):
+    assert load_checkpoint(demo_copy(tmp_path, SAME_MODEL_EDITS[edit])).model_sha256 == \
+        load_checkpoint(DEMO).model_sha256
+
+
+def test_the_identity_covers_the_weights(tmp_path, tiny_weights):
+    torch.manual_seed(1)
+    other = save_checkpoint(build_network(TINY), TINY, tmp_path / "tiny")
+    assert load_checkpoint(other).model_sha256 != load_checkpoint(tiny_weights).model_sha256
+
+
+def test_sealing_refuses_weights_that_are_not_the_configs(tmp_path):
+    path = demo_copy(tmp_path, OUTPUT_CHANGING_EDITS["threshold 0.5 -> 0.01"])
+    path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(InputError, match="SHA-256 differs"):
+        seal(path.with_suffix(".json"))

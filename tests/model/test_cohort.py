@@ -6,25 +6,30 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import re
 import threading
 import time
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
+import model.outputs
 import model.pipeline
 from model import Predictor
 from model.cases import layout_cases
+from model.checkpoint import save_checkpoint, seal
 from model.cohort import CohortOptions, check_case_names, run_cohort
 from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError
-from model.outputs import VERSION, OutputLayout, model_info, write_results
+from model.network import build_network
+from model.outputs import MASK_NOTE_KEY, VERSION, OutputLayout, model_info, run_record, write_results
 from phantoms import make_phantom
-from tests.conftest import ROOT, SMALL_SPEC, write_case
+from tests.conftest import ROOT, SMALL_SPEC, TINY, write_case
 
 NAMES = ["c0", "c1", "c2", "c3", "c4"]
 
@@ -173,28 +178,218 @@ def test_only_a_mask_the_checker_passes_counts_as_done(tmp_path, cohort_input, p
     assert redone.GetPixelID() == sitk.sitkUInt8 and redone.GetSize() == pet.GetSize()
 
 
-def test_a_failed_case_leaves_none_of_its_files_and_the_others_go_on(tmp_path, cohort_input, predictor,
-                                                                     tiny_weights, monkeypatch, capsys):
+def _rewrite_mask(path: Path, change) -> None:
+    """The mask at ``path`` through ``change``, its header's record kept (a tamperer who knows the format)."""
+    mask = sitk.ReadImage(str(path))
+    changed = change(mask)
+    for key in mask.GetMetaDataKeys():
+        changed.SetMetaData(key, mask.GetMetaData(key))
+    sitk.WriteImage(changed, str(path), useCompression=True)
+
+
+def _edit_report(path: Path, **values) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text()) | values))
+
+
+# How the outputs of the case with the most lesion voxels (``case``) are changed after the run that made them;
+# ``other`` is another case's mask.
+KEPT_TAMPERING = {
+    "mask blanked, report edited to 42 lesions and 9999 ml": lambda layout, case, other: (
+        _rewrite_mask(layout.masks / f"{case}.mha", lambda mask: mask * 0),
+        _edit_report(layout.reports / f"{case}.report.json", lesion_count=42, tmtv_ml=9999)),
+    "report's numbers edited, the mask as it was": lambda layout, case, other: (
+        _edit_report(layout.reports / f"{case}.report.json", tmtv_ml=9999.0)),
+    "mask blanked, report as it was": lambda layout, case, other: (
+        _rewrite_mask(layout.masks / f"{case}.mha", lambda mask: mask * 0)),
+    "another case's mask in its place": lambda layout, case, other: (
+        _rewrite_mask(layout.masks / f"{case}.mha", lambda mask: sitk.ReadImage(str(layout.masks / f"{other}.mha")))),
+}
+
+
+@pytest.mark.parametrize("tamper", KEPT_TAMPERING)
+def test_a_kept_case_whose_report_does_not_agree_with_its_mask_is_redone(tmp_path, cohort_input, predictor,
+                                                                        tiny_weights, tamper, capsys):
     sources = layout_cases(cohort_input)[:3]
     options = local_options(tiny_weights, predictor)
-    run_cohort(sources, predictor, tmp_path, options)  # an earlier run: its c1 files are now stale
+    full = run_cohort(sources, predictor, tmp_path, options)
+    layout = OutputLayout(tmp_path)
+    voxels = {name.removesuffix(".mha"): int(array.sum()) for name, array in mask_arrays(tmp_path).items()}
+    case = max(voxels, key=voxels.get)
+    other = next(name for name in voxels if voxels[name] != voxels[case])
+    assert voxels[case] > 0
+    KEPT_TAMPERING[tamper](layout, case, other)
+    capsys.readouterr()
+    again = run_cohort(sources, predictor, tmp_path, dataclasses.replace(options, skip_existing=True))
+    assert [o.status for o in again.outcomes] == ["written" if o.name == case else "skipped" for o in again.outcomes]
+    assert again.entries == full.entries  # the numbers of the case's mask, computed in this run
+    line = next(line for line in capsys.readouterr().out.splitlines() if "redone" in line)
+    assert line.startswith(f"[{NAMES.index(case) + 1}/3] {case}: redone (--skip-existing): its report")
+    assert mask_arrays(tmp_path)[f"{case}.mha"].sum() == voxels[case]
+
+
+def _sealed_copy(tiny_weights: Path, folder: Path, **model_values) -> Path:
+    """A copy of the tiny checkpoint with its config edited on purpose (and sealed: a model of its own)."""
+    folder.mkdir()
+    copy = folder / tiny_weights.name
+    copy.write_bytes(tiny_weights.read_bytes())
+    document = json.loads(tiny_weights.with_suffix(".json").read_text())
+    document["model"].update(model_values)
+    copy.with_suffix(".json").write_text(json.dumps(document))
+    seal(copy.with_suffix(".json"))
+    return copy
+
+
+def _other_weights(tiny_weights: Path, folder: Path) -> Path:
+    torch.manual_seed(1)
+    return save_checkpoint(build_network(TINY), TINY, folder / tiny_weights.stem)
+
+
+# What a rerun changes (the weights it loads, its settings), and what its line names.
+RERUN_SETTINGS = {
+    "min lesion ml 10": (lambda weights, folder: (weights, {"min_lesion_ml": 10.0}), "min_lesion_ml 0.0 -> 10.0"),
+    "flip TTA": (lambda weights, folder: (weights, {"tta": True}), "tta False -> True"),
+    "another tile overlap": (lambda weights, folder: (weights, {"tile_overlap": 0.5}), "tile_overlap 0.25 -> 0.5"),
+    "other weights of one name": (lambda weights, folder: (_other_weights(weights, folder), {}),
+                                  "model tiny.safetensors"),
+    "its config's threshold edited and sealed": (
+        lambda weights, folder: (_sealed_copy(weights, folder, threshold=0.3), {}), "model tiny.safetensors"),
+}
+
+
+@pytest.mark.parametrize("reports", [True, False], ids=["reports", "masks only"])
+@pytest.mark.parametrize("change", RERUN_SETTINGS)
+def test_a_kept_case_made_with_another_model_or_other_settings_is_redone(tmp_path, cohort_input, predictor,
+                                                                         tiny_weights, change, reports, capsys):
+    sources = layout_cases(cohort_input)[:2]
+    options = local_options(tiny_weights, predictor) if reports else CohortOptions()
+    run_cohort(sources, predictor, tmp_path / "out", options)
+    make, named = RERUN_SETTINGS[change]
+    weights, settings = make(tiny_weights, tmp_path / "weights")
+    rerun = Predictor.from_path(weights, device="cpu", precision="fp32", **settings)
+    options = local_options(weights, rerun, skip_existing=True) if reports else CohortOptions(skip_existing=True)
+    capsys.readouterr()
+    again = run_cohort(sources, rerun, tmp_path / "out", options)
+    assert [o.status for o in again.outcomes] == ["written", "written"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "redone" in line]
+    assert len(lines) == 2
+    assert named in lines[0] if reports else "its mask was made by another model or with other settings" in lines[0]
+    fresh = run_cohort(sources, rerun, tmp_path / "fresh", options)
+    assert again.entries == fresh.entries
+    redone, expected = mask_arrays(tmp_path / "out"), mask_arrays(tmp_path / "fresh")
+    assert list(redone) == list(expected) and all(np.array_equal(redone[name], expected[name]) for name in expected)
+    if reports:
+        report = json.loads((OutputLayout(tmp_path / "out").reports / "c0.report.json").read_text())
+        assert report["model"]["model_sha256"] == rerun.identities
+        assert report["made_by"]["settings"] == run_record(rerun).settings
+
+
+def test_a_kept_mask_that_records_no_settings_is_redone(tmp_path, cohort_input, predictor, capsys):
+    """A mask of an earlier version (or another program) says nothing of what made it."""
+    sources = layout_cases(cohort_input)[:2]
+    run_cohort(sources, predictor, tmp_path, CohortOptions())
+    mask_path = OutputLayout(tmp_path).masks / "c1.mha"
+    mask = sitk.ReadImage(str(mask_path))
+    mask.EraseMetaData(MASK_NOTE_KEY)
+    sitk.WriteImage(mask, str(mask_path), useCompression=True)
+    again = run_cohort(sources, predictor, tmp_path, CohortOptions(skip_existing=True))
+    assert [o.status for o in again.outcomes] == ["skipped", "written"]
+    assert "[2/2] c1: redone (--skip-existing): its mask records no settings" in capsys.readouterr().out
+
+
+def test_the_settings_of_a_dicom_study_include_its_suv_conversion(cohort_input, predictor):
+    case = layout_cases(cohort_input)[0]
+    dicom = dataclasses.replace(case, is_dicom=True)
+    default, autopet = run_record(predictor), run_record(predictor, suv_method="autopet")
+    weighed = run_record(predictor, weight_kg=70)
+    assert default.digest(dicom) != autopet.digest(dicom) != weighed.digest(dicom) != default.digest(dicom)
+    assert default.digest(case) == autopet.digest(case) == weighed.digest(case)  # not read for a file in SUV
+
+
+def case_files(layout: OutputLayout, case) -> dict[str, bytes]:
+    """A case's mask and report files as they are on the disk."""
+    paths = [layout.mask_path(case), *layout.report_paths(case).values()]
+    return {path.name: path.read_bytes() for path in paths if path.is_file()}
+
+
+def unreadable_pet(case):
+    def load():
+        raise InputError(f"{case.pet_label}: unreadable PET image (Input/output error)")  # a network share, briefly
+    return dataclasses.replace(case, load=load)
+
+
+def _fail_reports(monkeypatch):
     real = model.pipeline.write_reports
 
-    def fail_c1(documents, *args, **kwargs):
+    def write_reports(documents, *args, **kwargs):
         if documents.case.name == "c1":
             raise WriteError("reports/c1.png: not written (No space left on device)")
         return real(documents, *args, **kwargs)
+    monkeypatch.setattr(model.pipeline, "write_reports", write_reports)
 
-    monkeypatch.setattr(model.pipeline, "write_reports", fail_c1)
+
+def _fail_mask(monkeypatch):
+    real = model.pipeline.write_image_atomic
+
+    def write_image_atomic(image, path):
+        if path.name == "c1.mha":
+            raise WriteError(f"{path.name}: not written (No space left on device)")
+        return real(image, path)
+    monkeypatch.setattr(model.pipeline, "write_image_atomic", write_image_atomic)
+
+
+# How a rerun fails c1, and whether the rerun writes reports: the earlier run's files of c1 stay as they were.
+RERUN_FAILURES = {
+    "its PET unreadable for a moment": (lambda sources, monkeypatch: sources.__setitem__(1, unreadable_pet(sources[1])),
+                                        True),
+    "the same without reports": (lambda sources, monkeypatch: sources.__setitem__(1, unreadable_pet(sources[1])),
+                                 False),
+    "its reports not written": (lambda sources, monkeypatch: _fail_reports(monkeypatch), True),
+    "its mask not written": (lambda sources, monkeypatch: _fail_mask(monkeypatch), True),
+}
+
+
+@pytest.mark.parametrize("failure", RERUN_FAILURES)
+def test_a_failing_rerun_keeps_the_earlier_runs_outputs_and_says_which_run_made_them(
+        tmp_path, cohort_input, predictor, tiny_weights, monkeypatch, capsys, failure):
+    sources = layout_cases(cohort_input)[:3]
+    earlier = dataclasses.replace(run_record(predictor), started="2026-01-02T03:04:05Z")
+    run_cohort(sources, predictor, tmp_path, local_options(tiny_weights, predictor, record=earlier))
+    layout = OutputLayout(tmp_path)
+    before = case_files(layout, sources[1])
+    assert len(before) == 4  # mask, lesions CSV, report JSON, picture
+    fail, reports = RERUN_FAILURES[failure]
+    fail(sources, monkeypatch)
+    options = local_options(tiny_weights, predictor) if reports else CohortOptions()
     capsys.readouterr()
     summary = run_cohort(sources, predictor, tmp_path, options)
     assert [o.status for o in summary.outcomes] == ["written", "failed", "written"]
-    assert capsys.readouterr().err == "error: reports/c1.png: not written (No space left on device)\n"
-    layout = OutputLayout(tmp_path)
-    assert sorted(p.name for p in layout.masks.iterdir()) == ["c0.mha", "c2.mha"]
-    assert not any(path.exists() for path in layout.report_paths(sources[1]).values())
-    assert summary.entries[1]["outputs"] == [] and "lesion_count" not in summary.entries[1]
-    assert all(path.exists() for path in layout.report_paths(sources[2]).values())
+    out = capsys.readouterr()
+    assert out.err.startswith("error: ") and len(out.err.splitlines()) == 1
+    assert "c1: this run failed it; kept, from the run of 2026-01-02T03:04:05Z" in out.out
+    assert case_files(layout, sources[1]) == before  # byte for byte: nothing of the earlier run lost
+    entry = summary.entries[1]
+    assert entry["outputs"] == [] and entry["error_messages"] and "lesion_count" not in entry
+    assert entry["kept_outputs"] == {"run": "2026-01-02T03:04:05Z", "files": list(before)}
+
+
+def test_a_rerun_that_fails_between_its_mask_and_its_reports_leaves_neither(tmp_path, cohort_input, predictor,
+                                                                            tiny_weights, monkeypatch, capsys):
+    """The renames of the reports fail after this run's mask is in place: mask and reports would be two runs'."""
+    sources = layout_cases(cohort_input)[:1]
+    options = local_options(tiny_weights, predictor)
+    run_cohort(sources, predictor, tmp_path, options)
+    real, reports = os.replace, OutputLayout(tmp_path).reports
+
+    def replace(source, target):
+        if Path(target) == reports / "c0.png":  # its final name, not the staged file's
+            raise OSError(28, "No space left on device")
+        return real(source, target)
+
+    monkeypatch.setattr(model.outputs.os, "replace", replace)
+    summary = run_cohort(sources, predictor, tmp_path, options)
+    assert summary.outcomes[0].status == "failed" and "kept_outputs" not in summary.entries[0]
+    assert case_files(OutputLayout(tmp_path), sources[0]) == {}
+    assert "c0.png: not written (No space left on device)" in capsys.readouterr().err
 
 
 def test_a_write_fails_in_the_worker_and_a_read_fails_alike(tmp_path, cohort_input, predictor, capsys):
