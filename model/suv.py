@@ -78,17 +78,34 @@ def values_of(value: object) -> tuple[str, ...]:
     return tuple(str(v).strip().upper() for v in value)
 
 
+# The years a DICOM date or date-time of a scan may carry: wide enough for any date-shifting anonymiser (some
+# write 1900), narrow enough that the arithmetic on it (a day back over midnight, ten half-lives on) stays in
+# Python's calendar: year 0001 raised OverflowError from deep inside the decay instead of one line.
+DICOM_YEARS = (1900, 2999)
+
+
+def _checked_year(parsed: dt.date, keyword: str, value: object, source: str) -> None:
+    if not DICOM_YEARS[0] <= parsed.year <= DICOM_YEARS[1]:
+        raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a plausible date (year {parsed.year}, "
+                         f"expected {DICOM_YEARS[0]} to {DICOM_YEARS[1]})")
+
+
 def _date(value: object, keyword: str, source: str) -> dt.date | None:
-    """A DA value; None when empty; a value that is no date is refused (it would silently change the decay)."""
+    """A DA value; None when empty; a value that is no date, or not a plausible one, is refused (it would
+    silently change the decay). The one parser of DICOM dates (model.dicom and this module)."""
     text = str(value or "").strip().replace(".", "").replace("-", "")  # ACR-NEMA wrote 2002.11.07
     if not text:
         return None
+    parsed = None
     try:
         if len(text) == 8 and text.isdigit():
-            return dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
+            parsed = dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
     except ValueError:
         pass  # refused below, with the value
-    raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a date (YYYYMMDD)")
+    if parsed is None:
+        raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a date (YYYYMMDD)")
+    _checked_year(parsed, keyword, value, source)
+    return parsed
 
 
 def _time(value: object, keyword: str, source: str) -> dt.time | None:
@@ -112,6 +129,7 @@ def _datetime(value: object, keyword: str, source: str) -> dt.datetime | None:
         parsed = None
     if parsed is None:
         raise InputError(f"{source}: {keyword} {text!r} is not a date and time (YYYYMMDDHHMMSS)")
+    _checked_year(parsed, keyword, text, source)
     return dt.datetime(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second,
                        parsed.microsecond)
 

@@ -289,7 +289,7 @@ def test_an_unusable_output_folder_stops_the_run_before_any_work(capsys, case, t
     # Weights that do not exist: the output folder must be refused first, before any weights load.
     assert run(input_dir, output_dir, tmp_path / "none.safetensors") == 2
     (line,) = _lines(capsys)
-    assert line.startswith("error: ") and "output folder" in line and "weights" not in line
+    assert line.startswith("error: ") and ("output folder" in line or "--output" in line) and "weights" not in line
 
 
 def test_a_read_only_file_system_stops_the_run_before_any_work(capsys, case, tmp_path):
@@ -364,22 +364,29 @@ def test_an_implausible_spacing_is_refused_per_case(capsys, case, tiny_weights):
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["--device", "gpu"], "--device 'gpu': expected auto, cpu, cuda or cuda:N"),
-    (["--device", "foo"], "--device 'foo': expected auto, cpu, cuda or cuda:N"),
-    (["--min-lesion-ml", "inf"], "--min-lesion-ml inf: must be a finite number"),
-    (["--min-lesion-ml", "nan"], "--min-lesion-ml nan: must be a finite number"),
-    (["--min-lesion-ml", "-1"], "--min-lesion-ml -1.0: must be a finite number from 0 to 100000"),
-    (["--min-lesion-ml", "1e308"], "--min-lesion-ml 1e+308: must be a finite number from 0 to 100000"),
-    (["--batch-size", "0"], "--batch-size 0: must be a finite number from 1 to 1024"),
-    (["--batch-size", str(2 ** 40)], "--batch-size 1099511627776: must be a finite number"),
-    (["--weight-kg", "nan"], "--weight-kg nan: must be a finite number"),
-    (["--weight-kg", "1e300"], "--weight-kg 1e+300: must be a finite number from 1 to 1000"),
+    (["--device", "gpu"], "--device: 'gpu': expected auto, cpu, cuda or cuda:N"),
+    (["--device", "foo"], "--device: 'foo': expected auto, cpu, cuda or cuda:N"),
+    (["--min-lesion-ml", "inf"], "--min-lesion-ml: inf: must be a finite number"),
+    (["--min-lesion-ml", "nan"], "--min-lesion-ml: nan: must be a finite number"),
+    (["--min-lesion-ml", "-1"], "--min-lesion-ml: -1: must be a finite number from 0 to 100000"),
+    (["--min-lesion-ml", "1e308"], "--min-lesion-ml: 1e308: must be a finite number from 0 to 100000"),
+    (["--batch-size", "0"], "--batch-size: 0: must be a finite number from 1 to 1024"),
+    (["--batch-size", str(2 ** 40)], "--batch-size: 1099511627776: must be a finite number"),
+    (["--weight-kg", "nan"], "--weight-kg: nan: must be a finite number"),
+    (["--weight-kg", "1e300"], "--weight-kg: 1e300: must be a finite number from 1 to 1000"),
     (["--min-lesion-ml", "abc"], "invalid float value: 'abc'"),
     (["--precision", "fp8"], "invalid choice: 'fp8'"),
+    # Issue 23 item 10: a path under a regular file, parts out of range: the argument's type refuses them.
+    (["--output", "{file}/sub"], "--output: {file}/sub: lies under {file}, which is a file, not a folder"),
+    (["--num-parts", "-2"], "--num-parts: -2: must be a finite number from 1"),
+    (["--part-id", "-1"], "--part-id: -1: must be a finite number from 0"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(capsys, case, tiny_weights, extra, needle):
     input_dir, output_dir = case
-    _expect_failure(capsys, 2, input_dir, output_dir, tiny_weights, needle, *extra)
+    afile = input_dir.parent / "afile"
+    afile.write_text("a regular file")
+    _expect_failure(capsys, 2, input_dir, output_dir, tiny_weights, needle.format(file=afile),
+                    *(arg.format(file=afile) for arg in extra))
 
 
 def test_cuda_without_a_gpu_is_one_line(capsys, case, tiny_weights):

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from model.arguments import OneLineParser, body_weight_kg, input_folder, output_folder
 from model.dicom.scan import Study, check_series_choice, print_warning, scan_folder
 from model.dicom.volume import DicomCase, load_case
 from model.errors import InputError, WriteError, describe, shown
@@ -108,8 +108,7 @@ def convert(dicom_dir: Path, out_dir: Path, pet_series: str | None = None, ct_se
             failures += 1
             print(f"error: {error}", file=sys.stderr)
             continue
-        except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as error:
-            # Not foreseen, still this study's alone: said in one line, the others go on.
+        except Exception as error:  # not foreseen (OverflowError...), still this study's alone: the others go on
             failures += 1
             print(f"error: {study.label()}: conversion failed ({describe(error)})", file=sys.stderr)
             continue
@@ -118,20 +117,21 @@ def convert(dicom_dir: Path, out_dir: Path, pet_series: str | None = None, ct_se
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m model.dicom",
         description="DICOM PET/CT studies to OUT_DIR/<patient>/<study UID>/{SUV,CTres}.nii.gz and suv.json: the "
                     "autoPET layout that `python -m train prepare --layout tcia` reads once each study folder "
                     "also holds its SEG.nii.gz (0/1 lesion mask).")
-    parser.add_argument("dicom_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("dicom_dir", type=input_folder)
+    parser.add_argument("out_dir", type=output_folder)
     parser.add_argument("--pet-series", default=None, help="SeriesInstanceUID of the PET series to use")
     parser.add_argument("--ct-series", default=None, help="SeriesInstanceUID of the CT series to use")
     parser.add_argument("--suv-method", default=DEFAULT_SUV_METHOD, choices=SUV_METHODS,
                         help="qiba (default) or autopet (the training data's conversion)")
-    parser.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
-    args = parser.parse_args(argv)
+    parser.add_argument("--weight-kg", type=body_weight_kg, default=None,
+                        help="body weight when PatientWeight is missing")
     try:
+        args = parser.parse_args(argv)
         failures = convert(args.dicom_dir, args.out_dir, args.pet_series, args.ct_series, args.suv_method,
                            args.weight_kg)
     except (InputError, WriteError) as error:

@@ -5,6 +5,7 @@ which each failure stays that file's or that study's one line."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 from collections.abc import Iterator
@@ -332,3 +333,52 @@ def test_files_of_one_study_that_disagree_on_the_patient_are_refused(tmp_path):
     edit(pet_files(tmp_path, ids)[3:4], lambda ds: setattr(ds, "PatientID", "SOMEONE_ELSE"))
     with pytest.raises(InputError, match=r"PatientID differs between its files .*'SOMEONE_ELSE'"):
         choose_series(scan_folder(tmp_path)[0])
+
+
+# --- Issue 23 item 10: one study's failure stays its own; arguments are checked by their types
+def two_studies(root) -> tuple[StudyIds, StudyIds]:
+    first, _ = write_ge_study(root, StudyIds(patient_id="A_FIRST"))
+    second, _ = write_ge_study(root, StudyIds(patient_id="B_SECOND"))
+    return first, second
+
+
+def test_a_failure_of_one_study_is_its_line_and_the_other_studies_are_written(tmp_path, capsys, monkeypatch):
+    first, second = two_studies(tmp_path / "export")
+    # Year 1 and an injection before midnight: the decay went back a day past Python's calendar (OverflowError).
+    edit(pet_files(tmp_path / "export", first), lambda ds: (
+        setattr(ds, "SeriesDate", "00010101"), setattr(ds, "AcquisitionDate", "00010101"),
+        setattr(ds.RadiopharmaceuticalInformationSequence[0], "RadiopharmaceuticalStartTime", "235000")))
+    assert main([str(tmp_path / "export"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SeriesDate '00010101' is not a plausible date" in err[0], err
+    assert [p.parent.name for p in (tmp_path / "out").rglob("suv.json")] == [second.study_uid]
+    # Any failure not foreseen (here an ArithmeticError from the reader) is contained the same way.
+    converter = importlib.import_module("model.dicom.convert")  # the package's name "convert" is the function
+    real = converter.load_case
+
+    def failing(study, *args):
+        if study.patient_id == "B_SECOND":
+            raise ZeroDivisionError("float division by zero")
+        return real(study, *args)
+
+    monkeypatch.setattr(converter, "load_case", failing)
+    edit(pet_files(tmp_path / "export", first), lambda ds: setattr(ds, "SeriesDate", "20200101"))
+    edit(pet_files(tmp_path / "export", first), lambda ds: setattr(ds, "AcquisitionDate", "20200101"))
+    assert main([str(tmp_path / "export"), str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "conversion failed (ZeroDivisionError: float division by zero)" in err[0], err
+    assert [p.parent.name for p in (tmp_path / "out2").rglob("suv.json")] == [first.study_uid]
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["{d}/export", "{d}/afile/out"], "lies under {d}/afile, which is a file"),
+    (["{d}/export", "{d}/afile"], "is a file, not a folder"),
+    (["{d}/nowhere", "{d}/out"], "{d}/nowhere: folder missing"),
+    (["{d}/export", "{d}/out", "--weight-kg", "-70"], "--weight-kg: -70: must be a finite number from 1 to 1000"),
+])
+def test_converter_arguments_are_checked_by_their_types_in_one_line(tmp_path, capsys, argv, needle):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "afile").write_text("a regular file")
+    assert main([arg.format(d=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle.format(d=tmp_path) in err, err

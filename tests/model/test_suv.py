@@ -286,7 +286,7 @@ PEER_REFUSALS = {
         [peer_instance(DecayCorrection="START", SeriesTime="133010", AcquisitionDate="30001127",
                        AcquisitionTime="133010", SeriesDate="20201127",
                        RadionuclideHalfLife=6586.2, RadiopharmaceuticalStartDateTime="20201127123010")],
-        "after SeriesDate/SeriesTime"),
+        "AcquisitionDate '30001127' is not a plausible date"),  # as calculate-suv: the parser refuses it
 }
 
 
@@ -360,3 +360,24 @@ def test_a_date_or_time_that_is_not_one_is_refused_in_one_line(keyword, value):
         setattr(ds, keyword, value)
     with pytest.raises(InputError, match=f"{keyword} '{value}' is not a"):
         suv_conversion(headers, source="/data/pet")
+
+
+@pytest.mark.parametrize(("keyword", "value", "injection"), [
+    ("SeriesDate", "00010101", {}),  # issue 23 item 10: year 1 with an injection before midnight overflowed
+    ("SeriesDate", "00010101", {"RadiopharmaceuticalStartDateTime": "", "RadiopharmaceuticalStartTime": "235000"}),
+    ("AcquisitionDate", "99991231", {}),
+    ("RadiopharmaceuticalStartDateTime", "00010101091500", {}),
+    ("AcquisitionDateTime", "00010101102000", {}),
+])
+def test_a_date_outside_the_plausible_years_is_refused_in_one_line_not_an_overflow(keyword, value, injection):
+    headers = series()
+    for ds in headers:
+        info = ds.RadiopharmaceuticalInformationSequence[0]
+        setattr(info if keyword.startswith("Radiopharmaceutical") else ds, keyword, value)
+        if keyword == "AcquisitionDateTime":
+            del ds.SeriesDate, ds.AcquisitionDate  # the scan time taken from the DateTime
+        for name, text in injection.items():
+            setattr(info, name, text)
+    with pytest.raises(InputError, match=f"{keyword} '{value}' is not a plausible date") as error:
+        suv_conversion(headers, source="/data/pet")
+    assert "\n" not in str(error.value)
