@@ -33,7 +33,7 @@ from model.dicom import (
     scan_folder,
     series_in_folder,
 )
-from model.errors import InputError, shown
+from model.errors import InputError, describe, shown
 from model.files import open_regular
 from model.readers import IMAGE_SUFFIXES, image_format, image_stem, is_image_name, read_image, read_images
 from model.suv import DEFAULT_SUV_METHOD, SuvConversion, SuvMethod, check_suv_options
@@ -208,10 +208,11 @@ def dicom_cases(folder: Path, pet_series: str | None = None, ct_series: str | No
     for study, name in zip(studies, _unique([s.case_name for s in studies]), strict=True):
         try:
             pet, ct = choose_series(study, pet_series, ct_series)
-        except InputError as error:
+        except Exception as error:  # this study's alone, foreseen (InputError) or not: its case fails, not the run
             label = study.label()
+            why = str(error) if isinstance(error, InputError) else f"{label}: series choice failed ({describe(error)})"
             cases.append(CaseSource(name=name, pet_label=label, ct_label=label, mask_suffix=DICOM_MASK_SUFFIX,
-                                    is_dicom=True, load=partial(_refuse, str(error))))
+                                    is_dicom=True, load=partial(_refuse, why)))
             continue
         cases.append(CaseSource(name=name, pet_label=series_label(pet), ct_label=series_label(ct),
                                 mask_suffix=DICOM_MASK_SUFFIX, is_dicom=True,

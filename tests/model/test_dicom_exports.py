@@ -382,3 +382,25 @@ def test_converter_arguments_are_checked_by_their_types_in_one_line(tmp_path, ca
     assert main([arg.format(d=tmp_path) for arg in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle.format(d=tmp_path) in err, err
+
+
+def test_a_study_whose_listing_fails_unforeseen_fails_alone_in_process(tmp_path, tiny_weights, capsys, monkeypatch):
+    grid = ge_grid(slices=24, rows=48, columns=48, usual=8.0, spacing=(8.0, 8.0))
+    first, _ = write_ge_study(tmp_path / "export", StudyIds(patient_id="A_FIRST"), grid=grid)
+    write_ge_study(tmp_path / "export", StudyIds(patient_id="B_SECOND"), grid=grid)
+    cases = importlib.import_module("model.cases")
+    real = cases.choose_series
+
+    def failing(study, *args):
+        if study.patient_id == "A_FIRST":
+            raise OverflowError("date value out of range")
+        return real(study, *args)
+
+    monkeypatch.setattr(cases, "choose_series", failing)
+    code = process.main(["--input", str(tmp_path / "export"), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu", "--no-report"])
+    first_entry, second_entry = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 1 and second_entry["error_messages"] == [] and len(second_entry["outputs"]) == 1
+    assert first_entry["error_messages"] == [f"study {first.study_uid} (patient A_FIRST, 20200101): series choice "
+                                             "failed (OverflowError: date value out of range)"]
+    assert "Traceback" not in capsys.readouterr().err
