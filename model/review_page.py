@@ -5,7 +5,8 @@ columns sort on a click, a text box filters. The one page builder: ``process.py`
 
 It opens from the disk with no network: CSS and JavaScript inline, pictures as relative links to files
 beside the page, a Content-Security-Policy that forbids anything else. Every string from data (case names,
-errors, file names) is HTML-escaped, and every link URL-quoted.
+errors, file names) is shown through model.errors.one_line (invisible characters such as bidi overrides made
+visible) and HTML-escaped, and every link URL-quoted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from model.errors import WriteError, shown
+from model.errors import WriteError, one_line, shown
 from model.files import atomic_write_bytes
 
 PAGE_NAME = "index.html"
@@ -57,6 +58,13 @@ class Page:
     refresh_s: int | None = None  # reload every so often: a run in progress
 
 
+def _html(text: object, quote: bool = False) -> str:
+    """Text from data (a case or file name, an error) for the page: every character seen (model.errors.one_line:
+    a bidi override U+202E is shown as <U+202E>, not obeyed), then HTML-escaped. Links keep the real bytes
+    (``_href``)."""
+    return html.escape(one_line(text), quote=quote)
+
+
 def _href(path: str) -> str:
     # fsencode: a file name that is not UTF-8 (surrogate escapes) links to its real bytes
     return html.escape(quote(os.fsencode(path)), quote=True)
@@ -72,12 +80,12 @@ def _number(value: object, digits: int) -> tuple[str, str]:
 def _cell(row: Row, column: Column) -> str:
     value = row.values.get(column.key)
     if column.key == "status":
-        error = f'<div class="error">{html.escape(row.error)}</div>' if row.error else ""
-        status = html.escape(row.status)
+        error = f'<div class="error">{_html(row.error)}</div>' if row.error else ""
+        status = _html(row.status)
         return f'<td data-sort="{status}"><span class="status">{status}</span>{error}</td>'
     if column.digits is None:
         text = "" if value is None else str(value)
-        return f'<td data-sort="{html.escape(text.lower(), quote=True)}">{html.escape(text)}</td>'
+        return f'<td data-sort="{_html(text.lower(), quote=True)}">{_html(text)}</td>'
     text, key = _number(value, column.digits)
     return f'<td class="num" data-sort="{key}">{text}</td>'
 
@@ -86,15 +94,15 @@ def _row_html(row: Row, columns: Sequence[Column], index: int, names: Mapping[st
     cells = "".join(_cell(row, column) for column in columns)
     if row.picture:
         picture = (f'<td><a href="{_href(row.picture)}" target="_blank"><img src="{_href(row.picture)}" '
-                   f'alt="picture of {html.escape(str(row.values.get("case", "")), quote=True)}" '
+                   f'alt="picture of {_html(str(row.values.get("case", "")), quote=True)}" '
                    'loading="lazy"></a></td>')
     else:
         picture = "<td></td>"
-    links = " ".join(f'<a href="{_href(path)}">{html.escape(text)}</a>' for text, path in row.links)
+    links = " ".join(f'<a href="{_href(path)}">{_html(text)}</a>' for text, path in row.links)
     flags = " ".join(row.flags)
-    badges = "".join(f'<span class="flag">{html.escape(names.get(flag, flag))}</span>' for flag in row.flags)
-    status = html.escape(row.status.replace(" ", "-"), quote=True)
-    return (f'<tr class="{status}" data-index="{index}" data-flags="{html.escape(flags, quote=True)}">'
+    badges = "".join(f'<span class="flag">{_html(names.get(flag, flag))}</span>' for flag in row.flags)
+    status = _html(row.status.replace(" ", "-"), quote=True)
+    return (f'<tr class="{status}" data-index="{index}" data-flags="{_html(flags, quote=True)}">'
             f'{cells}<td>{badges}</td>{picture}<td class="links">{links}</td></tr>')
 
 
@@ -172,25 +180,25 @@ def _head(page: Page) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{policy}">{refresh}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{html.escape(page.title)}</title><style>{_STYLE}</style></head>')
+            f'<title>{_html(page.title)}</title><style>{_STYLE}</style></head>')
 
 
 def render(page: Page) -> str:
     """The page as one HTML document."""
-    facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in page.facts)
+    facts = "".join(f"<dt>{_html(k)}</dt><dd>{_html(v)}</dd>" for k, v in page.facts)
     counts = {key: sum(key in row.flags for row in page.rows) for key in page.flags}
-    buttons = "".join(f'<button type="button" data-flag="{html.escape(key, quote=True)}" aria-pressed="false" '
-                      f'title="{html.escape(rule, quote=True)}">{html.escape(name)}: {counts[key]}</button>'
+    buttons = "".join(f'<button type="button" data-flag="{_html(key, quote=True)}" aria-pressed="false" '
+                      f'title="{_html(rule, quote=True)}">{_html(name)}: {counts[key]}</button>'
                       for key, (name, rule) in page.flags.items())
-    rules = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(rule)}</li>" for name, rule in page.flags.values())
+    rules = "".join(f"<li><b>{_html(name)}</b>: {_html(rule)}</li>" for name, rule in page.flags.values())
     flags = (f'<div class="flags">Flags (click to show only those cases): {buttons}'
              f'<ul class="rule">{rules}</ul></div>') if page.flags else ""
     headers = "".join(f'<th data-type="{"text" if c.digits is None else "num"}" aria-sort="none" '
-                      f'title="{html.escape(c.hint, quote=True)}">{html.escape(c.title)}</th>' for c in page.columns)
+                      f'title="{_html(c.hint, quote=True)}">{_html(c.title)}</th>' for c in page.columns)
     names = {key: name for key, (name, _) in page.flags.items()}
     rows = "\n".join(_row_html(row, page.columns, index, names) for index, row in enumerate(page.rows))
-    note = f'<p class="means">{html.escape(page.note)}</p>' if page.note else ""
-    return (f"{_head(page)}<body><h1>{html.escape(page.title)}</h1><dl>{facts}</dl>{note}{flags}"
+    note = f'<p class="means">{_html(page.note)}</p>' if page.note else ""
+    return (f"{_head(page)}<body><h1>{_html(page.title)}</h1><dl>{facts}</dl>{note}{flags}"
             f'<p><input type="search" id="filter" placeholder="filter: case name, status, error..." '
             f'aria-label="filter the cases"> <span id="shown"></span></p>'
             f'<table id="cases"><thead><tr>{headers}<th>flags</th><th>picture</th><th>files</th></tr></thead>'

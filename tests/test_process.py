@@ -662,3 +662,27 @@ def test_two_torchrun_ranks_write_what_one_process_writes(cohort, tmp_path, tiny
     assert json.loads((tmp_path / "two/results.json").read_text()) == \
         json.loads((tmp_path / "one/results.json").read_text())
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["images", "index.html", "reports", "results.json"]
+
+
+def test_invisible_characters_in_a_file_name_are_shown_escaped_in_every_line_and_on_the_page(
+        tmp_path, capsys, small_phantom, tiny_weights):
+    """Issue 23 item 12: ``patient_99<U+202E>21_tneitap`` displayed as "patient_99patient_12"; a zero-width
+    space in a broken file's name is the variant. results.json keeps the real names (programs match on them)."""
+    pet, ct, _ = small_phantom.images()
+    bidi = "patient_99\u202e21_tneitap"
+    pet_path, ct_path = write_case(tmp_path / "in", pet, ct)
+    pet_path = pet_path.rename(pet_path.with_name(f"{bidi}.mha"))
+    broken = tmp_path / "in" / "broken\u200b.mha"
+    broken.write_bytes(b"not an image")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(f"pet,ct\n{pet_path},{ct_path}\n{broken},{ct_path}\n", encoding="utf-8")
+    code = process.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    for text in (captured.out, captured.err, (tmp_path / "out" / "index.html").read_text(encoding="utf-8")):
+        assert not any(ch in text for ch in "\u202e\u200b"), text
+    assert "patient_99<U+202E>21_tneitap:" in captured.out and "broken<U+200B>.mha" in captured.err
+    written, failed = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert written["case"] == bidi and (tmp_path / "out" / "reports" / f"{bidi}.png").is_file()
+    assert "broken<U+200B>.mha" in failed["error_messages"][0]

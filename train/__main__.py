@@ -17,7 +17,7 @@ from model.arguments import (
     output_folder,
     seed,
 )
-from model.errors import InputError, WriteError
+from model.errors import InputError, WriteError, shown
 from model.files import undefined_as_null
 from phantoms import DEFAULT_SPEC
 from train.layouts import layouts_for, layouts_help, training_layout
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             writer = training_layout(args.layout, "write").write
             rows = write_dataset(args.out, args.cases, args.seed, writer, spec, args.negative_fraction,
                                  preview=args.preview)
-            print(f"wrote {len(rows)} phantom studies to {args.out} ({args.layout} layout)")
+            print(f"wrote {len(rows)} phantom studies to {shown(args.out)} ({args.layout} layout)")
         elif args.command == "prepare":
             from train.prepare import prepare
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             from train.splits import write_splits
 
             folds = write_splits(load_index(args.data), args.data / "splits.json", args.folds, args.seed)
-            print(f"wrote {args.data / 'splits.json'}: " + ", ".join(f"fold {k}: {len(f['val'])} val"
+            print(f"wrote {shown(args.data / 'splits.json')}: " + ", ".join(f"fold {k}: {len(f['val'])} val"
                                                                      for k, f in enumerate(folds)))
         elif args.command == "fit":
             from train.config import FitConfig
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
 
             config = FitConfig.load(args.config, args.overrides)
             best = run_fit(args.data, args.fold, config, args.out, args.resume, args.device)
-            print(f"best: {json.dumps(best and undefined_as_null(best))}; weights in {args.out / 'best'}")
+            print(f"best: {json.dumps(best and undefined_as_null(best))}; weights in {shown(args.out / 'best')}")
         elif args.command == "evaluate":
             from train.evaluate import evaluate
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from model.arguments import OneLineParser, body_weight_kg, input_folder, output_folder
 from model.dicom.scan import Study, check_series_choice, print_warning, scan_folder
 from model.dicom.volume import DicomCase, load_case
-from model.errors import InputError, WriteError, describe, shown
+from model.errors import InputError, WriteError, describe, one_line, shown
 from model.files import atomic_write_bytes
 from model.geometry import CT_FILL_HU, resample_onto
 from model.readers import write_image_atomic
@@ -110,7 +110,7 @@ def convert(dicom_dir: Path, out_dir: Path, pet_series: str | None = None, ct_se
             continue
         except Exception as error:  # not foreseen (OverflowError...), still this study's alone: the others go on
             failures += 1
-            print(f"error: {study.label()}: conversion failed ({describe(error)})", file=sys.stderr)
+            print(f"error: {one_line(study.label())}: conversion failed ({describe(error)})", file=sys.stderr)
             continue
         print(line, flush=True)
     return failures
