@@ -28,6 +28,7 @@ from model.dicom import (
     Study,
     check_series_choice,
     choose_series,
+    fusion_notes,
     read_pet_suv,
     read_series,
     scan_folder,
@@ -177,10 +178,12 @@ def _unique(names: list[str]) -> list[str]:
 
 def _load_dicom(pet: Series, ct: Series, suv_method: SuvMethod, weight_kg: float | None,
                 skipped: tuple[str, ...] = ()) -> LoadedCase:
+    fused = fusion_notes(pet, ct)  # refused before any pixel is read
     volume, conversion = read_pet_suv(pet, suv_method, weight_kg)
     ct_volume = read_series(ct)
-    # Issue 16: the study's skipped files and the images not used go into its results.json entry.
-    notes = list(dict.fromkeys([*skipped, *volume.notes, *ct_volume.notes]))
+    # Issue 16: the study's skipped files and the images not used go into its results.json entry (issue 23: and
+    # a CT fused from another frame of reference).
+    notes = list(dict.fromkeys([*skipped, *volume.notes, *ct_volume.notes, *fused]))
     return LoadedCase(pet=volume.image, ct=ct_volume.image, suv=conversion, pet_headers=volume.headers,
                       warnings=notes)
 

@@ -45,6 +45,7 @@ class Row:
     flags: list[str] = field(default_factory=list)  # keys of Page.flags
     status: str = ""  # "ok", "failed", "already done": the row's status cell (and class)
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the case was read (DICOM: files skipped, another frame)
 
 
 @dataclass
@@ -81,6 +82,7 @@ def _cell(row: Row, column: Column) -> str:
     value = row.values.get(column.key)
     if column.key == "status":
         error = f'<div class="error">{_html(row.error)}</div>' if row.error else ""
+        error += "".join(f'<div class="note">{_html(note)}</div>' for note in row.notes)
         status = _html(row.status)
         return f'<td data-sort="{status}"><span class="status">{status}</span>{error}</td>'
     if column.digits is None:
@@ -121,6 +123,7 @@ th{position:sticky;top:0;background:#f4f4f4;cursor:pointer;user-select:none;whit
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed{background:#fff0f0}.error{color:#b00;font-size:.85em;max-width:18em}
+.note{color:#8a5a00;font-size:.85em;max-width:18em}
 .flag{display:inline-block;background:#b00;color:#fff;border-radius:.8em;padding:0 .5em;margin:0 .2em .2em 0;
 font-size:.8em}
 img{height:100px;border:1px solid #ccc}.links a{display:block;white-space:nowrap}
@@ -223,6 +226,8 @@ COHORT_COLUMNS = [
 ]
 COHORT_FLAGS = {
     "failed": ("failed", "the case failed: no mask, no reports (its error is in the status column)"),
+    "notes": ("notes", "the case was read with notes: DICOM files skipped, images not used, a CT from another "
+                       "frame of reference (in the status column)"),
     "no-lesion": ("no lesion", "the mask holds no lesion"),
     "high-tmtv": ("TMTV high", f"TMTV above {TMTV_FLAG_FACTOR:g} x the median TMTV of this page's cases that "
                                "have lesions"),
@@ -263,7 +268,10 @@ def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Map
     status = "failed" if errors else "already done" if state == "skipped" else "ok"
     values = {key: entry.get(key) for key in ("lesion_count", "tmtv_ml", "tlg", "suv_max", "dmax_mm", "slices")}
     values.update(case=name, seconds=seconds)
-    row = Row(values=values, status=status, error=str(errors[0]) if errors else None)
+    row = Row(values=values, status=status, error=str(errors[0]) if errors else None,
+              notes=[str(note) for note in entry.get("warnings") or []])
+    if row.notes:
+        row.flags.append("notes")
     if errors:
         row.flags.append("failed")
         return row

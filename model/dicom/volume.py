@@ -311,12 +311,34 @@ def read_pet_suv(series: Series, method: SuvMethod = DEFAULT_SUV_METHOD, weight_
     return SeriesVolume(image=suv, headers=volume.headers, series=series, notes=volume.notes), conversion
 
 
+def fusion_notes(pet: Series, ct: Series) -> list[str]:
+    """What a user must know about fusing ``ct`` with ``pet`` by their patient coordinates; InputError when
+    they cannot be fused. Coordinates are comparable within one frame of reference (FrameOfReferenceUID,
+    PS3.3 C.7.4.1): a CT in another frame (or one not given) is fused only when both series belong to one study
+    (one visit on one scanner: PET/CT scanners write one frame for both, and a study that holds another was
+    usually re-registered or re-exported), with this note; across studies it is refused."""
+    pet_frame, ct_frame = pet.frame_of_reference, ct.frame_of_reference
+    if pet_frame and pet_frame == ct_frame:
+        return []
+    pet_study, ct_study = (str(s.first.get("StudyInstanceUID", "") or "") for s in (pet, ct))
+    frames = (f"frame of reference {ct_frame or '(not given)'}, the PET series {pet.uid} in "
+              f"{pet_frame or '(not given)'}")
+    if not pet_study or pet_study != ct_study:
+        raise InputError(f"{ct.where}: the CT is in {frames}, and in study {ct_study or '(not given)'}, the PET in "
+                         f"study {pet_study or '(not given)'}: coordinates of two frames of reference are not "
+                         "comparable; give the CT of the PET's study")
+    return [f"CT series {ct.uid} is in {frames}: fused by patient coordinates since both are of study {pet_study}; "
+            "check the PET/CT alignment"]
+
+
 def load_case(study: Study, pet_series: str | None = None, ct_series: str | None = None,
               suv_method: SuvMethod = DEFAULT_SUV_METHOD, weight_kg: float | None = None) -> DicomCase:
     """Choose, check and read one study: PET in SUV and CT in HU, each on its own grid."""
     pet_choice, ct_choice = choose_series(study, pet_series, ct_series)
+    notes = fusion_notes(pet_choice, ct_choice)
     pet, conversion = read_pet_suv(pet_choice, suv_method, weight_kg)
     ct = read_series(ct_choice)
+    ct.notes.extend(notes)
     return DicomCase(study=study, pet=pet, ct=ct, suv=conversion)
 
 

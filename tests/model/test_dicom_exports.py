@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
 import process
+from model.cases import path_case
 from model.dicom import choose_series, convert, main, read_series, scan_folder, series_in_folder
 from model.errors import InputError
 from tests.model.dicom_series import (
@@ -404,3 +405,38 @@ def test_a_study_whose_listing_fails_unforeseen_fails_alone_in_process(tmp_path,
     assert first_entry["error_messages"] == [f"study {first.study_uid} (patient A_FIRST, 20200101): series choice "
                                              "failed (OverflowError: date value out of range)"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+# --- Issue 23 item 7: a CT in another frame of reference is fused only within one study, and said
+def test_a_ct_in_another_frame_of_reference_is_noted_within_a_study_and_refused_across_studies(
+        tmp_path, tiny_weights, capsys):
+    grid = ge_grid(slices=24, rows=48, columns=48, usual=8.0, spacing=(8.0, 8.0))
+    first, _ = write_ge_study(tmp_path / "export", StudyIds(patient_id="A_FIRST"), grid=grid)
+    second, _ = write_ge_study(tmp_path / "export", StudyIds(patient_id="B_SECOND"), grid=grid)
+    ct_files = sorted((tmp_path / "export" / "A_FIRST" / "CT").iterdir())
+    edit(ct_files, lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3.999"))
+    # Within the study: fused, with a note on stderr, in results.json and on the page.
+    code = process.main(["--input", str(tmp_path / "export"), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu"])
+    noted, plain = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 0 and plain.get("warnings") is None
+    (note,) = noted["warnings"]
+    assert "is in frame of reference 1.2.3.999" in note and f"both are of study {first.study_uid}" in note
+    assert "frame of reference 1.2.3.999" in capsys.readouterr().err
+    assert "in frame of reference 1.2.3.999" in (tmp_path / "out" / "index.html").read_text()
+    # The converter keeps it in suv.json.
+    assert main([str(tmp_path / "export"), str(tmp_path / "converted")]) == 0
+    record = json.loads(next((tmp_path / "converted" / "A_FIRST").rglob("suv.json")).read_text())
+    assert any("frame of reference 1.2.3.999" in line for line in record["warnings"])
+    # Across studies (--pet/--ct folders, a manifest row): refused, whether the CT's frame differs or is missing.
+    pet_dir, ct_dir = tmp_path / "export" / "B_SECOND" / "PT", tmp_path / "export" / "A_FIRST" / "CT"
+    for frame in ("1.2.3.999", None):
+        edit(ct_files, lambda ds, frame=frame: setattr(ds, "FrameOfReferenceUID", frame) if frame else
+             delattr(ds, "FrameOfReferenceUID"))
+        with pytest.raises(InputError, match=f"in frame of reference {frame or '.not given.'}, .* study "
+                                             f"{first.study_uid}, the PET in study {second.study_uid}: "
+                                             "coordinates of two frames of reference are not comparable"):
+            path_case(pet_dir, ct_dir).load()
+    # A CT of another study in the PET's own frame of reference is fused as before (same coordinates).
+    edit(ct_files, lambda ds: setattr(ds, "FrameOfReferenceUID", second.frame_of_reference))
+    assert path_case(pet_dir, ct_dir).load().warnings == []
