@@ -23,7 +23,17 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from model.dicom.scan import UNREADABLE, Series, Study, choose_series, dcmread, header_numbers, upper_values
+from model.dicom.duplicates import compared_keywords, header_differences
+from model.dicom.scan import (
+    NEEDED,
+    UNREADABLE,
+    Series,
+    Study,
+    choose_series,
+    dcmread,
+    header_numbers,
+    upper_values,
+)
 from model.errors import InputError, describe, shown
 from model.suv import DEFAULT_SUV_METHOD, SuvConversion, SuvMethod, suv_conversion
 
@@ -113,9 +123,9 @@ def _stack(series: Series) -> tuple[list[int], np.ndarray, np.ndarray, list[str]
 
 def _one_per_position(series: Series, kept: list[int], normal: np.ndarray,
                       positions: dict[int, np.ndarray]) -> tuple[list[int], np.ndarray, list[str]]:
-    """The images in order along the normal, one per position: repeats of a position (the same slice stored
-    twice) are dropped with a note, the lowest InstanceNumber kept; a series imaged several times over is
-    refused."""
+    """The images in order along the normal, one per position: a repeat of a position that is the same image
+    (pixels and the headers the geometry and the SUV read) is dropped with a note, the lowest InstanceNumber
+    kept; a repeat that differs is refused (``_check_repeats``), as is a series imaged several times over."""
     instance = {i: _integer(series.headers[i], "InstanceNumber", 0, series.files[i], series.uid) for i in kept}
     kept = sorted(kept, key=lambda i: (float(positions[i] @ normal), instance[i]))
     distances = np.array([positions[i] @ normal for i in kept])
@@ -124,11 +134,50 @@ def _one_per_position(series: Series, kept: list[int], normal: np.ndarray,
         raise InputError(f"{series.where}: {len(kept)} images at {len(unique)} positions: several volumes in one "
                          "series (dynamic, gated or repeated acquisitions) are not supported")
     dropped = sorted(set(kept) - {kept[k] for k in unique})
-    notes = [f"{series.where}: {len(dropped)} image(s) repeat the position of another and were not used (the "
-             f"lowest InstanceNumber kept), e.g. {shown(series.files[dropped[0]].name)}"] if dropped else []
+    _check_repeats(series, [kept[a:b] for a, b in zip(unique, [*unique[1:], len(kept)], strict=True)],
+                   distances[unique])
+    notes = [f"{series.where}: {len(dropped)} image(s) repeat the position of another, the same image (pixels "
+             f"and headers), and were not used, e.g. {shown(series.files[dropped[0]].name)}"] if dropped else []
     if len(unique) < 2:
         raise InputError(f"{series.where}: {len(unique)} slice: not a volume")
     return [kept[k] for k in unique], distances[unique], notes
+
+
+# Two images at one position are one slice when these agree (and their rescaled pixels): what the geometry and
+# the SUV read, less what tells two instances apart or may differ with the same values (a position rounded
+# otherwise, another rescale of the same values).
+REPEAT_KEYWORDS = tuple(k for k in compared_keywords(NEEDED)
+                        if k not in ("ImagePositionPatient", "RescaleSlope", "RescaleIntercept"))
+
+
+def _rescaled(series: Series, i: int) -> np.ndarray:
+    ds, path = series.headers[i], series.files[i]
+    shape = (_integer(ds, "Rows", 0, path, series.uid), _integer(ds, "Columns", 0, path, series.uid))
+    slope, intercept = _rescale(ds, path, series.uid)
+    return _pixels(series, i, shape).astype(np.float64) * slope + intercept
+
+
+def _check_repeats(series: Series, groups: list[list[int]], distances: np.ndarray) -> None:
+    """Each group holds the images at one position, the one kept first: a repeat that differs from it in its
+    pixels or headers is refused, naming both files (taking either silently changes the volume)."""
+    for group, distance in zip(groups, distances, strict=True):
+        for other in group[1:]:
+            first = group[0]
+            found = header_differences(series.headers[first], series.headers[other], REPEAT_KEYWORDS)
+            if not found and not np.array_equal(_rescaled(series, first), _rescaled(series, other)):
+                found = ["pixel values"]
+            if found:
+                raise InputError(f"{series.where}: {shown(series.files[first].name)} and "
+                                 f"{shown(series.files[other].name)} are two different images at one slice position "
+                                 f"({distance:.2f} mm along the normal), differing in {', '.join(found[:3])}: which "
+                                 "one is the slice cannot be told")
+
+
+def _check_unambiguous(series: Series) -> None:
+    """A series holding copies of one image that differ is refused (model.dicom.duplicates)."""
+    if series.ambiguous:
+        more = f" ({len(series.ambiguous)} images so)" if len(series.ambiguous) > 1 else ""
+        raise InputError(f"{series.where}: ambiguous series{more}: {series.ambiguous[0]}")
 
 
 def _even_spacing(where: str, distances: np.ndarray) -> float:
@@ -274,6 +323,7 @@ def read_series(series: Series) -> SeriesVolume:
         if reason:
             raise InputError(f"{series.where}: {reason} is not supported; choose a static series")
     _check_complete(series)
+    _check_unambiguous(series)
     order, normal, (row, col), slice_spacing, notes = _slice_headers(series)
     _check_slice_count(series, len(order))
     rows, columns, spacing = _check_matrix(series, order)
@@ -303,6 +353,7 @@ def read_pet_suv(series: Series, method: SuvMethod = DEFAULT_SUV_METHOD, weight_
         SeriesVolume, SuvConversion]:
     """The PET series in SUVbw (float32) and the conversion used; the factor is checked before the pixels
     are read, so a series without SUV is refused at once."""
+    _check_unambiguous(series)  # before the SUV: the copies kept may agree with each other and not with the rest
     conversion = suv_conversion(_in_file_order(series), method=method, weight_kg=weight_kg,
                                 source=f"{shown(series.folder)}: series {series.uid}")
     volume = read_series(series)

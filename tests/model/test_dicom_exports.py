@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 
 import numpy as np
@@ -18,7 +19,7 @@ from pydicom.uid import generate_uid
 
 import process
 from model.cases import path_case
-from model.dicom import choose_series, convert, main, read_series, scan_folder, series_in_folder
+from model.dicom import choose_series, convert, load_case, main, read_series, scan_folder, series_in_folder
 from model.errors import InputError
 from tests.model.dicom_series import (
     Grid,
@@ -440,3 +441,99 @@ def test_a_ct_in_another_frame_of_reference_is_noted_within_a_study_and_refused_
     # A CT of another study in the PET's own frame of reference is fused as before (same coordinates).
     edit(ct_files, lambda ds: setattr(ds, "FrameOfReferenceUID", second.frame_of_reference))
     assert path_case(pet_dir, ct_dir).load().warnings == []
+
+
+# --- Issue 23 item 8: two files for one image are one image only when they are the same
+def scale_pixels(factor: float):
+    def change(ds):
+        stored = ds.pixel_array.astype(np.float64) * factor
+        ds.RescaleSlope = f"{float(ds.RescaleSlope) * stored.max() / 32000:.10g}"
+        ds.PixelData = np.round(stored * factor / stored.max() * 32000 / factor).astype(ds.pixel_array.dtype).tobytes()
+    return change
+
+
+@pytest.mark.parametrize(("modality", "change", "needle"), [
+    ("PT", scale_pixels(20.0), "differing in pixel values"),  # the issue's x20 slice
+    ("CT", lambda ds: setattr(ds, "PixelData", bytes(len(ds.PixelData))), "differing in pixel values"),
+    ("CT", lambda ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "AXIAL"]), "differing in ImageType"),
+    ("PT", lambda ds: setattr(ds, "AcquisitionTime", "113000"), "differing in AcquisitionTime"),
+])
+def test_two_different_images_at_one_slice_position_are_refused_naming_both(tmp_path, modality, change, needle):
+    ids, _ = write_ge_study(tmp_path)
+    folder = tmp_path / ids.patient_id / modality
+    source = sorted(folder.iterdir())[3]
+    repeat = pydicom.dcmread(source)
+    repeat.SOPInstanceUID = repeat.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    repeat.InstanceNumber = 99  # a later instance: the first is kept, and taking it was silent before
+    with loose_values():
+        change(repeat)
+    repeat.save_as(folder / "zz_repeat")
+    series = next(s for s in scan_folder(tmp_path)[0].series.values() if s.modality == modality)
+    with pytest.raises(InputError, match=f"{source.name} and zz_repeat are two different images at one slice "
+                                         f"position .*{needle}") as error:
+        read_series(series)
+    assert "\n" not in str(error.value)
+
+
+def test_an_identical_image_at_one_slice_position_is_dropped_with_a_note(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    source = pet_files(tmp_path, ids)[3]
+    edit([source], lambda ds: setattr(ds, "PixelData", (ds.pixel_array // 2 * 2).tobytes()))  # even values
+    repeat = pydicom.dcmread(source)
+    repeat.SOPInstanceUID = repeat.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    repeat.InstanceNumber = 99
+    stored = repeat.pixel_array
+    repeat.PixelData = (stored // 2).astype(stored.dtype).tobytes()  # the same values, stored at twice the slope
+    repeat.RescaleSlope = f"{float(repeat.RescaleSlope) * 2:.10g}"
+    repeat.save_as(source.parent / "zz_repeat")
+    volume = read_series(choose_series(scan_folder(tmp_path)[0])[0])
+    assert volume.image.GetSize()[2] == 16
+    assert any("1 image(s) repeat the position of another, the same image" in note for note in volume.notes)
+
+
+def copies_of_the_pet(root, ids, count: int = 2) -> list[list]:
+    """``count`` more copies of the PET folder (same SOPInstanceUIDs), as an export copied in twice."""
+    folder = root / ids.patient_id / "PT"
+    copies = []
+    for k in range(count):
+        target = root / ids.patient_id / f"PT copy {k + 1}"
+        shutil.copytree(folder, target)
+        copies.append(sorted(target.iterdir()))
+    return copies
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda copies: edit(copies[0], lambda ds: setattr(ds, "Units", "CNTS")), r"Units \('BQML' / 'CNTS'\)"),
+    (lambda copies: edit(copies[1], lambda ds: delattr(ds, "PatientWeight")), r"PatientWeight \('75' / '\(missing"),
+    (lambda copies: edit(copies[0][2:3], lambda ds: setattr(ds, "ImagePositionPatient", [-7.5, -6.0, -850.0])),
+     "ImagePositionPatient"),
+    (lambda copies: edit(copies[1][5:6], scale_pixels(20.0)), "RescaleSlope"),
+    (lambda copies: edit(copies[0][4:5], lambda ds: setattr(ds, "PixelData", bytes(len(ds.PixelData)))),
+     "pixel data"),
+])
+def test_copies_of_one_export_that_differ_in_what_suv_or_geometry_reads_are_refused_naming_the_files(
+        tmp_path, change, needle):
+    ids, _ = write_ge_study(tmp_path)
+    change(copies_of_the_pet(tmp_path, ids))
+    study = scan_folder(tmp_path)[0]
+    pet, _ = choose_series(study)
+    assert len(pet.files) == 16  # one file per image, the others compared with it
+    with pytest.raises(InputError, match=f"ambiguous series.*/PT/IM0000[0-9] and .*/PT copy [12]/IM0000[0-9] are "
+                                         f"copies of one image .*differ in .*{needle}") as error:
+        load_case(study)
+    assert "\n" not in str(error.value)
+
+
+def test_identical_copies_of_an_export_are_dropped_with_a_note(tmp_path, capsys):
+    ids, _ = write_ge_study(tmp_path)
+    copies = copies_of_the_pet(tmp_path, ids)
+    # A copy in another transfer syntax (implicit VR) with another description: the same image to the SUV.
+    for path in copies[1]:
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "re-exported"
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+    case = load_case(scan_folder(tmp_path)[0])
+    assert case.suv.factor == pytest.approx(GE_FACTOR, rel=1e-9)
+    (note,) = [note for note in case.pet.notes if "identical copies" in note]
+    assert "32 file(s) are identical copies of its images" in note
