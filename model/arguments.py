@@ -41,7 +41,9 @@ def number(kind: type[int] | type[float], low: float, high: float) -> Callable[[
         except (TypeError, ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
         if not (math.isfinite(value) and low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{text}: must be a finite number from {low:g} to {high:g}")
+            shown_bound = (lambda bound: str(int(bound))) if kind is int else (lambda bound: f"{bound:g}")
+            raise argparse.ArgumentTypeError(f"{text}: must be a finite number from {shown_bound(low)} to "
+                                             f"{shown_bound(high)}")
         return value
 
     checked.__name__ = kind.__name__

@@ -28,7 +28,7 @@ from train.__main__ import main as train_main
     (["evaluate", "--pred", "{d}/nowhere", "--gt", "{d}"], "--pred: {d}/nowhere: folder missing"),
     (["nosuch"], "invalid choice: 'nosuch'"),
     # Issue 23 item 10: every argument is checked by its type, a seed and a path under a file included.
-    (["synth", "--out", "{d}/s", "--seed", "-1"], "--seed: -1: must be a finite number from 0 to 4.29497e+09"),
+    (["synth", "--out", "{d}/s", "--seed", "-1"], "--seed: -1: must be a finite number from 0 to 4294967295"),
     (["splits", "--data", "{d}", "--seed", "-5"], "--seed: -5: must be a finite number from 0"),
     (["synth", "--out", "{d}/file/sub"], "--out: {d}/file/sub: lies under {d}/file, which is a file"),
     (["prepare", "--source", "{d}", "--out", "{d}/file/a/b"], "lies under {d}/file, which is a file"),
