@@ -290,10 +290,11 @@ def _manifest_case(pet_path: Path, ct_path: Path, name: str, suv_method: SuvMeth
                    weight_kg: float | None) -> CaseSource:
     try:
         case = path_case(pet_path, ct_path, suv_method, weight_kg)
-    except InputError as error:  # this row's folders or options: its case fails, the others go on
+    except Exception as error:  # this row's folders or options, foreseen or not: its case fails, the others go on
+        why = str(error) if isinstance(error, InputError) else f"{shown(pet_path)}: case failed ({describe(error)})"
         case = CaseSource(name=file_case_name(pet_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
                           mask_suffix=mask_suffix(pet_path), is_dicom=pet_path.is_dir(),
-                          load=partial(_refuse, str(error)))
+                          load=partial(_refuse, why))
     return dataclasses.replace(case, name=name) if name else case
 
 

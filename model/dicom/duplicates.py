@@ -68,8 +68,11 @@ def same_stored_pixels(first: Path, second: Path, read: Callable[[Path], Dataset
 def copy_differences(kept: tuple[Path, Dataset], copy: tuple[Path, Dataset], keywords: Sequence[str],
                      read: Callable[[Path], Dataset]) -> list[str]:
     """How a copy of an image (one SOPInstanceUID) differs from the copy kept: [] for identical copies."""
-    if filecmp.cmp(kept[0], copy[0], shallow=False):
-        return []
+    try:
+        if filecmp.cmp(kept[0], copy[0], shallow=False):
+            return []
+    except OSError as error:  # gone or unreadable since the scan read its header: not known to be the same
+        return [f"file contents (cannot be compared: {describe(error)[:80]})"]
     found = header_differences(kept[1], copy[1], keywords)
     if not found:
         same, why = same_stored_pixels(kept[0], copy[0], read)
