@@ -55,7 +55,22 @@ def body_weight_kg(text: str) -> float:
     return number(float, MIN_WEIGHT_KG, MAX_WEIGHT_KG)(text)
 
 
-def seed(text: str) -> int:
+def phantom_size(text: str) -> int:
+    """An argparse type: a phantom's in-plane matrix (python -m train synth, train.alpha_experiment)."""
+    return number(int, 16, 2048)(text)
+
+
+def spacing_mm(text: str) -> float:
+    """An argparse type: an in-plane spacing in mm, as model.config and the readers accept it."""
+    return number(float, 0.4, 20.0)(text)
+
+
+def thickness_mm(text: str) -> float:
+    """An argparse type: a slice spacing in mm, as the readers accept it."""
+    return number(float, 0.4, 50.0)(text)
+
+
+def random_seed(text: str) -> int:
     """An argparse type: a random seed, an integer from 0 to 2**32 - 1."""
     return number(int, 0, MAX_SEED)(text)
 

@@ -15,7 +15,10 @@ from model.arguments import (
     number,
     output_file,
     output_folder,
-    seed,
+    phantom_size,
+    random_seed,
+    spacing_mm,
+    thickness_mm,
 )
 from model.errors import InputError, WriteError, shown
 from model.files import undefined_as_null
@@ -27,7 +30,6 @@ CONFIGS = Path(__file__).parent / "configs"
 # Each subcommand's arguments are converted and checked by their types (model.arguments) while they are
 # parsed: a value outside its plausible range is one line and exit 2 before any work, not a traceback
 # (--size 0, --cases -1, --seed -1) or an absurd allocation.
-SIZE, SPACING_MM, THICKNESS_MM = number(int, 16, 2048), number(float, 0.4, 20.0), number(float, 0.4, 50.0)
 FRACTION = number(float, 0.0, 1.0)
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,14 +41,15 @@ def _parser() -> argparse.ArgumentParser:
                            description="Write synthetic whole-body FDG PET/CT studies (the phantoms package).")
     synth.add_argument("--out", type=output_folder, required=True, help="folder to write the studies to")
     synth.add_argument("--cases", type=number(int, 1, 100000), default=8, help="number of studies (default 8)")
-    synth.add_argument("--seed", type=seed, default=0, help="random seed (default 0)")
+    synth.add_argument("--seed", type=random_seed, default=0, help="random seed (default 0)")
     synth.add_argument("--layout", choices=layouts_for("write"), default="tcia", help=layouts_help("write"))
-    synth.add_argument("--size", type=SIZE, default=spec.size, help=f"in-plane matrix, square (default {spec.size})")
-    synth.add_argument("--spacing", type=SPACING_MM, default=spec.spacing,
+    synth.add_argument("--size", type=phantom_size, default=spec.size,
+                       help=f"in-plane matrix, square (default {spec.size})")
+    synth.add_argument("--spacing", type=spacing_mm, default=spec.spacing,
                        help=f"in-plane spacing, mm (default {spec.spacing:g})")
     synth.add_argument("--slices", type=number(int, 1, 4096), default=spec.slices,
                        help=f"number of slices (default {spec.slices})")
-    synth.add_argument("--thickness", type=THICKNESS_MM, default=spec.slice_thickness,
+    synth.add_argument("--thickness", type=thickness_mm, default=spec.slice_thickness,
                        help=f"slice spacing, mm (default {spec.slice_thickness:g})")
     synth.add_argument("--negative-fraction", type=FRACTION, default=0.5,
                        help="share of studies without lesions (default 0.5, as in autoPET)")
@@ -65,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", type=output_folder, required=True, help="the store's folder")
     prep.add_argument("--workers", type=number(int, 1, 1024), default=1,
                       help="studies prepared in parallel (default 1)")
-    prep.add_argument("--spacing", type=SPACING_MM, nargs=2, default=None, metavar=("X", "Y"),
+    prep.add_argument("--spacing", type=spacing_mm, nargs=2, default=None, metavar=("X", "Y"),
                       help="resample in-plane to this spacing (mm); fit refuses a store more than 10 %% off "
                            "its config's model.spacing_mm")
     prep.add_argument("--tracer", choices=["fdg", "psma", "all"], default="all",
@@ -78,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                             description="Write the folds: no patient in two folds, diagnoses spread evenly.")
     splits.add_argument("--data", type=input_folder, required=True, help="the store written by prepare")
     splits.add_argument("--folds", type=number(int, 2, 1000), default=5, help="number of folds (default 5)")
-    splits.add_argument("--seed", type=seed, default=0, help="random seed of the split (default 0)")
+    splits.add_argument("--seed", type=random_seed, default=0, help="random seed of the split (default 0)")
 
     fit = sub.add_parser("fit", help="train one fold",
                          description="Train one fold; RUN/best holds the best checkpoint in the weights format.")

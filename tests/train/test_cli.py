@@ -64,3 +64,21 @@ def test_a_layout_is_refused_where_it_has_no_part_never_read_as_another(tmp_path
             training_layout(name, use)
     with pytest.raises(InputError, match="layout 'nnU-Net': prepare reads only tcia, nnunet"):
         find_studies(tmp_path, "nnU-Net")
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--seeds", "0", "-1"], "--seeds: -1: must be a finite number from 0 to 4294967295"),
+    (["--phantom-seeds", "1", "-99"], "--phantom-seeds: -99: must be a finite number from 0"),
+    (["--work", "{d}/file/run"], "--work: {d}/file/run: lies under {d}/file, which is a file"),
+    (["--threads", "0"], "--threads: 0: must be a finite number from 1"),
+    (["--alphas", "1", "1"], "--alphas needs at least two different values"),
+])
+def test_the_alpha_experiment_checks_its_arguments_by_the_same_types(tmp_path, capsys, argv, needle):
+    """Issue 23 item 10: every train command parses its arguments with model.arguments' checked types."""
+    from train.alpha_experiment import main as alpha_main
+
+    (tmp_path / "file").write_text("a file")
+    code = alpha_main(["--work", str(tmp_path / "w"), *(arg.format(d=tmp_path) for arg in argv)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle.format(d=tmp_path) in err and not (tmp_path / "w").exists()
