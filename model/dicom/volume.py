@@ -2,11 +2,13 @@
 
 A series is read only when it is one regular volume: slices ordered along the normal of
 ImageOrientationPatient, rescaled slice by slice (GE PET has a slope per slice); localizers (another plane)
-and repeated images of one position are dropped, each with a note. The slightly uneven gaps between the beds
-of a multi-bed series are accepted while every slice lies within EVEN_TOLERANCE of a slice spacing of its
-place on the regular grid written; a missing slice, uneven gaps beyond that, slices that are not parallel,
-gantry tilt, multi-frame objects, dynamic or gated PET, a rescale slope that is not a positive number and
-pixel data that cannot be decoded are refused, since each would give a wrong volume.
+and images that repeat another of one position identically are dropped, each with a note, while a repeat that
+differs (pixels or a header the geometry or the SUV reads) makes the series ambiguous and refused. The
+slightly uneven gaps between the beds of a multi-bed series are accepted while every slice lies within
+EVEN_TOLERANCE of a slice spacing of its place on the regular grid written; a missing slice, uneven gaps
+beyond that, slices that are not parallel, gantry tilt, multi-frame objects, dynamic or gated PET, a rescale
+slope that is not a positive number and pixel data that cannot be decoded are refused, since each would give a
+wrong volume.
 """
 
 from __future__ import annotations
