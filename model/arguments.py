@@ -40,9 +40,11 @@ def number(kind: type[int] | type[float], low: float, high: float) -> Callable[[
             value = kind(text)
         except (TypeError, ValueError, OverflowError):
             raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if not (math.isfinite(value) and low <= value <= high):
+        # an int is compared as it is: math.isfinite(10**400) raises OverflowError
+        if not ((kind is int or math.isfinite(value)) and low <= value <= high):
             shown_bound = (lambda bound: str(int(bound))) if kind is int else (lambda bound: f"{bound:g}")
-            raise argparse.ArgumentTypeError(f"{text}: must be a finite number from {shown_bound(low)} to "
+            written = text if len(text) <= 40 else f"{text[:37]}..."
+            raise argparse.ArgumentTypeError(f"{written}: must be a finite number from {shown_bound(low)} to "
                                              f"{shown_bound(high)}")
         return value
 

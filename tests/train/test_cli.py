@@ -30,6 +30,7 @@ from train.__main__ import main as train_main
     # Issue 23 item 10: every argument is checked by its type, a seed and a path under a file included.
     (["synth", "--out", "{d}/s", "--seed", "-1"], "--seed: -1: must be a finite number from 0 to 4294967295"),
     (["splits", "--data", "{d}", "--seed", "-5"], "--seed: -5: must be a finite number from 0"),
+    (["splits", "--data", "{d}", "--seed", "1" + "0" * 400], "must be a finite number from 0 to 4294967295"),
     (["synth", "--out", "{d}/file/sub"], "--out: {d}/file/sub: lies under {d}/file, which is a file"),
     (["prepare", "--source", "{d}", "--out", "{d}/file/a/b"], "lies under {d}/file, which is a file"),
     (["fit", "--data", "{d}", "--out", "{d}/file/run"], "lies under {d}/file, which is a file"),
