@@ -175,6 +175,16 @@ def _check_repeats(series: Series, groups: list[list[int]], distances: np.ndarra
                                  "one is the slice cannot be told")
 
 
+def _check_one_frame(series: Series) -> None:
+    """The slices of one volume share one frame of reference: positions in two frames are not comparable."""
+    frames = Counter(str(ds.get("FrameOfReferenceUID", "") or "") for ds in series.headers)
+    if len(frames) > 1:
+        listing = ", ".join(f"{frame or '(not given)'} in {count} file{'s' * (count > 1)}"
+                            for frame, count in frames.most_common())
+        raise InputError(f"{series.where}: FrameOfReferenceUID differs between the images of the series ({listing}):"
+                         " positions in two frames of reference are not one volume")
+
+
 def _check_unambiguous(series: Series) -> None:
     """A series holding copies of one image that differ is refused (model.dicom.duplicates)."""
     if series.ambiguous:
@@ -326,6 +336,7 @@ def read_series(series: Series) -> SeriesVolume:
             raise InputError(f"{series.where}: {reason} is not supported; choose a static series")
     _check_complete(series)
     _check_unambiguous(series)
+    _check_one_frame(series)
     order, normal, (row, col), slice_spacing, notes = _slice_headers(series)
     _check_slice_count(series, len(order))
     rows, columns, spacing = _check_matrix(series, order)

@@ -537,3 +537,11 @@ def test_identical_copies_of_an_export_are_dropped_with_a_note(tmp_path, capsys)
     assert case.suv.factor == pytest.approx(GE_FACTOR, rel=1e-9)
     (note,) = [note for note in case.pet.notes if "identical copies" in note]
     assert "32 file(s) are identical copies of its images" in note
+
+
+def test_slices_of_one_series_in_two_frames_of_reference_are_refused(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    edit(pet_files(tmp_path, ids)[5:7], lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3.4"))
+    with pytest.raises(InputError, match=r"FrameOfReferenceUID differs between the images of the series \("
+                                         r".* in 14 files, 1.2.3.4 in 2 files\)"):
+        read_series(choose_series(scan_folder(tmp_path)[0])[0])
