@@ -61,7 +61,7 @@ def same_stored_pixels(first: Path, second: Path, read: Callable[[Path], Dataset
         if syntax[0] == syntax[1] and a.get("PixelData") == b.get("PixelData"):
             return True, ""
         return bool(np.array_equal(a.pixel_array, b.pixel_array)), "pixel data"
-    except Exception as error:
+    except Exception as error:  # any failure to read or decode: the two cannot be told equal
         return False, f"pixel data (cannot be compared: {describe(error)[:80]})"
 
 
