@@ -19,31 +19,26 @@ Exit codes: 0 every case written; 1 some case failed (the others are written); 2
 from __future__ import annotations
 
 import argparse
-import math
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 # Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
 # machine); main() imports the rest once the arguments are known to be good.
+from model.arguments import OneLineParser, body_weight_kg, device_name, number, output_folder
 from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError, one_line, show_warnings_as_lines, shown
 from model.suv import SUV_METHODS
-from model.validation import PLAUSIBLE_WEIGHT_KG
 
 if TYPE_CHECKING:
     from model.cases import CaseSource
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 GRAND_CHALLENGE_INPUT, GRAND_CHALLENGE_OUTPUT = Path("/input"), Path("/output")
-DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 EXIT_CASE_FAILED, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def check_device(device: str) -> None:
-    if not DEVICE_NAME.fullmatch(device):
-        raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     if not device.startswith("cuda"):
         return
     import torch
@@ -55,28 +50,16 @@ def check_device(device: str) -> None:
         raise InputError(f"--device {device}: PyTorch sees {torch.cuda.device_count()} CUDA GPU(s)")
 
 
-# Every numeric argument's plausible range, checked before anything starts: an absurd value otherwise fails every
-# case after inference (--min-lesion-ml 1e308: OverflowError) or allocates without bound (--batch-size).
+# Every numeric argument's plausible range, checked by its type while it is parsed (model.arguments): an absurd
+# value otherwise fails every case after inference (--min-lesion-ml 1e308: OverflowError) or allocates without
+# bound (--batch-size).
 MAX_LESION_ML = 1e5  # 100 litres: more than any body
 MAX_BATCH = 1024
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """--min-lesion-ml, --batch-size and --weight-kg finite and within range (one line naming the option)."""
-    for option, value, low, high in (("--min-lesion-ml", args.min_lesion_ml, 0.0, MAX_LESION_ML),
-                                     ("--batch-size", args.batch_size, 1, MAX_BATCH),
-                                     ("--weight-kg", args.weight_kg, *PLAUSIBLE_WEIGHT_KG)):
-        if value is not None and not (math.isfinite(value) and low <= value <= high):
-            raise InputError(f"{option} {value}: must be a finite number from {low:g} to {high:g}")
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse prints usage and message (two lines) and exits itself
-        raise InputError(f"{message} (see --help)")
+MAX_PARTS = 100_000
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     inputs = parser.add_argument_group("input (none: grand-challenge mode, /input)")
     inputs.add_argument("--input", type=Path, help="folder with images/pet and images/ct, or a DICOM export")
     inputs.add_argument("--pet", type=Path, help="one study's PET: an image file in SUV or a DICOM series folder")
@@ -88,26 +71,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     dicom.add_argument("--ct-series", help="the CT series (DICOM --input): its UID or its [number] in that listing")
     dicom.add_argument("--suv-method", choices=SUV_METHODS, default=None,
                        help="qiba (default) or autopet (the training data's conversion)")
-    dicom.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
-    parser.add_argument("--output", type=Path, default=None,
+    dicom.add_argument("--weight-kg", type=body_weight_kg, default=None,
+                       help="body weight when PatientWeight is missing")
+    parser.add_argument("--output", type=output_folder, default=None,
                         help="output folder (required with an input argument; grand-challenge mode: /output)")
     parser.add_argument("--no-report", action="store_true",
                         help="local mode: masks and results.json only (no reports/ folder)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="a .safetensors checkpoint or a folder of them (an ensemble)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 32 GPU, 8 CPU)")
+    parser.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=None,
+                        help="slices per batch (default 32 GPU, 8 CPU)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network: slow to start, faster from the second study on")
-    parser.add_argument("--min-lesion-ml", type=float, default=0.0, help="drop components smaller than this")
+    parser.add_argument("--min-lesion-ml", type=number(float, 0.0, MAX_LESION_ML), default=0.0,
+                        help="drop components smaller than this")
     cohort = parser.add_argument_group("cohorts")
     cohort.add_argument("--skip-existing", action="store_true",
                         help="do not redo a case whose outputs were made with this model and these settings "
                              "(its report agreeing with its mask)")
-    cohort.add_argument("--num-parts", type=int, default=1, help="split the studies into N parts (job arrays)")
-    cohort.add_argument("--part-id", type=int, default=0, help="run part K (study i is in part i mod N)")
+    cohort.add_argument("--num-parts", type=number(int, 1, MAX_PARTS), default=1,
+                        help="split the studies into N parts (job arrays)")
+    cohort.add_argument("--part-id", type=number(int, 0, MAX_PARTS - 1), default=0,
+                        help="run part K (study i is in part i mod N)")
     cohort.add_argument("--keep-other-cases", action="store_true",
                         help="run into an output folder that holds other cases' masks or reports (from another "
                              "input): keep them (not in this run's results.json or review page); without it, refused")
@@ -133,7 +121,6 @@ def check_arguments(args: argparse.Namespace) -> bool:
         raise InputError("--no-report: reports are written in local mode only (--input, --pet/--ct, --manifest)")
     if args.manifest is not None and args.weight_kg is not None:
         raise InputError("--weight-kg: one body weight for every study of a manifest; give --pet/--ct per study")
-    check_numbers(args)
     part_indices(0, args.num_parts, args.part_id)  # refuses impossible parts
     check_device(args.device)  # last: a CUDA device needs PyTorch to be checked
     return grand_challenge

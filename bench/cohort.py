@@ -41,6 +41,7 @@ import torch
 from bench.api import folder_cases, masks_folder, read_masks, run_folder, segment_images
 from bench.peak import SIZES, print_machine
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
+from model.arguments import device_name, number
 from model.config import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
 
@@ -157,13 +158,14 @@ def kill_and_continue(inputs: Path, work: Path, weights: Path, args: argparse.Na
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", type=int, default=8)
-    parser.add_argument("--size", type=int, default=FULL_SIZE, help="pixels per row and column")
-    parser.add_argument("--slices", type=int, default=FULL_SLICES)
+    parser.add_argument("--studies", type=number(int, 1, 10_000), default=8)
+    parser.add_argument("--size", type=number(int, 16, 4096), default=FULL_SIZE, help="pixels per row and column")
+    parser.add_argument("--slices", type=number(int, 1, 4096), default=FULL_SLICES)
     parser.add_argument("--encoder", default="regnety_160")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=1, help="alternating in-process runs of each way")
+    parser.add_argument("--batch-size", type=number(int, 1, 1024), default=None)
+    parser.add_argument("--device", type=device_name, default="cpu")
+    parser.add_argument("--repeats", type=number(int, 1, 1000), default=1,
+                        help="alternating in-process runs of each way")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (printed)")
     parser.add_argument("--peak-size", choices=list(SIZES), default="full",
                         help="sizes of the matmul and conv2d that measure the peaks (tiny: a smoke run)")

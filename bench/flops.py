@@ -21,6 +21,7 @@ import torch
 
 from bench.peak import machine_label
 from model import ModelConfig, Predictor, build_network, segment
+from model.arguments import number
 from model.inference import load_chunk, tile_chunk
 from model.metrics import dice
 from model.readers import read_images
@@ -77,10 +78,10 @@ def demo_agreement() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=400)
-    parser.add_argument("--slices", type=int, default=326)
-    parser.add_argument("--fov", type=float, default=815.0, help="in-plane field of view in mm")
-    parser.add_argument("--thickness", type=float, default=3.0, help="slice thickness in mm")
+    parser.add_argument("--size", type=number(int, 16, 4096), default=400)
+    parser.add_argument("--slices", type=number(int, 1, 4096), default=326)
+    parser.add_argument("--fov", type=number(float, 1.0, 5000.0), default=815.0, help="in-plane field of view in mm")
+    parser.add_argument("--thickness", type=number(float, 0.4, 50.0), default=3.0, help="slice thickness in mm")
     parser.add_argument("--encoder", default="regnety_160")
     args = parser.parse_args()
     from torch.utils.flop_counter import FlopCounterMode

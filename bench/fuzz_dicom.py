@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from bench.peak import machine_label
+from model.arguments import number, random_seed
 from model.dicom import convert
 from tests.model.dicom_series import Grid, StudyIds, ct_datasets, ge_gaps, ge_multi_bed, pet_datasets, write_series
 
@@ -108,9 +109,10 @@ def run_case(export: Path, out: Path) -> tuple[str | None, str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=120)
-    parser.add_argument("--cases", type=int, default=0, help="stop after this many cases (0: by time)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seconds", type=number(float, 0.0, 1e6), default=120)
+    parser.add_argument("--cases", type=number(int, 0, 10**9), default=0,
+                        help="stop after this many cases (0: by time)")
+    parser.add_argument("--seed", type=random_seed, default=0)
     args = parser.parse_args()
     rng = random.Random(args.seed)
     print(f"machine: {machine_label()}", flush=True)

@@ -15,6 +15,7 @@ import torch
 
 from bench.peak import dtype_name, print_machine
 from model import ModelConfig, Predictor, build_network, segment
+from model.arguments import device_name
 from model.checkpoint import Checkpoint
 from model.config import NormalisationConfig
 from model.inference import CaseTimings
@@ -55,7 +56,7 @@ def slice_flops(config: ModelConfig) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--device", type=device_name, default="cuda")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     device = torch.device(args.device)

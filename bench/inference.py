@@ -31,6 +31,7 @@ import torch
 from bench.api import run_one_case
 from bench.peak import SIZES, Peaks, dtype_name, print_machine
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
+from model.arguments import device_name, number
 from model.config import NormalisationConfig
 from model.inference import CaseTimings
 from model.metrics import dice
@@ -92,12 +93,12 @@ def print_profile(predictor: Predictor, crop: int, rows: int = 8) -> None:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=400)
-    parser.add_argument("--slices", type=int, default=326)
-    parser.add_argument("--repeats", type=int, default=1, help="alternating runs of each way")
+    parser.add_argument("--size", type=number(int, 16, 4096), default=400)
+    parser.add_argument("--slices", type=number(int, 1, 4096), default=326)
+    parser.add_argument("--repeats", type=number(int, 1, 1000), default=1, help="alternating runs of each way")
     parser.add_argument("--encoder", default="regnety_160")
-    parser.add_argument("--batch-size", type=int, default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=number(int, 1, 1024), default=None)
+    parser.add_argument("--device", type=device_name, default="cpu")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the project's network (the first run then includes compiling)")
     parser.add_argument("--body-windows", action="store_true",

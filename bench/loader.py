@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bench.peak import SIZES, print_machine
+from model.arguments import number
 from model.config import ModelConfig, NormalisationConfig
 from model.network import build_network
 from phantoms import write_dataset
@@ -53,10 +54,11 @@ def training_flops_per_step(config: ModelConfig, batch: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--studies", type=int, default=3)
-    parser.add_argument("--items", type=int, default=400, help="slices read per measurement")
-    parser.add_argument("--train-steps", type=int, default=2)
-    parser.add_argument("--train-batch", type=int, default=8, help="batch for the CPU training-step measurement")
+    parser.add_argument("--studies", type=number(int, 1, 10_000), default=3)
+    parser.add_argument("--items", type=number(int, 1, 10**6), default=400, help="slices read per measurement")
+    parser.add_argument("--train-steps", type=number(int, 1, 10**6), default=2)
+    parser.add_argument("--train-batch", type=number(int, 1, 1024), default=8,
+                        help="batch for the CPU training-step measurement")
     parser.add_argument("--peak-size", choices=list(SIZES), default="full",
                         help="sizes of the matmul and conv2d that measure the peaks (tiny: a smoke run)")
     args = parser.parse_args()

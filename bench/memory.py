@@ -27,6 +27,7 @@ import torch
 from bench.api import folder_cases, run_folder
 from bench.peak import SIZES, print_machine
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
+from model.arguments import device_name, number
 from phantoms import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +81,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["400x326", "512x1000"], help="MATRIXxSLICES")
     parser.add_argument("--encoder", default="regnety_160")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--device", type=device_name, default="cpu")
+    parser.add_argument("--batch-size", type=number(int, 1, 1024), default=None)
     parser.add_argument("--peak-size", choices=list(SIZES), default="full",
                         help="sizes of the matmul and conv2d that measure the peaks (tiny: a smoke run)")
     parser.add_argument("--child", nargs=3, metavar=("INPUT", "OUTPUT", "WEIGHTS"), help=argparse.SUPPRESS)

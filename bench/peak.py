@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from model.arguments import device_name
+
 # The flags that decide which kernels oneDNN can use for fp32 and bf16/fp16 work.
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
 # (matrix side, conv batch, conv channels, conv side, timed rounds)
@@ -172,7 +174,7 @@ def print_machine(device: str | torch.device = "cpu", dtypes: tuple[torch.dtype,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", type=device_name, default="cpu")
     parser.add_argument("--size", choices=list(SIZES), default="full", help="tiny: a smoke run; gpu: for a GPU")
     args = parser.parse_args()
     peaks = print_machine(args.device, sizes=args.size)

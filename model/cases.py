@@ -27,6 +27,7 @@ from model.dicom import (
     Series,
     Study,
     choose_series,
+    fusion_notes,
     read_pet_suv,
     read_series,
     resolve_series_choice,
@@ -177,10 +178,12 @@ def _unique(names: list[str]) -> list[str]:
 
 def _load_dicom(pet: Series, ct: Series, suv_method: SuvMethod, weight_kg: float | None,
                 skipped: tuple[str, ...] = ()) -> LoadedCase:
+    fused = fusion_notes(pet, ct)  # refused before any pixel is read
     volume, conversion = read_pet_suv(pet, suv_method, weight_kg)
     ct_volume = read_series(ct)
-    # Issue 16: the study's skipped files and the images not used go into its results.json entry.
-    notes = list(dict.fromkeys([*skipped, *volume.notes, *ct_volume.notes]))
+    # Issue 16: the study's skipped files and the images not used go into its results.json entry (issue 23: and
+    # a CT fused from another frame of reference).
+    notes = list(dict.fromkeys([*skipped, *volume.notes, *ct_volume.notes, *fused]))
     return LoadedCase(pet=volume.image, ct=ct_volume.image, suv=conversion, pet_headers=volume.headers,
                       warnings=notes)
 
@@ -287,10 +290,11 @@ def _manifest_case(pet_path: Path, ct_path: Path, name: str, suv_method: SuvMeth
                    weight_kg: float | None) -> CaseSource:
     try:
         case = path_case(pet_path, ct_path, suv_method, weight_kg)
-    except InputError as error:  # this row's folders or options: its case fails, the others go on
+    except Exception as error:  # this row's folders or options, foreseen or not: its case fails, the others go on
+        why = str(error) if isinstance(error, InputError) else f"{shown(pet_path)}: case failed ({describe(error)})"
         case = CaseSource(name=file_case_name(pet_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
                           mask_suffix=mask_suffix(pet_path), is_dicom=pet_path.is_dir(),
-                          load=partial(_refuse, str(error)))
+                          load=partial(_refuse, why))
     return dataclasses.replace(case, name=name) if name else case
 
 

@@ -10,18 +10,26 @@ from collections.abc import Iterator
 
 
 def one_line(text: object) -> str:
-    """``text`` as one printable line: control characters (a newline in a file name) are escaped, and bytes
-    that are not UTF-8 (a file name from another system, held by Python as surrogates) are shown as \\xNN."""
+    """``text`` as one printable line whose characters are all seen: control characters (a newline in a file
+    name) are escaped as Python writes them (``\\n``, ``\\x1b``), every other character that prints nothing
+    (Unicode's format class Cf: the bidi overrides such as U+202E, which made ``patient_99<U+202E>21_tneitap``
+    read as "patient_99patient_12"; zero-width characters; line and paragraph separators; spaces other than
+    the ASCII one; private-use and unassigned code points) as ``<U+XXXX>``, and bytes that are not UTF-8 (a
+    file name from another system, held by Python as surrogates) as \\xNN. The one function every message,
+    console line, review page and picture title shows a name through (``shown`` for paths)."""
     try:
         raw = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that no file name decodes to
         raw = str(text).encode("utf-8", "backslashreplace").decode("utf-8")
-    return "".join(ch.encode("unicode_escape").decode("ascii") if _is_control(ch) else ch for ch in raw)
+    return "".join(ch if ch.isprintable() else _escaped(ch) for ch in raw)
 
 
-def _is_control(ch: str) -> bool:
-    # C0, DEL and C1 controls, and the Unicode line and paragraph separators that split lines too.
-    return ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029"
+def _escaped(ch: str) -> str:
+    # str.isprintable() is False for Unicode's "Other" (Cc, Cf, Cs, Co, Cn) and "Separator" (Zl, Zp, Zs but
+    # the ASCII space) categories: C0, DEL and C1 controls keep Python's familiar escapes, the rest a code point.
+    if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
+        return ch.encode("unicode_escape").decode("ascii")
+    return f"<U+{ord(ch):04X}>"
 
 
 def reason_of(error: BaseException) -> str:

@@ -31,6 +31,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from scipy import ndimage
 
+from model.errors import one_line
 from model.files import atomic_target
 from model.geometry import resample_onto, same_grid
 
@@ -290,9 +291,15 @@ def mip_figure(path: Path, suv: sitk.Image, outlines: Sequence[Outline] = (), ti
         fig.legend([Line2D([], [], color=o.colour) for o in labelled], [o.label for o in labelled],
                    loc="lower center", ncol=len(labelled), fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title, fontsize=10, y=1 - 6 / h, va="top")
+        fig.suptitle(_seen(title), fontsize=10, y=1 - 6 / h, va="top", parse_math=False)
     _save(fig, path)
     return rendered
+
+
+def _seen(text: str) -> str:
+    """A title or label as drawn: each of its lines through model.errors.one_line (a bidi override in a case
+    name shown as <U+202E>, not obeyed); drawn with parse_math=False, so a '$' in a name is not TeX."""
+    return "\n".join(one_line(line) for line in text.split("\n"))
 
 
 def case_title(case: str, tmtv_ml: float, lesion_count: int, suv_max: float | None) -> str:
@@ -325,7 +332,7 @@ def mip_grid(path: Path, panels: Sequence[tuple[sitk.Image, sitk.Image | None, s
     box = (panel_width * DPI * 0.85, panel_width * aspect * DPI * 0.85)
     for ax, (suv, mask, label) in zip(axes, shown, strict=False):
         _panel(ax, suv, "coronal", box, [(mask, colour)] if mask is not None else [], vmax, keep_aspect=True)
-        ax.set_title(label, fontsize=7)
+        ax.set_title(_seen(label), fontsize=7, parse_math=False)
         for x, letter in zip((0.0, 1.0), EDGE_LETTERS["coronal"], strict=True):
             ax.text(x, 0.5, letter, transform=ax.transAxes, ha="right" if x == 0 else "left", va="center",
                     fontsize=7, fontweight="bold", color="tab:blue")

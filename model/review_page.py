@@ -5,7 +5,8 @@ columns sort on a click, a text box filters. The one page builder: ``process.py`
 
 It opens from the disk with no network: CSS and JavaScript inline, pictures as relative links to files
 beside the page, a Content-Security-Policy that forbids anything else. Every string from data (case names,
-errors, file names) is HTML-escaped, and every link URL-quoted.
+errors, file names) is shown through model.errors.one_line (invisible characters such as bidi overrides made
+visible) and HTML-escaped, and every link URL-quoted.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from model.errors import WriteError, shown
+from model.errors import WriteError, one_line, shown
 from model.files import atomic_write_bytes
 from model.report import DEFINITIONS, HEADLINE_KEYS, STUDY_QUANTITIES, Quantity
 
@@ -45,6 +46,7 @@ class Row:
     flags: list[str] = field(default_factory=list)  # keys of Page.flags
     status: str = ""  # "ok", "failed", "already done": the row's status cell (and class)
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the case was read (DICOM: files skipped, another frame)
 
 
 @dataclass
@@ -56,6 +58,13 @@ class Page:
     flags: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (name, the rule in words)
     note: str = ""  # a line under the header (the sort order, a run in progress)
     refresh_s: int | None = None  # reload every so often: a run in progress
+
+
+def _html(text: object, quote: bool = False) -> str:
+    """Text from data (a case or file name, an error) for the page: every character seen (model.errors.one_line:
+    a bidi override U+202E is shown as <U+202E>, not obeyed), then HTML-escaped. Links keep the real bytes
+    (``_href``)."""
+    return html.escape(one_line(text), quote=quote)
 
 
 def _href(path: str) -> str:
@@ -73,14 +82,16 @@ def _number(value: object, digits: int) -> tuple[str, str]:
 def _cell(row: Row, column: Column) -> str:
     value = row.values.get(column.key)
     if column.key == "status":
-        # The error on the row's one line, cut to fit; whole in its tooltip and in the preview panel.
-        error = (f'<span class="error" title="{html.escape(row.error, quote=True)}">{html.escape(row.error)}</span>'
+        # The error and the notes on the row's one line, cut to fit; whole in their tooltips and in the panel.
+        error = (f'<span class="error" title="{_html(row.error, quote=True)}">{_html(row.error)}</span>'
                  if row.error else "")
-        status = html.escape(row.status)
+        error += "".join(f'<span class="note" title="{_html(note, quote=True)}">{_html(note)}</span>'
+                         for note in row.notes)
+        status = _html(row.status)
         return f'<td data-sort="{status}"><span class="status">{status}</span>{error}</td>'
     if column.digits is None:
         text = "" if value is None else str(value)
-        return f'<td data-sort="{html.escape(text.lower(), quote=True)}">{html.escape(text)}</td>'
+        return f'<td data-sort="{_html(text.lower(), quote=True)}">{_html(text)}</td>'
     text, key = _number(value, column.digits)
     return f'<td class="num" data-sort="{key}">{text}</td>'
 
@@ -88,12 +99,12 @@ def _cell(row: Row, column: Column) -> str:
 def _row_html(row: Row, columns: Sequence[Column], index: int, names: Mapping[str, str]) -> str:
     cells = "".join(_cell(row, column) for column in columns)
     # One line of short links: a row stays one text line high (the picture is shown large beside the table).
-    links = " ".join(f'<a href="{_href(path)}">{html.escape(text)}</a>' for text, path in row.links)
+    links = " ".join(f'<a href="{_href(path)}">{_html(text)}</a>' for text, path in row.links)
     flags = " ".join(row.flags)
-    badges = "".join(f'<span class="flag">{html.escape(names.get(flag, flag))}</span>' for flag in row.flags)
-    status = html.escape(row.status.replace(" ", "-"), quote=True)
+    badges = "".join(f'<span class="flag">{_html(names.get(flag, flag))}</span>' for flag in row.flags)
+    status = _html(row.status.replace(" ", "-"), quote=True)
     picture = f' data-picture="{_href(row.picture)}"' if row.picture else ""
-    return (f'<tr class="{status}" data-index="{index}" data-flags="{html.escape(flags, quote=True)}"{picture}>'
+    return (f'<tr class="{status}" data-index="{index}" data-flags="{_html(flags, quote=True)}"{picture}>'
             f'{cells}<td>{badges}</td><td class="links">{links}</td></tr>')
 
 
@@ -124,8 +135,9 @@ th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 tbody tr{cursor:pointer}tbody tr:hover{background:#f2f6ff}
 tr.failed{background:#fff0f0}tr.selected,tr.selected:hover{background:#dde9ff;outline:2px solid #36c}
-.error{color:#b00;display:inline-block;max-width:12em;overflow:hidden;text-overflow:ellipsis;vertical-align:bottom;
+.error,.note{display:inline-block;max-width:12em;overflow:hidden;text-overflow:ellipsis;vertical-align:bottom;
 margin-left:.4em}
+.error{color:#b00}.note{color:#8a5a00}
 .flag{display:inline-block;background:#b00;color:#fff;border-radius:.8em;padding:0 .45em;margin-right:.2em;
 font-size:11px;line-height:15px}
 .links a{margin-right:.45em}
@@ -229,7 +241,7 @@ def _head(page: Page) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{policy}">{refresh}'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'<title>{html.escape(page.title)}</title><style>{_STYLE}</style></head>')
+            f'<title>{_html(page.title)}</title><style>{_STYLE}</style></head>')
 
 
 _KEYS = ("<kbd>j</kbd>/<kbd>&darr;</kbd> next case, <kbd>k</kbd>/<kbd>&uarr;</kbd> previous, <kbd>Enter</kbd> its "
@@ -240,20 +252,20 @@ _PREVIEW = ('<aside id="preview"><div id="preview-title"></div><a id="preview-li
 
 def render(page: Page) -> str:
     """The page as one HTML document."""
-    facts = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in page.facts)
+    facts = "".join(f"<dt>{_html(k)}</dt><dd>{_html(v)}</dd>" for k, v in page.facts)
     counts = {key: sum(key in row.flags for row in page.rows) for key in page.flags}
-    buttons = "".join(f'<button type="button" data-flag="{html.escape(key, quote=True)}" aria-pressed="false" '
-                      f'title="{html.escape(rule, quote=True)}">{html.escape(name)}: {counts[key]}</button>'
+    buttons = "".join(f'<button type="button" data-flag="{_html(key, quote=True)}" aria-pressed="false" '
+                      f'title="{_html(rule, quote=True)}">{_html(name)}: {counts[key]}</button>'
                       for key, (name, rule) in page.flags.items())
-    rules = "".join(f"<li><b>{html.escape(name)}</b>: {html.escape(rule)}</li>" for name, rule in page.flags.values())
+    rules = "".join(f"<li><b>{_html(name)}</b>: {_html(rule)}</li>" for name, rule in page.flags.values())
     flags = (f'<div class="flags">Flags (click to show only those cases): {buttons}'
              f'<ul class="rule">{rules}</ul></div>') if page.flags else ""
     headers = "".join(f'<th data-type="{"text" if c.digits is None else "num"}" aria-sort="none" '
-                      f'title="{html.escape(c.hint, quote=True)}">{html.escape(c.title)}</th>' for c in page.columns)
+                      f'title="{_html(c.hint, quote=True)}">{_html(c.title)}</th>' for c in page.columns)
     names = {key: name for key, (name, _) in page.flags.items()}
     rows = "\n".join(_row_html(row, page.columns, index, names) for index, row in enumerate(page.rows))
-    note = f'<p class="means">{html.escape(page.note)}</p>' if page.note else ""
-    return (f"{_head(page)}<body><h1>{html.escape(page.title)}</h1><dl>{facts}</dl>{note}{flags}"
+    note = f'<p class="means">{_html(page.note)}</p>' if page.note else ""
+    return (f"{_head(page)}<body><h1>{_html(page.title)}</h1><dl>{facts}</dl>{note}{flags}"
             f'<p><input type="search" id="filter" placeholder="filter: case name, status, error..." '
             f'aria-label="filter the cases"> <span id="shown"></span> <span class="keys">{_KEYS}</span></p>'
             f'<div id="layout"><div id="list"><table id="cases"><thead><tr>{headers}<th>flags</th><th>files</th></tr>'
@@ -315,6 +327,8 @@ LIMITS = (
 COHORT_FLAGS = {
     "failed": ("failed", "the case failed in this run: no mask or reports from it (its error, and the run whose files "
                          "are kept, in the status column)"),
+    "notes": ("notes", "the case was read with notes: DICOM files skipped, images not used, a CT from another "
+                       "frame of reference (in the status column)"),
     "no-lesion": ("no lesion", "the mask holds no lesion"),
     "high-tmtv": ("TMTV high", f"TMTV above {TMTV_FLAG_FACTOR:g} x the median TMTV of this page's cases that "
                                "have lesions"),
@@ -355,9 +369,12 @@ def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Map
     status = "failed" if errors else "already done" if state == "skipped" else "ok"
     values = {key: entry.get(key) for key in (*HEADLINE_KEYS, "slices")}
     values.update(case=name, seconds=seconds)
-    row = Row(values=values, status=status, error=str(errors[0]) if errors else None)
+    row = Row(values=values, status=status, error=str(errors[0]) if errors else None,
+              notes=[str(note) for note in entry.get("warnings") or []])
     if errors and isinstance(kept := entry.get("kept_outputs"), Mapping):  # an earlier run's files, kept
         row.error += f" (this run failed; the files there are those of the run of {kept.get('run')})"
+    if row.notes:
+        row.flags.append("notes")
     if errors:
         row.flags.append("failed")
         return row

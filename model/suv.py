@@ -46,8 +46,6 @@ MBQ_DOSE_BELOW = 1e4
 SAME_SCAN_START_S = 1.0
 # An acquisition this long after its series start is said (a series start, then beds over an hour at most).
 LATE_ACQUISITION_S = 3600.0
-# DICOM dates outside these years are no dates of a scan (an anonymiser's 00010101, calculate-suv's limit 3000).
-PLAUSIBLE_YEARS = (1900, 2999)
 PLAUSIBLE_HEIGHT_M = (0.3, 2.75)  # PatientSize is in metres (DICOM); a phantom or a person
 F18_HALF_LIFE_S = (6540.0, 6640.0)  # 109.77 min (6586.2 s; GE writes 6588): the model is trained on FDG
 FDG_NAMES = ("FDG", "FLUORODEOXYGLUCOSE", "FLUDEOXYGLUCOSE", "DEOXYGLUCOSE")
@@ -114,26 +112,34 @@ def values_of(value: object) -> tuple[str, ...]:
     return tuple(str(v).strip().upper() for v in value)
 
 
+# The years a DICOM date or date-time of a scan may carry: wide enough for any date-shifting anonymiser (some
+# write 1900), narrow enough that the arithmetic on it (a day back over midnight, ten half-lives on) stays in
+# Python's calendar: year 0001 raised OverflowError from deep inside the decay instead of one line.
+DICOM_YEARS = (1900, 2999)
+
+
+def _checked_year(parsed: dt.date, keyword: str, value: object, source: str) -> None:
+    if not DICOM_YEARS[0] <= parsed.year <= DICOM_YEARS[1]:
+        raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a plausible date (year {parsed.year}, "
+                         f"expected {DICOM_YEARS[0]} to {DICOM_YEARS[1]})")
+
+
 def _date(value: object, keyword: str, source: str) -> dt.date | None:
-    """A DA value; None when empty; a value that is no date is refused (it would silently change the decay)."""
+    """A DA value; None when empty; a value that is no date, or not a plausible one, is refused (it would
+    silently change the decay). The one parser of DICOM dates (model.dicom and this module)."""
     text = str(value or "").strip().replace(".", "").replace("-", "")  # ACR-NEMA wrote 2002.11.07
     if not text:
         return None
+    parsed = None
     try:
         if len(text) == 8 and text.isdigit():
-            return _plausible(dt.date(int(text[:4]), int(text[4:6]), int(text[6:])), keyword, value, source)
+            parsed = dt.date(int(text[:4]), int(text[4:6]), int(text[6:]))
     except ValueError:
         pass  # refused below, with the value
-    raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a date (YYYYMMDD)")
-
-
-def _plausible(date: dt.date, keyword: str, value: object, source: str) -> dt.date:
-    """A date inside PLAUSIBLE_YEARS; else InputError (a year 0001 would overflow the date arithmetic)."""
-    low, high = PLAUSIBLE_YEARS
-    if not low <= date.year <= high:
-        raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a plausible date of a scan (year "
-                         f"outside {low}-{high})")
-    return date
+    if parsed is None:
+        raise InputError(f"{source}: {keyword} {str(value).strip()!r} is not a date (YYYYMMDD)")
+    _checked_year(parsed, keyword, value, source)
+    return parsed
 
 
 def _time(value: object, keyword: str, source: str) -> dt.time | None:
@@ -157,7 +163,7 @@ def _datetime(value: object, keyword: str, source: str) -> dt.datetime | None:
         parsed = None
     if parsed is None:
         raise InputError(f"{source}: {keyword} {text!r} is not a date and time (YYYYMMDDHHMMSS)")
-    _plausible(dt.date(parsed.year, parsed.month, parsed.day), keyword, text, source)
+    _checked_year(parsed, keyword, text, source)
     return dt.datetime(parsed.year, parsed.month, parsed.day, parsed.hour, parsed.minute, parsed.second,
                        parsed.microsecond)
 

@@ -293,7 +293,7 @@ def test_an_unusable_output_folder_stops_the_run_before_any_work(capsys, case, t
     # Weights that do not exist: the output folder must be refused first, before any weights load.
     assert run(input_dir, output_dir, tmp_path / "none.safetensors") == 2
     (line,) = _lines(capsys)
-    assert line.startswith("error: ") and "output folder" in line and "weights" not in line
+    assert line.startswith("error: ") and ("output folder" in line or "--output" in line) and "weights" not in line
 
 
 def test_a_read_only_file_system_stops_the_run_before_any_work(capsys, case, tmp_path):
@@ -389,22 +389,29 @@ def test_an_implausible_spacing_is_refused_per_case(capsys, case, tiny_weights):
 
 
 @pytest.mark.parametrize(("extra", "needle"), [
-    (["--device", "gpu"], "--device 'gpu': expected auto, cpu, cuda or cuda:N"),
-    (["--device", "foo"], "--device 'foo': expected auto, cpu, cuda or cuda:N"),
-    (["--min-lesion-ml", "inf"], "--min-lesion-ml inf: must be a finite number"),
-    (["--min-lesion-ml", "nan"], "--min-lesion-ml nan: must be a finite number"),
-    (["--min-lesion-ml", "-1"], "--min-lesion-ml -1.0: must be a finite number from 0 to 100000"),
-    (["--min-lesion-ml", "1e308"], "--min-lesion-ml 1e+308: must be a finite number from 0 to 100000"),
-    (["--batch-size", "0"], "--batch-size 0: must be a finite number from 1 to 1024"),
-    (["--batch-size", str(2 ** 40)], "--batch-size 1099511627776: must be a finite number"),
-    (["--weight-kg", "nan"], "--weight-kg nan: must be a finite number"),
-    (["--weight-kg", "1e300"], "--weight-kg 1e+300: must be a finite number from 1 to 1000"),
+    (["--device", "gpu"], "--device: 'gpu': expected auto, cpu, cuda or cuda:N"),
+    (["--device", "foo"], "--device: 'foo': expected auto, cpu, cuda or cuda:N"),
+    (["--min-lesion-ml", "inf"], "--min-lesion-ml: inf: must be a finite number"),
+    (["--min-lesion-ml", "nan"], "--min-lesion-ml: nan: must be a finite number"),
+    (["--min-lesion-ml", "-1"], "--min-lesion-ml: -1: must be a finite number from 0 to 100000"),
+    (["--min-lesion-ml", "1e308"], "--min-lesion-ml: 1e308: must be a finite number from 0 to 100000"),
+    (["--batch-size", "0"], "--batch-size: 0: must be a finite number from 1 to 1024"),
+    (["--batch-size", str(2 ** 40)], "--batch-size: 1099511627776: must be a finite number"),
+    (["--weight-kg", "nan"], "--weight-kg: nan: must be a finite number"),
+    (["--weight-kg", "1e300"], "--weight-kg: 1e300: must be a finite number from 1 to 1000"),
     (["--min-lesion-ml", "abc"], "invalid float value: 'abc'"),
     (["--precision", "fp8"], "invalid choice: 'fp8'"),
+    # Issue 23 item 10: a path under a regular file, parts out of range: the argument's type refuses them.
+    (["--output", "{file}/sub"], "--output: {file}/sub: lies under {file}, which is a file, not a folder"),
+    (["--num-parts", "-2"], "--num-parts: -2: must be a finite number from 1"),
+    (["--part-id", "-1"], "--part-id: -1: must be a finite number from 0"),
 ])
 def test_bad_arguments_are_one_line_and_exit_2(capsys, case, tiny_weights, extra, needle):
     input_dir, output_dir = case
-    _expect_failure(capsys, 2, input_dir, output_dir, tiny_weights, needle, *extra)
+    afile = input_dir.parent / "afile"
+    afile.write_text("a regular file")
+    _expect_failure(capsys, 2, input_dir, output_dir, tiny_weights, needle.format(file=afile),
+                    *(arg.format(file=afile) for arg in extra))
 
 
 def test_cuda_without_a_gpu_is_one_line(capsys, case, tiny_weights):
@@ -789,3 +796,27 @@ def test_an_output_folder_of_other_cases_is_refused_unless_asked_to_keep_them(ca
     capsys.readouterr()
     assert run(tmp_path / "other", only_d, tiny_weights) == 2
     assert "1 file of cases not in this input (d.nii.gz)" in capsys.readouterr().err
+
+
+def test_invisible_characters_in_a_file_name_are_shown_escaped_in_every_line_and_on_the_page(
+        tmp_path, capsys, small_phantom, tiny_weights):
+    """Issue 23 item 12: ``patient_99<U+202E>21_tneitap`` displayed as "patient_99patient_12"; a zero-width
+    space in a broken file's name is the variant. results.json keeps the real names (programs match on them)."""
+    pet, ct, _ = small_phantom.images()
+    bidi = "patient_99\u202e21_tneitap"
+    pet_path, ct_path = write_case(tmp_path / "in", pet, ct)
+    pet_path = pet_path.rename(pet_path.with_name(f"{bidi}.mha"))
+    broken = tmp_path / "in" / "broken\u200b.mha"
+    broken.write_bytes(b"not an image")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(f"pet,ct\n{pet_path},{ct_path}\n{broken},{ct_path}\n", encoding="utf-8")
+    code = process.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Traceback" not in captured.err
+    for text in (captured.out, captured.err, (tmp_path / "out" / "index.html").read_text(encoding="utf-8")):
+        assert not any(ch in text for ch in "\u202e\u200b"), text
+    assert "patient_99<U+202E>21_tneitap:" in captured.out and "broken<U+200B>.mha" in captured.err
+    written, failed = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
+    assert written["case"] == bidi and (tmp_path / "out" / "reports" / f"{bidi}.png").is_file()
+    assert "broken<U+200B>.mha" in failed["error_messages"][0]

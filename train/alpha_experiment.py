@@ -46,6 +46,16 @@ from pathlib import Path
 import torch
 
 import phantoms
+from model.arguments import (
+    OneLineParser,
+    input_file,
+    number,
+    output_folder,
+    phantom_size,
+    random_seed,
+    spacing_mm,
+    thickness_mm,
+)
 from model.cohort import OUTPUT_SLUG
 from model.errors import InputError
 from train.alpha_summary import paired, table
@@ -376,32 +386,33 @@ def run_experiment(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m train.alpha_experiment", description=__doc__,
+    parser = OneLineParser(prog="python -m train.alpha_experiment", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=Path("runs/alpha-experiment"), help="working folder")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
-    parser.add_argument("--alphas", type=float, nargs="+", default=[1.0, 0.0])
+    parser.add_argument("--work", type=output_folder, default=Path("runs/alpha-experiment"), help="working folder")
+    parser.add_argument("--seeds", type=random_seed, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--alphas", type=number(float, 0.0, 1e3), nargs="+", default=[1.0, 0.0])
     parser.add_argument("--budgets", nargs="+", choices=["steps", "lesion"], default=["steps", "lesion"])
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=25, help="steps per epoch of the steps budget")
-    parser.add_argument("--min-lesion-ml", type=float, nargs="+", default=[0.0, 0.5, 2.0],
+    parser.add_argument("--epochs", type=number(int, 1, 10**6), default=60)
+    parser.add_argument("--steps", type=number(int, 1, 10**6), default=25, help="steps per epoch of the steps budget")
+    parser.add_argument("--min-lesion-ml", type=number(float, 0.0, 1e5), nargs="+", default=[0.0, 0.5, 2.0],
                         help="post-processing values evaluated for every run")
-    parser.add_argument("--train-cases", type=int, default=30)
-    parser.add_argument("--heldout-cases", type=int, default=10)
-    parser.add_argument("--phantom-seeds", type=int, nargs=2, default=[1, 99], metavar=("TRAIN", "HELDOUT"),
+    parser.add_argument("--train-cases", type=number(int, 1, 100_000), default=30)
+    parser.add_argument("--heldout-cases", type=number(int, 1, 100_000), default=10)
+    parser.add_argument("--phantom-seeds", type=random_seed, nargs=2, default=[1, 99], metavar=("TRAIN", "HELDOUT"),
                         help="seeds of the training and held-out phantoms (default 1 99)")
-    parser.add_argument("--size", type=int, default=128, help="phantom in-plane matrix (default 128)")
-    parser.add_argument("--spacing", type=float, default=4.0728, help="phantom in-plane spacing, mm (default 4.0728)")
-    parser.add_argument("--slices", type=int, default=160, help="phantom slices (default 160)")
-    parser.add_argument("--thickness", type=float, default=6.0, help="phantom slice spacing, mm (default 6)")
-    parser.add_argument("--config", type=Path, default=CONFIG, help="training config (default: demo.json)")
+    parser.add_argument("--size", type=phantom_size, default=128, help="phantom in-plane matrix (default 128)")
+    parser.add_argument("--spacing", type=spacing_mm, default=4.0728,
+                        help="phantom in-plane spacing, mm (default 4.0728)")
+    parser.add_argument("--slices", type=number(int, 1, 4096), default=160, help="phantom slices (default 160)")
+    parser.add_argument("--thickness", type=thickness_mm, default=6.0, help="phantom slice spacing, mm (default 6)")
+    parser.add_argument("--config", type=input_file, default=CONFIG, help="training config (default: demo.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override for every run")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                         help="training and inference precision (auto: bf16 where the CPU has it, else fp32)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=number(int, 1, 1024), default=1,
                         help="torch threads per run (default 1); the numbers depend on it, so it is recorded")
-    parser.add_argument("--jobs", type=int, default=None,
+    parser.add_argument("--jobs", type=number(int, 1, 1024), default=None,
                         help="runs at a time, each in its own process (default: CPUs / threads); no number "
                              "depends on it")
     parser.add_argument("--check-determinism", action="store_true",
@@ -414,14 +425,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.jobs = max(cpus // max(args.threads, 1), 1)
     if len(set(args.alphas)) < 2 or any(not 0 <= a for a in args.alphas):
         parser.error("--alphas needs at least two different values, none negative")
-    if min(args.threads, args.jobs, args.epochs, args.steps) < 1 or any(m < 0 for m in args.min_lesion_ml):
-        parser.error("--threads, --jobs, --epochs and --steps must be at least 1, --min-lesion-ml not negative")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         results = run_experiment(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)

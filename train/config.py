@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.arguments import MAX_SEED
 from model.config import ModelConfig
 from model.errors import InputError
 from model.network import IMAGENET, PRETRAINED_SUFFIXES
@@ -95,6 +96,9 @@ class FitConfig:
         for name in ("epochs", "val_every", "batch_size", "beta", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            # as --seed (model.arguments.seed): numpy refuses a negative seed deep inside the first epoch
+            raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {self.seed!r}")
         if not 0.0 <= self.set_carry_over < 1.0:
             raise ValueError(f"set_carry_over must lie in [0, 1), got {self.set_carry_over}")
         pretrained = self.pretrained

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from model.config import DEFAULT_ORIENTATION, NormalisationConfig
-from model.errors import InputError
+from model.errors import InputError, one_line
 from model.files import atomic_write_json, loads_strict
 from model.geometry import (
     CT_FILL_HU,
@@ -238,7 +238,7 @@ def prepare(source: Path, layout: str, out: Path, workers: int = 1, spacing_mm: 
     atomic_write_json(out / "index.json", rows, indent=None)
     atomic_write_json(out / "skipped.json", skipped)
     for study_id, reason in sorted(skipped.items()):
-        print(f"skipped {study_id}: {reason}")
+        print(f"skipped {one_line(study_id)}: {one_line(reason)}")
     return {"studies": len(studies), "prepared": len(rows), "skipped": len(skipped),
             "workers": workers, "pid": os.getpid()}
 

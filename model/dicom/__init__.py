@@ -12,10 +12,11 @@ from model.dicom.scan import (
     scan_folder,
     series_in_folder,
 )
-from model.dicom.volume import DicomCase, SeriesVolume, load_case, read_pet_suv, read_series
+from model.dicom.volume import DicomCase, SeriesVolume, fusion_notes, load_case, read_pet_suv, read_series
 
 __all__ = [
     "DicomCase", "Series", "SeriesVolume", "Study", "case_notes", "choose_series", "convert", "convert_study",
-    "load_case", "main", "print_warning", "read_pet_suv", "read_series", "resolve_series_choice", "scan_folder",
+    "fusion_notes", "load_case", "main", "print_warning", "read_pet_suv", "read_series", "resolve_series_choice",
+    "scan_folder",
     "series_in_folder", "study_folders",
 ]

@@ -4,15 +4,15 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from model.arguments import OneLineParser, body_weight_kg, input_folder, output_folder
 from model.dicom.scan import Study, print_warning, resolve_series_choice, scan_folder
 from model.dicom.volume import DicomCase, load_case
-from model.errors import InputError, WriteError, describe, show_warnings_as_lines, shown, warnings_about
+from model.errors import InputError, WriteError, describe, one_line, show_warnings_as_lines, shown, warnings_about
 from model.files import atomic_write_bytes
 from model.geometry import CT_FILL_HU, resample_onto
 from model.readers import write_image_atomic
@@ -109,32 +109,32 @@ def convert(dicom_dir: Path, out_dir: Path, pet_series: str | None = None, ct_se
             failures += 1
             print(f"error: {error}", file=sys.stderr)
             continue
-        except (OSError, ValueError, TypeError, RuntimeError, MemoryError) as error:
-            # Not foreseen, still this study's alone: said in one line, the others go on.
+        except Exception as error:  # not foreseen (OverflowError...), still this study's alone: the others go on
             failures += 1
-            print(f"error: {study.label()}: conversion failed ({describe(error)})", file=sys.stderr)
+            print(f"error: {one_line(study.label())}: conversion failed ({describe(error)})", file=sys.stderr)
             continue
         print(line, flush=True)
     return failures
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m model.dicom",
         description="DICOM PET/CT studies to OUT_DIR/<patient>/<study UID>/{SUV,CTres}.nii.gz and suv.json: the "
                     "autoPET layout that `python -m train prepare --layout tcia` reads once each study folder "
                     "also holds its SEG.nii.gz (0/1 lesion mask).")
-    parser.add_argument("dicom_dir", type=Path)
-    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("dicom_dir", type=input_folder)
+    parser.add_argument("out_dir", type=output_folder)
     parser.add_argument("--pet-series", default=None, help="the PET series: its SeriesInstanceUID or its [number] "
                         "in the listing a study with several candidates prints")
     parser.add_argument("--ct-series", default=None, help="the CT series: its UID or its [number] in that listing")
     parser.add_argument("--suv-method", default=DEFAULT_SUV_METHOD, choices=SUV_METHODS,
                         help="qiba (default) or autopet (the training data's conversion)")
-    parser.add_argument("--weight-kg", type=float, default=None, help="body weight when PatientWeight is missing")
-    args = parser.parse_args(argv)
-    show_warnings_as_lines()
+    parser.add_argument("--weight-kg", type=body_weight_kg, default=None,
+                        help="body weight when PatientWeight is missing")
     try:
+        args = parser.parse_args(argv)
+        show_warnings_as_lines()
         failures = convert(args.dicom_dir, args.out_dir, args.pet_series, args.ct_series, args.suv_method,
                            args.weight_kg)
     except (InputError, WriteError) as error:

@@ -23,6 +23,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
+from model.dicom.duplicates import ambiguity, compared_keywords, copy_differences
 from model.errors import InputError, describe, one_line, shown
 from model.readers import is_image_name
 from model.suv import values_of
@@ -73,6 +74,7 @@ class Series:
     damaged: list[str] = field(default_factory=list)  # files of this series that could not be read
     notes: list[str] = field(default_factory=list)  # what a user should know about its files (kept, dropped)
     number: int = 0  # its place in the folder's listing (scan_folder): --pet-series / --ct-series may give it
+    ambiguous: list[str] = field(default_factory=list)  # copies of one image that differ (model.dicom.duplicates)
 
     @property
     def first(self) -> Dataset:
@@ -372,6 +374,35 @@ def _unidentified(ds: Dataset, sop_class: str) -> str | None:
     return "a DICOM file without SOPClassUID or SOPInstanceUID (its header is damaged)"
 
 
+def _read_whole(path: Path) -> Dataset:
+    return dcmread(path, force=True)  # the scan found it to be DICOM, with or without a preamble
+
+
+def _compare_copies(studies: dict[str, Study], kept: dict[str, tuple[Path, Dataset]],
+                    copies: dict[str, list[tuple[Path, Dataset]]]) -> None:
+    """Each file that repeats an image (its SOPInstanceUID) is compared with the file kept: identical copies
+    are one note per series; copies that differ in pixels or in what the geometry or the SUV reads make the
+    series ambiguous (``Series.ambiguous``: refused when it is read)."""
+    keywords = compared_keywords(NEEDED)
+    identical: dict[int, list[tuple[Path, Path]]] = {}
+    for instance, others in copies.items():
+        path, ds = kept[instance]
+        study_uid, series_uid = _uids(ds)
+        series = studies[study_uid].series[series_uid]
+        for copy, copy_ds in others:
+            found = copy_differences((path, ds), (copy, copy_ds), keywords, _read_whole)
+            if found:
+                series.ambiguous.append(ambiguity(path, copy, instance, found))
+            else:
+                identical.setdefault(id(series), []).append((copy, path))
+    for study in studies.values():
+        for series in study.series.values():
+            if pairs := identical.get(id(series)):
+                series.notes.append(f"{series.where}: {len(pairs)} file(s) are identical copies of its images (one "
+                                    f"SOPInstanceUID) and were not used, e.g. {shown(pairs[0][0])} (a copy of "
+                                    f"{shown(pairs[0][1])})")
+
+
 def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
     """Every study of a folder (any nesting, any file names), with its image series; DICOMDIR and the usual
     companions of images (NOT_IMAGES) are skipped quietly, every other file or folder that cannot be used
@@ -380,7 +411,8 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
     if not root.is_dir():
         raise InputError(f"{shown(root)}: DICOM folder missing")
     studies: dict[str, Study] = {}
-    seen_instances: set[str] = set()
+    kept: dict[str, tuple[Path, Dataset]] = {}  # SOPInstanceUID: the first file of each image
+    copies: dict[str, list[tuple[Path, Dataset]]] = {}  # SOPInstanceUID: the other files of that image
     skipped: list[tuple[Path, str, Dataset | None]] = []
     remarks: dict[tuple[str, str], list[Path]] = {}  # (series UID, pydicom's remark) -> the files it is about
     for path in _files(root, warn):
@@ -406,15 +438,17 @@ def scan_folder(root: Path, warn: Warn = print_warning) -> list[Study]:
             continue
         if sop_class == DIRECTORY_STORAGE or lacking:
             continue  # not an image (a directory, a report, a presentation state)
-        if instance in seen_instances:
-            continue  # the same image exported twice
-        seen_instances.add(instance)
+        if instance in kept:
+            copies.setdefault(instance, []).append((path, ds))  # the same image exported twice: compared below
+            continue
+        kept[instance] = (path, ds)
         if dropped:
             warn(f"{shown(path)}: damaged element(s) {', '.join(dropped)} ignored (not used here)")
         _add_image(studies, path, ds, sop_class)
     for line in _remark_lines(remarks):
         warn(line)
     _attribute(studies, skipped, warn)
+    _compare_copies(studies, kept, copies)
     return _numbered(sorted(studies.values(), key=lambda s: (s.patient_id, s.date, s.uid)))
 
 

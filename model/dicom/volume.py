@@ -2,11 +2,13 @@
 
 A series is read only when it is one regular volume: slices ordered along the normal of
 ImageOrientationPatient, rescaled slice by slice (GE PET has a slope per slice); localizers (another plane)
-and repeated images of one position are dropped, each with a note. The slightly uneven gaps between the beds
-of a multi-bed series are accepted while every slice lies within EVEN_TOLERANCE of a slice spacing of its
-place on the regular grid written; a missing slice, uneven gaps beyond that, slices that are not parallel,
-gantry tilt, multi-frame objects, dynamic or gated PET, a rescale slope that is not a positive number and
-pixel data that cannot be decoded are refused, since each would give a wrong volume.
+and images that repeat another of one position identically are dropped, each with a note, while a repeat that
+differs (pixels or a header the geometry or the SUV reads) makes the series ambiguous and refused. The
+slightly uneven gaps between the beds of a multi-bed series are accepted while every slice lies within
+EVEN_TOLERANCE of a slice spacing of its place on the regular grid written; a missing slice, uneven gaps
+beyond that, slices that are not parallel, gantry tilt, multi-frame objects, dynamic or gated PET, a rescale
+slope that is not a positive number and pixel data that cannot be decoded are refused, since each would give a
+wrong volume.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from model.dicom.scan import UNREADABLE, Series, Study, choose_series, dcmread, header_numbers, upper_values
+from model.dicom.duplicates import compared_keywords, header_differences
+from model.dicom.scan import (
+    NEEDED,
+    UNREADABLE,
+    Series,
+    Study,
+    choose_series,
+    dcmread,
+    header_numbers,
+    upper_values,
+)
 from model.errors import InputError, describe, shown
 from model.geometry import DIRECTION_TOLERANCE, orthonormality_error
 from model.suv import DEFAULT_SUV_METHOD, SuvConversion, SuvMethod, suv_conversion
@@ -115,9 +127,9 @@ def _stack(series: Series) -> tuple[list[int], np.ndarray, np.ndarray, list[str]
 
 def _one_per_position(series: Series, kept: list[int], normal: np.ndarray,
                       positions: dict[int, np.ndarray]) -> tuple[list[int], np.ndarray, list[str]]:
-    """The images in order along the normal, one per position: repeats of a position (the same slice stored
-    twice) are dropped with a note, the lowest InstanceNumber kept; a series imaged several times over is
-    refused."""
+    """The images in order along the normal, one per position: a repeat of a position that is the same image
+    (pixels and the headers the geometry and the SUV read) is dropped with a note, the lowest InstanceNumber
+    kept; a repeat that differs is refused (``_check_repeats``), as is a series imaged several times over."""
     instance = {i: _integer(series.headers[i], "InstanceNumber", 0, series.files[i], series.uid) for i in kept}
     kept = sorted(kept, key=lambda i: (float(positions[i] @ normal), instance[i]))
     distances = np.array([positions[i] @ normal for i in kept])
@@ -126,11 +138,60 @@ def _one_per_position(series: Series, kept: list[int], normal: np.ndarray,
         raise InputError(f"{series.where}: {len(kept)} images at {len(unique)} positions: several volumes in one "
                          "series (dynamic, gated or repeated acquisitions) are not supported")
     dropped = sorted(set(kept) - {kept[k] for k in unique})
-    notes = [f"{series.where}: {len(dropped)} image(s) repeat the position of another and were not used (the "
-             f"lowest InstanceNumber kept), e.g. {shown(series.files[dropped[0]].name)}"] if dropped else []
+    _check_repeats(series, [kept[a:b] for a, b in zip(unique, [*unique[1:], len(kept)], strict=True)],
+                   distances[unique])
+    notes = [f"{series.where}: {len(dropped)} image(s) repeat the position of another, the same image (pixels "
+             f"and headers), and were not used, e.g. {shown(series.files[dropped[0]].name)}"] if dropped else []
     if len(unique) < 2:
         raise InputError(f"{series.where}: {len(unique)} slice: not a volume")
     return [kept[k] for k in unique], distances[unique], notes
+
+
+# Two images at one position are one slice when these agree (and their rescaled pixels): what the geometry and
+# the SUV read, less what tells two instances apart or may differ with the same values (a position rounded
+# otherwise, another rescale of the same values).
+REPEAT_KEYWORDS = tuple(k for k in compared_keywords(NEEDED)
+                        if k not in ("ImagePositionPatient", "RescaleSlope", "RescaleIntercept"))
+
+
+def _rescaled(series: Series, i: int) -> np.ndarray:
+    ds, path = series.headers[i], series.files[i]
+    shape = (_integer(ds, "Rows", 0, path, series.uid), _integer(ds, "Columns", 0, path, series.uid))
+    slope, intercept = _rescale(ds, path, series.uid)
+    return _pixels(series, i, shape).astype(np.float64) * slope + intercept
+
+
+def _check_repeats(series: Series, groups: list[list[int]], distances: np.ndarray) -> None:
+    """Each group holds the images at one position, the one kept first: a repeat that differs from it in its
+    pixels or headers is refused, naming both files (taking either silently changes the volume)."""
+    for group, distance in zip(groups, distances, strict=True):
+        for other in group[1:]:
+            first = group[0]
+            found = header_differences(series.headers[first], series.headers[other], REPEAT_KEYWORDS)
+            if not found and not np.array_equal(_rescaled(series, first), _rescaled(series, other)):
+                found = ["pixel values"]
+            if found:
+                raise InputError(f"{series.where}: {shown(series.files[first].name)} and "
+                                 f"{shown(series.files[other].name)} are two different images at one slice position "
+                                 f"({distance:.2f} mm along the normal), differing in {', '.join(found[:3])}: which "
+                                 "one is the slice cannot be told")
+
+
+def _check_one_frame(series: Series) -> None:
+    """The slices of one volume share one frame of reference: positions in two frames are not comparable."""
+    frames = Counter(str(ds.get("FrameOfReferenceUID", "") or "") for ds in series.headers)
+    if len(frames) > 1:
+        listing = ", ".join(f"{frame or '(not given)'} in {count} file{'s' * (count > 1)}"
+                            for frame, count in frames.most_common())
+        raise InputError(f"{series.where}: FrameOfReferenceUID differs between the images of the series ({listing}):"
+                         " positions in two frames of reference are not one volume")
+
+
+def _check_unambiguous(series: Series) -> None:
+    """A series holding copies of one image that differ is refused (model.dicom.duplicates)."""
+    if series.ambiguous:
+        more = f" ({len(series.ambiguous)} images so)" if len(series.ambiguous) > 1 else ""
+        raise InputError(f"{series.where}: ambiguous series{more}: {series.ambiguous[0]}")
 
 
 def _even_spacing(where: str, distances: np.ndarray) -> float:
@@ -276,6 +337,8 @@ def read_series(series: Series) -> SeriesVolume:
         if reason:
             raise InputError(f"{series.where}: {reason} is not supported; choose a static series")
     _check_complete(series)
+    _check_unambiguous(series)
+    _check_one_frame(series)
     order, normal, (row, col), slice_spacing, notes = _slice_headers(series)
     _check_slice_count(series, len(order))
     rows, columns, spacing = _check_matrix(series, order)
@@ -307,6 +370,7 @@ def read_pet_suv(series: Series, method: SuvMethod = DEFAULT_SUV_METHOD, weight_
     are read, so a series without SUV is refused at once. A factor per frame (images decay corrected frame by
     frame) is applied slice by slice; the conversion's notes (a dose read as MBq, a tracer that is not FDG)
     join the series' notes, which are warning lines and go into suv.json and results.json."""
+    _check_unambiguous(series)  # before the SUV: the copies kept may agree with each other and not with the rest
     headers = _in_file_order(series)
     where = f"{shown(series.folder)}: series {series.uid}"
     conversion = suv_conversion(headers, method=method, weight_kg=weight_kg, source=where)
@@ -324,12 +388,34 @@ def read_pet_suv(series: Series, method: SuvMethod = DEFAULT_SUV_METHOD, weight_
     return SeriesVolume(image=suv, headers=volume.headers, series=series, notes=notes), conversion
 
 
+def fusion_notes(pet: Series, ct: Series) -> list[str]:
+    """What a user must know about fusing ``ct`` with ``pet`` by their patient coordinates; InputError when
+    they cannot be fused. Coordinates are comparable within one frame of reference (FrameOfReferenceUID,
+    PS3.3 C.7.4.1): a CT in another frame (or one not given) is fused only when both series belong to one study
+    (one visit on one scanner: PET/CT scanners write one frame for both, and a study that holds another was
+    usually re-registered or re-exported), with this note; across studies it is refused."""
+    pet_frame, ct_frame = pet.frame_of_reference, ct.frame_of_reference
+    if pet_frame and pet_frame == ct_frame:
+        return []
+    pet_study, ct_study = (str(s.first.get("StudyInstanceUID", "") or "") for s in (pet, ct))
+    frames = (f"frame of reference {ct_frame or '(not given)'}, the PET series {pet.uid} in "
+              f"{pet_frame or '(not given)'}")
+    if not pet_study or pet_study != ct_study:
+        raise InputError(f"{ct.where}: the CT is in {frames}, and in study {ct_study or '(not given)'}, the PET in "
+                         f"study {pet_study or '(not given)'}: coordinates of two frames of reference are not "
+                         "comparable; give the CT of the PET's study")
+    return [f"CT series {ct.uid} is in {frames}: fused by patient coordinates since both are of study {pet_study}; "
+            "check the PET/CT alignment"]
+
+
 def load_case(study: Study, pet_series: str | None = None, ct_series: str | None = None,
               suv_method: SuvMethod = DEFAULT_SUV_METHOD, weight_kg: float | None = None) -> DicomCase:
     """Choose, check and read one study: PET in SUV and CT in HU, each on its own grid."""
     pet_choice, ct_choice = choose_series(study, pet_series, ct_series)
+    notes = fusion_notes(pet_choice, ct_choice)
     pet, conversion = read_pet_suv(pet_choice, suv_method, weight_kg)
     ct = read_series(ct_choice)
+    ct.notes.extend(notes)
     return DicomCase(study=study, pet=pet, ct=ct, suv=conversion)
 
 

@@ -236,3 +236,22 @@ def test_a_dicom_case_needs_the_seg_inputs(tmp_path, dicom_case):
     with pytest.raises(ValueError, match="weights_sha256"):
         write_local_outputs(case, loaded, mask, tmp_path, {"version": "1"})
     assert not any(tmp_path.glob("*.report.json"))
+
+
+def test_a_manifest_row_whose_listing_fails_unforeseen_fails_alone(tmp_path, monkeypatch):
+    """Issue 23 item 10: every failure of one study is contained, foreseen (InputError) or not."""
+    real = model.cases.path_case
+
+    def failing(pet, ct, *args):
+        if Path(pet).name == "bad":
+            raise OverflowError("date value out of range")
+        return real(pet, ct, *args)
+
+    monkeypatch.setattr(model.cases, "path_case", failing)
+    (tmp_path / "a.mha").write_bytes(b"")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("pet,ct\na.mha,a.mha\nbad,a.mha\n")
+    good, bad = model.cases.manifest_cases(manifest)
+    assert good.name == "a"
+    with pytest.raises(InputError, match=r"bad: case failed \(OverflowError: date value out of range\)"):
+        bad.load()

@@ -216,8 +216,9 @@ def test_oblique_orientation_is_read_along_its_normal(tmp_path):
 def test_duplicates_and_localizers_are_dropped(tmp_path):
     ids = StudyIds()
     datasets = ct_datasets(np.arange(4 * 30).reshape(4, 6, 5).astype(float), Grid(z=[0.0, 3.0, 6.0, 9.0]), ids)
-    copy = ct_datasets(np.full((1, 6, 5), 999.0), Grid(z=[3.0]), ids, series_uid=datasets[0].SeriesInstanceUID)[0]
-    copy.InstanceNumber = 50  # same position as slice 2, a later instance number: dropped
+    copy = ct_datasets(np.arange(30, 60).reshape(1, 6, 5).astype(float), Grid(z=[3.0]), ids,
+                       series_uid=datasets[0].SeriesInstanceUID)[0]
+    copy.InstanceNumber = 50  # same position and pixels as slice 2, a later instance number: dropped
     scout = ct_datasets(np.zeros((1, 6, 5)), Grid(z=[0.0], orientation=(1, 0, 0, 0, 0, -1)), ids,
                         series_uid=datasets[0].SeriesInstanceUID)[0]
     write_series([*datasets, copy, scout], tmp_path)

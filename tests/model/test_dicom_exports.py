@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import json
 import os
+import shutil
 import sys
 import warnings
 from collections.abc import Iterator
@@ -19,7 +20,8 @@ import SimpleITK as sitk
 from pydicom.uid import generate_uid
 
 import process
-from model.dicom import choose_series, convert, main, read_series, scan_folder, series_in_folder
+from model.cases import path_case
+from model.dicom import choose_series, convert, load_case, main, read_series, scan_folder, series_in_folder
 from model.errors import InputError
 from tests.model.dicom_series import (
     Grid,
@@ -407,3 +409,214 @@ def test_python_warnings_during_a_conversion_name_the_study(tmp_path, capsys, mo
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: ")]
     assert line == (f"warning: study {ids.study_uid} (patient {ids.patient_id}, {ids.study_date}): a library's "
                     "remark that names no file")
+
+
+# --- Issue 23 item 10: one study's failure stays its own; arguments are checked by their types
+def two_studies(root) -> tuple[StudyIds, StudyIds]:
+    first, _ = write_ge_study(root, StudyIds(patient_id="A_FIRST"))
+    second, _ = write_ge_study(root, StudyIds(patient_id="B_SECOND"))
+    return first, second
+
+
+def test_a_failure_of_one_study_is_its_line_and_the_other_studies_are_written(tmp_path, capsys, monkeypatch):
+    first, second = two_studies(tmp_path / "export")
+    # Year 1 and an injection before midnight: the decay went back a day past Python's calendar (OverflowError).
+    edit(pet_files(tmp_path / "export", first), lambda ds: (
+        setattr(ds, "SeriesDate", "00010101"), setattr(ds, "AcquisitionDate", "00010101"),
+        setattr(ds.RadiopharmaceuticalInformationSequence[0], "RadiopharmaceuticalStartTime", "235000")))
+    assert main([str(tmp_path / "export"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "SeriesDate '00010101' is not a plausible date" in err[0], err
+    assert [p.parent.name for p in (tmp_path / "out").rglob("suv.json")] == [second.study_uid]
+    # Any failure not foreseen (here an ArithmeticError from the reader) is contained the same way.
+    converter = importlib.import_module("model.dicom.convert")  # the package's name "convert" is the function
+    real = converter.load_case
+
+    def failing(study, *args):
+        if study.patient_id == "B_SECOND":
+            raise ZeroDivisionError("float division by zero")
+        return real(study, *args)
+
+    monkeypatch.setattr(converter, "load_case", failing)
+    edit(pet_files(tmp_path / "export", first), lambda ds: setattr(ds, "SeriesDate", "20200101"))
+    edit(pet_files(tmp_path / "export", first), lambda ds: setattr(ds, "AcquisitionDate", "20200101"))
+    assert main([str(tmp_path / "export"), str(tmp_path / "out2")]) == 1
+    # The first study's injection at 23:50 is now said as a warning (injection taken on the previous day).
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("warning: ")]
+    assert len(err) == 1 and "conversion failed (ZeroDivisionError: float division by zero)" in err[0], err
+    assert [p.parent.name for p in (tmp_path / "out2").rglob("suv.json")] == [first.study_uid]
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["{d}/export", "{d}/afile/out"], "lies under {d}/afile, which is a file"),
+    (["{d}/export", "{d}/afile"], "is a file, not a folder"),
+    (["{d}/nowhere", "{d}/out"], "{d}/nowhere: folder missing"),
+    (["{d}/export", "{d}/out", "--weight-kg", "-70"], "--weight-kg: -70: must be a finite number from 1 to 1000"),
+])
+def test_converter_arguments_are_checked_by_their_types_in_one_line(tmp_path, capsys, argv, needle):
+    (tmp_path / "export").mkdir()
+    (tmp_path / "afile").write_text("a regular file")
+    assert main([arg.format(d=tmp_path) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle.format(d=tmp_path) in err, err
+
+
+def test_a_study_whose_listing_fails_unforeseen_fails_alone_in_process(tmp_path, tiny_weights, capsys, monkeypatch):
+    grid = ge_grid(slices=24, rows=48, columns=48, usual=8.0, spacing=(8.0, 8.0))
+    first, _ = write_ge_study(tmp_path / "export", StudyIds(patient_id="A_FIRST"), grid=grid)
+    write_ge_study(tmp_path / "export", StudyIds(patient_id="B_SECOND"), grid=grid)
+    cases = importlib.import_module("model.cases")
+    real = cases.choose_series
+
+    def failing(study, *args):
+        if study.patient_id == "A_FIRST":
+            raise OverflowError("date value out of range")
+        return real(study, *args)
+
+    monkeypatch.setattr(cases, "choose_series", failing)
+    code = process.main(["--input", str(tmp_path / "export"), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu", "--no-report"])
+    first_entry, second_entry = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 1 and second_entry["error_messages"] == [] and len(second_entry["outputs"]) == 1
+    assert first_entry["error_messages"] == [f"study {first.study_uid} (patient A_FIRST, 20200101): series choice "
+                                             "failed (OverflowError: date value out of range)"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# --- Issue 23 item 7: a CT in another frame of reference is fused only within one study, and said
+def test_a_ct_in_another_frame_of_reference_is_noted_within_a_study_and_refused_across_studies(
+        tmp_path, tiny_weights, capsys):
+    grid = ge_grid(slices=24, rows=48, columns=48, usual=8.0, spacing=(8.0, 8.0))
+    first, _ = write_ge_study(tmp_path / "export", StudyIds(patient_id="A_FIRST"), grid=grid)
+    second, _ = write_ge_study(tmp_path / "export", StudyIds(patient_id="B_SECOND"), grid=grid)
+    ct_files = sorted((tmp_path / "export" / "A_FIRST" / "CT").iterdir())
+    edit(ct_files, lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3.999"))
+    # Within the study: fused, with a note on stderr, in results.json and on the page.
+    code = process.main(["--input", str(tmp_path / "export"), "--output", str(tmp_path / "out"), "--weights",
+                         str(tiny_weights), "--device", "cpu"])
+    noted, plain = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert code == 0 and plain.get("warnings") is None
+    (note,) = noted["warnings"]
+    assert "is in frame of reference 1.2.3.999" in note and f"both are of study {first.study_uid}" in note
+    assert "frame of reference 1.2.3.999" in capsys.readouterr().err
+    assert "in frame of reference 1.2.3.999" in (tmp_path / "out" / "index.html").read_text()
+    # The converter keeps it in suv.json.
+    assert main([str(tmp_path / "export"), str(tmp_path / "converted")]) == 0
+    record = json.loads(next((tmp_path / "converted" / "A_FIRST").rglob("suv.json")).read_text())
+    assert any("frame of reference 1.2.3.999" in line for line in record["warnings"])
+    # Across studies (--pet/--ct folders, a manifest row): refused, whether the CT's frame differs or is missing.
+    pet_dir, ct_dir = tmp_path / "export" / "B_SECOND" / "PT", tmp_path / "export" / "A_FIRST" / "CT"
+    for frame in ("1.2.3.999", None):
+        edit(ct_files, lambda ds, frame=frame: setattr(ds, "FrameOfReferenceUID", frame) if frame else
+             delattr(ds, "FrameOfReferenceUID"))
+        with pytest.raises(InputError, match=f"in frame of reference {frame or '.not given.'}, .* study "
+                                             f"{first.study_uid}, the PET in study {second.study_uid}: "
+                                             "coordinates of two frames of reference are not comparable"):
+            path_case(pet_dir, ct_dir).load()
+    # A CT of another study in the PET's own frame of reference is fused as before (same coordinates).
+    edit(ct_files, lambda ds: setattr(ds, "FrameOfReferenceUID", second.frame_of_reference))
+    assert path_case(pet_dir, ct_dir).load().warnings == []
+
+
+# --- Issue 23 item 8: two files for one image are one image only when they are the same
+def scale_pixels(factor: float):
+    def change(ds):
+        stored = ds.pixel_array.astype(np.float64) * factor
+        ds.RescaleSlope = f"{float(ds.RescaleSlope) * stored.max() / 32000:.10g}"
+        ds.PixelData = np.round(stored * factor / stored.max() * 32000 / factor).astype(ds.pixel_array.dtype).tobytes()
+    return change
+
+
+@pytest.mark.parametrize(("modality", "change", "needle"), [
+    ("PT", scale_pixels(20.0), "differing in pixel values"),  # the issue's x20 slice
+    ("CT", lambda ds: setattr(ds, "PixelData", bytes(len(ds.PixelData))), "differing in pixel values"),
+    ("CT", lambda ds: setattr(ds, "ImageType", ["DERIVED", "SECONDARY", "AXIAL"]), "differing in ImageType"),
+    ("PT", lambda ds: setattr(ds, "AcquisitionTime", "113000"), "differing in AcquisitionTime"),
+])
+def test_two_different_images_at_one_slice_position_are_refused_naming_both(tmp_path, modality, change, needle):
+    ids, _ = write_ge_study(tmp_path)
+    folder = tmp_path / ids.patient_id / modality
+    source = sorted(folder.iterdir())[3]
+    repeat = pydicom.dcmread(source)
+    repeat.SOPInstanceUID = repeat.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    repeat.InstanceNumber = 99  # a later instance: the first is kept, and taking it was silent before
+    with loose_values():
+        change(repeat)
+    repeat.save_as(folder / "zz_repeat")
+    series = next(s for s in scan_folder(tmp_path)[0].series.values() if s.modality == modality)
+    with pytest.raises(InputError, match=f"{source.name} and zz_repeat are two different images at one slice "
+                                         f"position .*{needle}") as error:
+        read_series(series)
+    assert "\n" not in str(error.value)
+
+
+def test_an_identical_image_at_one_slice_position_is_dropped_with_a_note(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    source = pet_files(tmp_path, ids)[3]
+    edit([source], lambda ds: setattr(ds, "PixelData", (ds.pixel_array // 2 * 2).tobytes()))  # even values
+    repeat = pydicom.dcmread(source)
+    repeat.SOPInstanceUID = repeat.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    repeat.InstanceNumber = 99
+    stored = repeat.pixel_array
+    repeat.PixelData = (stored // 2).astype(stored.dtype).tobytes()  # the same values, stored at twice the slope
+    repeat.RescaleSlope = f"{float(repeat.RescaleSlope) * 2:.10g}"
+    repeat.save_as(source.parent / "zz_repeat")
+    volume = read_series(choose_series(scan_folder(tmp_path)[0])[0])
+    assert volume.image.GetSize()[2] == 16
+    assert any("1 image(s) repeat the position of another, the same image" in note for note in volume.notes)
+
+
+def copies_of_the_pet(root, ids, count: int = 2) -> list[list]:
+    """``count`` more copies of the PET folder (same SOPInstanceUIDs), as an export copied in twice."""
+    folder = root / ids.patient_id / "PT"
+    copies = []
+    for k in range(count):
+        target = root / ids.patient_id / f"PT copy {k + 1}"
+        shutil.copytree(folder, target)
+        copies.append(sorted(target.iterdir()))
+    return copies
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda copies: edit(copies[0], lambda ds: setattr(ds, "Units", "CNTS")), r"Units \('BQML' / 'CNTS'\)"),
+    (lambda copies: edit(copies[1], lambda ds: delattr(ds, "PatientWeight")), r"PatientWeight \('75' / '\(missing"),
+    (lambda copies: edit(copies[0][2:3], lambda ds: setattr(ds, "ImagePositionPatient", [-7.5, -6.0, -850.0])),
+     "ImagePositionPatient"),
+    (lambda copies: edit(copies[1][5:6], scale_pixels(20.0)), "RescaleSlope"),
+    (lambda copies: edit(copies[0][4:5], lambda ds: setattr(ds, "PixelData", bytes(len(ds.PixelData)))),
+     "pixel data"),
+])
+def test_copies_of_one_export_that_differ_in_what_suv_or_geometry_reads_are_refused_naming_the_files(
+        tmp_path, change, needle):
+    ids, _ = write_ge_study(tmp_path)
+    change(copies_of_the_pet(tmp_path, ids))
+    study = scan_folder(tmp_path)[0]
+    pet, _ = choose_series(study)
+    assert len(pet.files) == 16  # one file per image, the others compared with it
+    with pytest.raises(InputError, match=f"ambiguous series.*/PT/IM0000[0-9] and .*/PT copy [12]/IM0000[0-9] are "
+                                         f"copies of one image .*differ in .*{needle}") as error:
+        load_case(study)
+    assert "\n" not in str(error.value)
+
+
+def test_identical_copies_of_an_export_are_dropped_with_a_note(tmp_path, capsys):
+    ids, _ = write_ge_study(tmp_path)
+    copies = copies_of_the_pet(tmp_path, ids)
+    # A copy in another transfer syntax (implicit VR) with another description: the same image to the SUV.
+    for path in copies[1]:
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription = "re-exported"
+        ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(path, enforce_file_format=True)
+    case = load_case(scan_folder(tmp_path)[0])
+    assert case.suv.factor == pytest.approx(GE_FACTOR, rel=1e-9)
+    (note,) = [note for note in case.pet.notes if "identical copies" in note]
+    assert "32 file(s) are identical copies of its images" in note
+
+
+def test_slices_of_one_series_in_two_frames_of_reference_are_refused(tmp_path):
+    ids, _ = write_ge_study(tmp_path)
+    edit(pet_files(tmp_path, ids)[5:7], lambda ds: setattr(ds, "FrameOfReferenceUID", "1.2.3.4"))
+    with pytest.raises(InputError, match=r"FrameOfReferenceUID differs between the images of the series \("
+                                         r".* in 14 files, 1.2.3.4 in 2 files\)"):
+        read_series(choose_series(scan_folder(tmp_path)[0])[0])

@@ -9,6 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from matplotlib.figure import Figure
 from matplotlib.image import imread
 
 from model.figures import Outline, Projector, case_figure, mip_figure, mip_grid
@@ -163,3 +164,21 @@ def test_mip_grid(tmp_path):
     assert height > width  # two rows of tall panels
     with pytest.raises(ValueError, match="no panels"):
         mip_grid(tmp_path / "none.png", [])
+
+
+def test_invisible_characters_in_a_title_are_drawn_escaped_not_obeyed(tmp_path, monkeypatch):
+    drawn = []
+    real = Figure.suptitle
+
+    def suptitle(self, text, **kwargs):
+        drawn.append((text, kwargs.get("parse_math")))
+        return real(self, text, **kwargs)
+
+    monkeypatch.setattr(Figure, "suptitle", suptitle)
+    suv_array, mask_array = body()
+    suv, mask = stored(suv_array), stored(mask_array)
+    case_figure(tmp_path / "case.png", suv, mask, "patient_99\u202e21_tneitap", lesion_report(suv, mask))
+    mip_figure(tmp_path / "eval.png", suv, [Outline(mask, "red")], "a$b$\u2067c\nDice 1.000")
+    (case_title, case_math), (eval_title, eval_math) = drawn
+    assert case_title.startswith("patient_99<U+202E>21_tneitap\nTMTV") and case_math is False
+    assert eval_title == "a$b$<U+2067>c\nDice 1.000" and eval_math is False  # '$' is not TeX either

@@ -103,3 +103,13 @@ def test_evaluation_page_worst_first():
     assert [row.values["case"] for row in page.rows] == ["noisy negative", "bad", "good", "clean negative"]
     assert ("means", "dice 0.500, fpv_ml 4.250, cases 4") in page.facts
     assert page.rows[1].picture == "bad.png"
+
+
+def test_invisible_characters_in_names_are_shown_escaped_on_the_page_and_links_keep_the_real_name(tmp_path):
+    (tmp_path / "reports").mkdir()
+    bidi, zero_width = "patient_99\u202e21_tneitap", "case\u200b7"  # issue 23 item 12, and a variant
+    (tmp_path / "reports" / f"{bidi}.png").write_bytes(b"png")
+    page = render(cohort_page(tmp_path, [entry(bidi, 3.0), entry(zero_width, error=f"{zero_width}\u2066: bad")]))
+    assert "\u202e" not in page and "\u200b" not in page and "\u2066" not in page
+    assert "patient_99&lt;U+202E&gt;21_tneitap" in page and "case&lt;U+200B&gt;7" in page
+    assert 'href="reports/patient_99%E2%80%AE21_tneitap.png"' in page  # the link opens the real file

@@ -288,7 +288,7 @@ PEER_REFUSALS = {
         [peer_instance(DecayCorrection="START", SeriesTime="133010", AcquisitionDate="30001127",
                        AcquisitionTime="133010", SeriesDate="20201127",
                        RadionuclideHalfLife=6586.2, RadiopharmaceuticalStartDateTime="20201127123010")],
-        "not a plausible date of a scan"),
+        "AcquisitionDate '30001127' is not a plausible date"),  # as calculate-suv: the parser refuses it
 }
 
 
@@ -619,7 +619,7 @@ def test_a_date_outside_any_scan_is_one_line_not_an_overflow(keyword, value):
     headers = series()
     for ds in headers:
         setattr(ds.RadiopharmaceuticalInformationSequence[0] if keyword.startswith("Radio") else ds, keyword, value)
-    with pytest.raises(InputError, match="is not a plausible date of a scan") as error:
+    with pytest.raises(InputError, match="is not a plausible date") as error:
         suv_conversion(headers, source="/data/pet")
     assert "\n" not in str(error.value)
 
@@ -644,3 +644,24 @@ def test_the_values_of_an_suv_type_conversion_must_agree_between_the_images(keyw
     if keyword != "SUVType":
         setattr(bqml[1], keyword, value)
         assert suv_conversion(bqml).factor == pytest.approx(SIEMENS_FACTOR, rel=1e-9)
+
+
+@pytest.mark.parametrize(("keyword", "value", "injection"), [
+    ("SeriesDate", "00010101", {}),  # issue 23 item 10: year 1 with an injection before midnight overflowed
+    ("SeriesDate", "00010101", {"RadiopharmaceuticalStartDateTime": "", "RadiopharmaceuticalStartTime": "235000"}),
+    ("AcquisitionDate", "99991231", {}),
+    ("RadiopharmaceuticalStartDateTime", "00010101091500", {}),
+    ("AcquisitionDateTime", "00010101102000", {}),
+])
+def test_a_date_outside_the_plausible_years_is_refused_in_one_line_not_an_overflow(keyword, value, injection):
+    headers = series()
+    for ds in headers:
+        info = ds.RadiopharmaceuticalInformationSequence[0]
+        setattr(info if keyword.startswith("Radiopharmaceutical") else ds, keyword, value)
+        if keyword == "AcquisitionDateTime":
+            del ds.SeriesDate, ds.AcquisitionDate  # the scan time taken from the DateTime
+        for name, text in injection.items():
+            setattr(info, name, text)
+    with pytest.raises(InputError, match=f"{keyword} '{value}' is not a plausible date") as error:
+        suv_conversion(headers, source="/data/pet")
+    assert "\n" not in str(error.value)

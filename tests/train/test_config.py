@@ -47,3 +47,10 @@ def test_set_overrides_parse_json_values_and_nested_keys():
                     "lr": 1e-3}
     with pytest.raises(InputError, match="--set epochs: expected key=value"):
         apply_override(data, "epochs")
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "1.5", "true", "\"7\""])
+def test_a_seed_that_is_not_one_is_refused_by_the_config_as_by_the_argument(seed):
+    """Issue 23 item 10: --seed -1 was a numpy traceback; --set seed=-1 is the same argument."""
+    with pytest.raises(InputError, match="seed must be an integer from 0 to 4294967295"):
+        FitConfig.load(CONFIGS / "demo.json", [f"seed={seed}"])
