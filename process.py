@@ -22,6 +22,7 @@ import argparse
 import math
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from model.cases import CaseSource
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS_SHOWN = "weights/ beside process.py"
 GRAND_CHALLENGE_INPUT, GRAND_CHALLENGE_OUTPUT = Path("/input"), Path("/output")
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 EXIT_CASE_FAILED, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 1, 2, 130
@@ -75,9 +77,24 @@ class _OneLineParser(argparse.ArgumentParser):
         raise InputError(f"{message} (see --help)")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module's text as written, and each option's default after its help (a flag's is off; an option
+    without a default says in its help what happens without it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.default is not False and "default" not in text:
+            shown_default = DEFAULT_WEIGHTS_SHOWN if action.default == DEFAULT_WEIGHTS else "%(default)s"
+            text += f" (default: {shown_default})"
+        return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    inputs = parser.add_argument_group("input (none: grand-challenge mode, /input)")
+    from model.cases import NAMING_RULE
+
+    parser = _OneLineParser(description=__doc__, formatter_class=_HelpFormatter)
+    inputs = parser.add_argument_group("input (none: grand-challenge mode, /input)",
+                                       textwrap.fill(f"Case names: {NAMING_RULE}.", 100))
     inputs.add_argument("--input", type=Path, help="folder with images/pet and images/ct, or a DICOM export")
     inputs.add_argument("--pet", type=Path, help="one study's PET: an image file in SUV or a DICOM series folder")
     inputs.add_argument("--ct", type=Path, help="its CT: an image file in HU or a DICOM series folder")
@@ -95,7 +112,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="a .safetensors checkpoint or a folder of them (an ensemble)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default 32 GPU, 8 CPU)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
     parser.add_argument("--compile", action="store_true",
@@ -130,8 +148,18 @@ def check_arguments(args: argparse.Namespace) -> bool:
         raise InputError("--weight-kg: one body weight for every study of a manifest; give --pet/--ct per study")
     check_numbers(args)
     part_indices(0, args.num_parts, args.part_id)  # refuses impossible parts
+    check_runtime()  # the first import of PyTorch: argument errors above answer without it
     check_device(args.device)  # last: a CUDA device needs PyTorch to be checked
     return grand_challenge
+
+
+def check_runtime() -> None:
+    """What a run imports loads (a torchvision built for another torch fails here): one line, not a traceback."""
+    from model.environment import runtime_problem
+
+    problem = runtime_problem()
+    if problem is not None:
+        raise InputError(f"setup: {problem}")
 
 
 def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSource]:
@@ -149,7 +177,34 @@ def print_error(message: object) -> None:
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
+def describe_weights(weights: Path) -> None:
+    """The console's model line: which weights, what they are (their cards) and, on stderr, their warning (a
+    demo model's "not for clinical or research use")."""
+    from model.checkpoint import cards_warning, model_cards
+
+    cards = model_cards(weights)
+    print(f"model card: {'; '.join(dict.fromkeys(card.summary() for card in cards.values()))}", flush=True)
+    warning = cards_warning(cards)
+    if warning:
+        print(f"warning: {shown(weights)}: {warning}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; Ctrl-C anywhere ends it with ``interrupted`` and exit 130 (model.interrupts)."""
+    from model import interrupts
+
+    with interrupts.handling():
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            # A write in progress finished whole (model.interrupts.deferred); the read ahead was dropped.
+            print("interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+
+
+def _run(argv: list[str] | None) -> int:
+    from model import interrupts
+
     rank: RankInfo | None = None
     show_warnings_as_lines()
     try:
@@ -175,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_output(layout, reports=reports, results=results)
         predictor = Predictor.from_path(args.weights, settings)
         print(f"{shown(args.weights)} on {describe_precision(predictor)}", flush=True)
+        describe_weights(args.weights)
         info = model_info(args.weights, predictor) if reports else None
         # OUT/index.html: local mode with reports; under torchrun rank 0 alone writes it.
         page = CohortPage(layout.root, info, args.num_parts, args.part_id) \
@@ -188,24 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, OSError) as error:
         print_error(error)
         return EXIT_NOT_STARTED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     try:
         summary = run_cohort([sources[i] for i in indices], predictor, args.output, options)
         records = outcome_records(summary, indices)
         if rank is not None:
             records = rank.gather(records)  # every rank waits here for the slowest
         failed = any(status == "failed" for _, status, _ in records)
+        interrupts.raise_if_requested()  # an interrupted run writes no results.json
         if rank is None or rank.rank == 0:
             entries = [entry for _, _, entry in sorted(records, key=lambda record: record[0])]
             write_results(results, entries)
             if page is not None:  # after results.json: a part that ends last finds every other part's file
                 page.write(entries)
-    except KeyboardInterrupt:
-        # Temporary files are removed on the way out; masks already renamed into place are complete.
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        interrupts.raise_if_requested()
     except WriteError as error:  # results.json
         print_error(error)
         return EXIT_CASE_FAILED

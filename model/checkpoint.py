@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model.config import ModelConfig
+from model.config import ModelCard, ModelConfig
 from model.errors import InputError, shown
 from model.files import atomic_target, atomic_write_json, open_regular
 from model.network import build_network
@@ -171,3 +171,14 @@ def load_ensemble(path: Path) -> list[Checkpoint]:
             raise InputError(f"{member.path}: its preprocessing differs from {members[0].path}; "
                              "ensemble members must share normalisation, crop size, spacing and orientation")
     return members
+
+
+def model_cards(weights: Path) -> dict[str, ModelCard]:
+    """The card (what the weights are: model.config.ModelCard) of each checkpoint a path names, by weights file
+    name (a folder: an ensemble)."""
+    return {path.name: read_config(path.with_suffix(".json"))[0].card for path in find_checkpoints(Path(weights))}
+
+
+def cards_warning(cards: dict[str, ModelCard]) -> str | None:
+    """The line the outputs of these weights carry (each member's purpose warning, once), or None."""
+    return "; ".join(dict.fromkeys(card.warning for card in cards.values() if card.warning)) or None

@@ -29,6 +29,53 @@ def is_orientation_code(value: object) -> bool:
             and all(sum(letter in pair for letter in value) == 1 for pair in ORIENTATION_AXES))
 
 
+# What a model is for, as its card states it, and the line its outputs carry where a reader looks (the console,
+# the review page's header, each picture's title, report.json). "unstated": a checkpoint written before cards.
+PURPOSE_WARNINGS: dict[str, str | None] = {
+    "demo": "demo weights: not for clinical or research use",
+    "research": "research weights: not for clinical use",
+    "unstated": None,
+}
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a checkpoint is: its purpose (``PURPOSE_WARNINGS``), what it was trained on, and its figures on data
+    it was not trained on (``held_out``: ``data`` in words, ``cases`` and the official metrics). Part of the
+    config, so that it travels with the weights and their identity."""
+
+    purpose: str = "unstated"
+    trained_on: str = ""
+    held_out: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.purpose not in PURPOSE_WARNINGS:
+            raise ValueError(f"card.purpose must be one of {list(PURPOSE_WARNINGS)}, got {self.purpose!r}")
+        if not isinstance(self.trained_on, str):
+            raise ValueError(f"card.trained_on must be a text, got {self.trained_on!r}")
+        if not isinstance(self.held_out, dict) or not all(
+                isinstance(value, str) or value is None or is_number(value) for value in self.held_out.values()):
+            raise ValueError(f"card.held_out must be an object of texts and numbers, got {self.held_out!r}")
+
+    @property
+    def warning(self) -> str | None:
+        """The line a reader must see beside the outputs of these weights, or None."""
+        return PURPOSE_WARNINGS[self.purpose]
+
+    def summary(self) -> str:
+        """One line: purpose, what it was trained on, its held-out Dice, FPV and FNV."""
+        parts = [f"{self.purpose} model"]
+        if self.trained_on:
+            parts.append(f"trained on {self.trained_on}")
+        figures = self.held_out
+        if figures:
+            numbers = ", ".join(f"{label} {figures[key]:.3g}" for key, label in
+                                (("dice", "Dice"), ("fpv_ml", "FPV ml"), ("fnv_ml", "FNV ml"))
+                                if is_number(figures.get(key)))
+            parts.append(f"held out: {numbers or 'no figures'} on {figures.get('data') or 'unnamed data'}")
+        return "; ".join(parts)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture, input contract and provenance of one trained network."""
@@ -44,6 +91,7 @@ class ModelConfig:
     # The orientation of the training slices: inference reorients every input to it (model.geometry.reorient).
     orientation: str = DEFAULT_ORIENTATION
     provenance: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard = field(default_factory=ModelCard)
 
     def __post_init__(self) -> None:
         # A checkpoint's JSON is input: every value is checked here, so that a bad one is one line, not a
@@ -67,6 +115,8 @@ class ModelConfig:
                              f"got {self.orientation!r}")
         if not isinstance(self.provenance, dict):
             raise ValueError(f"provenance must be a JSON object, got {self.provenance!r}")
+        if not isinstance(self.card, ModelCard):
+            raise ValueError(f"card must be a JSON object (purpose, trained_on, held_out), got {self.card!r}")
         check_numbers(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +137,11 @@ class ModelConfig:
             if "ct_clip" in norm:
                 norm["ct_clip"] = tuple(norm["ct_clip"])
             values["normalisation"] = NormalisationConfig(**norm)
+        if "card" in values:
+            card = values["card"]
+            if not isinstance(card, dict) or set(card) - {f.name for f in dataclasses.fields(ModelCard)}:
+                raise ValueError(f"card must be an object with purpose, trained_on and held_out, got {card!r}")
+            values["card"] = ModelCard(**card)
         for key in ("decoder_channels", "channels", "spacing_mm"):
             if key in values:
                 values[key] = tuple(values[key])

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from model import interrupts
 from model.cases import CaseSource, LoadedCase, path_case
 from model.checks import check_study
 from model.errors import WriteError, shown
@@ -136,7 +137,13 @@ def write_mask(result: CaseResult, out_path: Path) -> None:
 def write_study(result: CaseResult, layout: OutputLayout, options: StudyOptions) -> dict | None:
     """The last stage: the mask, then (with reports) the report files; returns the headline numbers. A failure
     is the caller's to clean up (model.cohort removes the case's files); without reports, reports of an
-    earlier run would contradict the new mask: removed."""
+    earlier run would contradict the new mask: removed. A Ctrl-C in the main thread waits for the end of it
+    (model.interrupts): a case is written whole."""
+    with interrupts.deferred():
+        return _write_outputs(result, layout, options)
+
+
+def _write_outputs(result: CaseResult, layout: OutputLayout, options: StudyOptions) -> dict | None:
     case = result.study.case
     write_mask(result, layout.mask_path(case))
     if not options.reports:
