@@ -6,6 +6,7 @@ file is caught before the network is built. A folder holding several checkpoints
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -182,3 +183,14 @@ def model_cards(weights: Path) -> dict[str, ModelCard]:
 def cards_warning(cards: dict[str, ModelCard]) -> str | None:
     """The line the outputs of these weights carry (each member's purpose warning, once), or None."""
     return "; ".join(dict.fromkeys(card.warning for card in cards.values() if card.warning)) or None
+
+
+def update_card(json_path: Path, **fields: Any) -> ModelCard:
+    """Rewrite a checkpoint's card fields (``held_out`` figures measured after training, say) in its JSON;
+    the weights and their hash are untouched. Returns the new card (checked as reading it checks it)."""
+    config, _ = read_config(json_path)
+    card = ModelCard(**{**dataclasses.asdict(config.card), **fields})
+    document = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    document["model"]["card"] = dataclasses.asdict(card)
+    atomic_write_json(Path(json_path), document)
+    return card

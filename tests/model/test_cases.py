@@ -97,7 +97,7 @@ def test_pet_and_ct_files(tmp_path, phantom, suffix):
     sitk.WriteImage(pet, str(tmp_path / f"patient7_pet{suffix}"))
     sitk.WriteImage(ct, str(tmp_path / f"patient7_ct{suffix}"))
     case = path_case(tmp_path / f"patient7_pet{suffix}", tmp_path / f"patient7_ct{suffix}")
-    assert (case.name, case.mask_suffix, case.is_dicom) == ("patient7_pet", suffix, False)
+    assert (case.name, case.mask_suffix, case.is_dicom) == ("patient7_ct", suffix, False)  # named after its CT
     assert case.pet_label.endswith(f"patient7_pet{suffix}")
     loaded = case.load()
     assert loaded.suv is None and loaded.pet_headers is None
@@ -191,8 +191,8 @@ def test_outputs_of_a_file_case_have_no_seg(tmp_path, phantom):
     mask.CopyInformation(loaded.pet)
     (tmp_path / "out").mkdir()
     headline = write_local_outputs(case, loaded, mask, tmp_path / "out", {"weights": "tiny"})
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pet.lesions.csv", "pet.png", "pet.report.json"]
-    assert json.loads((tmp_path / "out" / "pet.report.json").read_text())["suv"] is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct.lesions.csv", "ct.png", "ct.report.json"]
+    assert json.loads((tmp_path / "out" / "ct.report.json").read_text())["suv"] is None
     assert headline["tmtv_ml"] == pytest.approx(lesion_report(loaded.pet, mask).tmtv_ml, abs=1e-4)
 
 
