@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 import model.cases
 import model.outputs
-from model.cases import CaseSource, dicom_cases, path_case
+from model.cases import NAMING_RULE, CaseSource, InputRequest, dicom_cases, find_cases, path_case
 from model.errors import InputError, WriteError
 from model.outputs import CaseDocuments, report_outputs, write_reports
 from model.report import lesion_report, rounded_headline
@@ -233,3 +233,63 @@ def test_a_dicom_case_needs_the_seg_inputs(tmp_path, dicom_case):
     with pytest.raises(ValueError, match="weights_sha256"):
         write_local_outputs(case, loaded, mask, tmp_path, {"version": "1"})
     assert not any(tmp_path.glob("*.report.json"))
+
+
+# --- issue 24 item 5: one naming rule, whichever way a study is given ---------------------------------------
+
+def _names_every_way(tmp_path: Path, pet_path: Path, ct_path: Path) -> set[tuple[str, str]]:
+    """(case name, mask suffix) of one study given as --pet/--ct and as a manifest row without a name."""
+    manifest = tmp_path / f"{ct_path.name}.csv"
+    manifest.write_text(f"pet,ct\n{pet_path},{ct_path}\n")
+    given = [find_cases(InputRequest(pet=pet_path, ct=ct_path)), find_cases(InputRequest(manifest=manifest))]
+    return {(case.name, case.mask_suffix) for (case,) in given}
+
+
+def test_a_study_gets_one_name_however_it_is_given(tmp_path, phantom):
+    pet, ct, _ = phantom.images()
+    # The issue's example: the grand-challenge layout names it after its CT (the challenge's rule) ...
+    layout = tmp_path / "in"
+    for role, name in (("pet", "sts001-pet.mha"), ("ct", "sts001-ct.mha")):
+        (layout / "images" / role).mkdir(parents=True)
+        sitk.WriteImage(pet if role == "pet" else ct, str(layout / "images" / role / name))
+    (case,) = find_cases(InputRequest(input=layout))
+    assert (case.name, case.mask_suffix) == ("sts001-ct", ".mha")
+    # ... and so do --pet/--ct and a manifest row.
+    assert _names_every_way(tmp_path, layout / "images/pet/sts001-pet.mha",
+                            layout / "images/ct/sts001-ct.mha") == {("sts001-ct", ".mha")}
+    # Variant: PET and CT in different formats: the mask's format follows the CT, as in the layout.
+    sitk.WriteImage(pet, str(tmp_path / "lung7_suv.nii.gz"))
+    sitk.WriteImage(ct, str(tmp_path / "lung7_ct.mha"))
+    mixed = _names_every_way(tmp_path, tmp_path / "lung7_suv.nii.gz", tmp_path / "lung7_ct.mha")
+    assert mixed == {("lung7_ct", ".mha")}
+    # Variant: the autoPET release's fixed file names: named by the study's folders in every way.
+    study = tmp_path / "release" / "PETCT_0af7" / "08-12-2005-NA-PET-CT Ganzkoerper"
+    study.mkdir(parents=True)
+    sitk.WriteImage(pet, str(study / "SUV.nii.gz"))
+    sitk.WriteImage(ct, str(study / "CTres.nii.gz"))
+    (release,) = find_cases(InputRequest(input=tmp_path / "release"))
+    expected = ("PETCT_0af7_08-12-2005-NA-PET-CT_Ganzkoerper", ".nii.gz")
+    assert (release.name, release.mask_suffix) == expected
+    assert _names_every_way(tmp_path, study / "SUV.nii.gz", study / "CTres.nii.gz") == {expected}
+
+
+def test_a_dicom_study_gets_one_name_however_it_is_given(tmp_path, phantom):
+    write_phantom_study(tmp_path / "export" / "study", phantom, StudyIds(patient_id="P3"))
+    (exported,) = find_cases(InputRequest(input=tmp_path / "export"))
+    series = tmp_path / "export" / "study"
+    assert _names_every_way(tmp_path, series / "PT", series / "CT") == {(exported.name, ".nii.gz")}
+    assert exported.name.startswith("P3_")
+    # A DICOM PET with a CT file: the CT file names it, as it would in the grand-challenge layout.
+    sitk.WriteImage(phantom.images()[1], str(tmp_path / "p3_ct.nii.gz"))
+    assert _names_every_way(tmp_path, series / "PT", tmp_path / "p3_ct.nii.gz") == {("p3_ct", ".nii.gz")}
+
+
+def test_the_naming_rule_is_stated_in_help_and_readme(capsys):
+    import process
+
+    with pytest.raises(SystemExit):
+        process.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"Case names: {NAMING_RULE}." in shown
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert "named after its CT" in readme and "the challenge's rule" in readme
