@@ -90,6 +90,10 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
     from model.cases import NAMING_RULE
 
     parser = _OneLineParser(description=__doc__, formatter_class=_HelpFormatter)
@@ -126,7 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cohort.add_argument("--part-id", type=int, default=0, help="run part K (study i is in part i mod N)")
     cohort.add_argument("--no-read-ahead", action="store_true",
                         help="read, segment and write one study after the other (no worker thread)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def check_arguments(args: argparse.Namespace) -> bool:
