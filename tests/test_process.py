@@ -404,6 +404,10 @@ def test_cuda_without_a_gpu_is_one_line(capsys, case, tiny_weights):
     ({"model": {"crop_size": -32}}, "crop_size must be a positive multiple of 32"),
     ({"model": {"spacing_mm": [0, 0]}}, "spacing_mm must be two positive finite numbers"),
     ({"weights_sha256": None}, "a checkpoint without its hash is not loaded"),
+    # The model card (issue 24): a purpose the outputs would not know how to warn about, figures that are not.
+    ({"model": {"card": {"purpose": "clinical"}}}, "card.purpose must be one of ['demo', 'research', 'unstated']"),
+    ({"model": {"card": {"held_out": {"dice": [0.5]}}}}, "card.held_out must be an object of texts and numbers"),
+    ({"model": {"card": {"purpose": "demo", "owner": "x"}}}, "card must be an object with purpose, trained_on"),
 ])
 def test_bad_weights_json_is_one_line_and_exit_2(capsys, case, tiny_weights, tmp_path, document, needle):
     input_dir, output_dir = case
