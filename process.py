@@ -43,8 +43,11 @@ EXIT_CASE_FAILED, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def check_device(device: str) -> None:
+    """The device's name, then whether PyTorch and what a run imports load (check_runtime), then a CUDA index
+    that PyTorch sees."""
     if not DEVICE_NAME.fullmatch(device):
         raise InputError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
+    check_runtime()  # the first import of PyTorch: every argument error answers before it
     if not device.startswith("cuda"):
         return
     import torch
@@ -152,8 +155,7 @@ def check_arguments(args: argparse.Namespace) -> bool:
         raise InputError("--weight-kg: one body weight for every study of a manifest; give --pet/--ct per study")
     check_numbers(args)
     part_indices(0, args.num_parts, args.part_id)  # refuses impossible parts
-    check_runtime()  # the first import of PyTorch: argument errors above answer without it
-    check_device(args.device)  # last: a CUDA device needs PyTorch to be checked
+    check_device(args.device)  # last: it checks the setup, the first import of PyTorch (see check_device)
     return grand_challenge
 
 

@@ -530,7 +530,7 @@ def test_a_manifest_pairs_explicitly_and_a_bad_row_fails_alone(capsys, tmp_path,
                          "studies/missing.mha,studies/x_hu.mha,z\n")
     assert process.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--weights",
                          str(tiny_weights), "--device", "cpu"]) == 1
-    assert [p.name for p in masks(tmp_path / "out")] == ["patient_x.mha", "y_suv.mha"]
+    assert [p.name for p in masks(tmp_path / "out")] == ["patient_x.mha", "y_hu.mha"]  # no name: after its CT
     (line,) = _lines(capsys)
     assert "studies/missing.mha: PET file missing" in line
     results = json.loads((tmp_path / "out/results.json").read_text())
