@@ -19,7 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from model.config import ModelCard, ModelConfig
+from model.card import ModelCard
+from model.config import ModelConfig
 from model.errors import InputError, shown
 from model.files import atomic_target, atomic_write_json, open_regular
 from model.network import build_network

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from model.config import ModelCard
+from model.card import ModelCard
 from model.errors import WriteError, shown
 from model.files import atomic_write_bytes
 
