@@ -321,9 +321,10 @@ def test_paper_json_fits_on_phantoms_with_a_tiny_encoder_from_a_local_file(store
     document = json.loads((tmp_path / "run/best/model.json").read_text())
     assert document["model"]["normalisation"]["scheme"] == "seed"
     assert document["model"]["provenance"]["pretrained"] == str(path.resolve())
+    assert document["model"]["card"]["purpose"] == "research"  # paper.json's card
     with open(tmp_path / "run/metrics.csv", newline="") as handle:
         row = next(csv.DictReader(handle))
-    assert row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"])) and 0 <= float(row["dice"]) <= 1
+    assert row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"])) and 0 <= float(row["loss_dice"]) <= 1
     mask = Predictor.from_path(tmp_path / "run/best/model.safetensors", device="cpu").predict_volume(
         *(np.load(store / "data/studies" / json.loads((store / "data/index.json").read_text())[0]["study"]
                   / f"{name}.npy").astype(np.float32) for name in ("pet", "ct")))
