@@ -33,11 +33,12 @@ import SimpleITK as sitk
 import torch
 from tqdm import tqdm
 
-from model import interrupts, pipeline
+from model import pipeline
 from model.cases import CaseSource
 from model.errors import InputError, WriteError, describe, one_line, shown
 from model.files import loads_strict
 from model.inference import CaseTimings, Predictor
+from model.interrupts import deferred, raise_if_requested
 from model.outputs import (  # noqa: F401  OUTPUT_SLUG and OutputLayout: re-exported for bench/ and train/
     OUTPUT_SLUG,
     OutputLayout,
@@ -321,7 +322,7 @@ class _CohortRun:
             next_prepare = self.submit(self.prepare, sources[0]) if sources else None
             ahead = self.worker is not None
             for index, case in enumerate(sources):
-                interrupts.raise_if_requested()  # a Ctrl-C whose raise was lost stops the run here
+                raise_if_requested()  # a Ctrl-C whose raise was lost stops the run here
                 prepared_future = next_prepare
                 following = sources[index + 1] if index + 1 < total else None
                 if ahead:  # queued behind the previous case's write: its study is gone before the next is read
@@ -342,14 +343,14 @@ class _CohortRun:
                     next_prepare = self.submit(self.prepare, following) if following is not None else None
             if pending is not None:
                 self.finish(pending)
-            interrupts.raise_if_requested()
+            raise_if_requested()
         except BaseException:
             if next_prepare is not None:
                 next_prepare.cancel()  # a read not started yet; a write under way finishes (shutdown below)
             raise
         finally:
             if self.worker is not None:
-                with interrupts.deferred():  # a write under way ends whole, and no read holds stderr after this
+                with deferred():  # a write under way ends whole, and no read holds stderr after this
                     self.worker.shutdown(wait=True)
 
 

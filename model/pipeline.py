@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from model import interrupts
 from model.cases import CaseSource, LoadedCase, path_case
 from model.checks import check_study
 from model.errors import WriteError, shown
@@ -31,6 +30,7 @@ from model.inference import (
     lesion_volume_ml,
     segment_on_pet_grid,
 )
+from model.interrupts import deferred
 from model.outputs import CaseDocuments, OutputLayout, remove_stale, write_reports
 from model.readers import write_image_atomic
 
@@ -139,7 +139,7 @@ def write_study(result: CaseResult, layout: OutputLayout, options: StudyOptions)
     is the caller's to clean up (model.cohort removes the case's files); without reports, reports of an
     earlier run would contradict the new mask: removed. A Ctrl-C in the main thread waits for the end of it
     (model.interrupts): a case is written whole."""
-    with interrupts.deferred():
+    with deferred():
         return _write_outputs(result, layout, options)
 
 
