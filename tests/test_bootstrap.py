@@ -61,12 +61,16 @@ def pip_ran(clone: Path) -> bool:
     return (clone.parent / "pip.log").is_file()
 
 
-def test_a_venv_that_cannot_run_is_not_declared_ready_and_a_rerun_checks_it_again(clone):
-    # The case: a stamp that matched (written by a bootstrap that did not check), a torchvision built
-    # for another torch. The rerun installs again and checks: one line, exit 1, no stamp.
+def _stamp_of_a_bootstrap_that_did_not_check(clone: Path) -> None:
     old_stamp = subprocess.run("cat requirements.txt train/requirements.txt requirements-dev.txt | sha256sum",
                                shell=True, cwd=clone, capture_output=True, text=True).stdout.split()[0]
     (clone / ".venv/.requirements.sha256").write_text(old_stamp + "\n")
+
+
+def test_a_venv_that_cannot_run_is_not_declared_ready_and_a_rerun_checks_it_again(clone):
+    # The case: a stamp that matched (written by a bootstrap that did not check), a torchvision built
+    # for another torch. The rerun checks, installs again, checks again: one line, exit 1, no stamp.
+    _stamp_of_a_bootstrap_that_did_not_check(clone)
     result = bootstrap(clone, BROKEN_TORCHVISION["operator missing"])
     (line,) = result.stderr.splitlines()
     assert result.returncode == 1 and pip_ran(clone) and "ready" not in result.stdout
@@ -76,6 +80,13 @@ def test_a_venv_that_cannot_run_is_not_declared_ready_and_a_rerun_checks_it_agai
     # Variant: a torchvision without the operator at all; a rerun is never quick while it is broken.
     result = bootstrap(clone, BROKEN_TORCHVISION["nms missing"])
     assert result.returncode == 1 and pip_ran(clone) and "AttributeError" in result.stderr.splitlines()[0]
+
+
+def test_a_working_venv_stamped_before_the_check_is_checked_without_installing(clone):
+    _stamp_of_a_bootstrap_that_did_not_check(clone)
+    result = bootstrap(clone)
+    assert result.returncode == 0 and "bootstrap: .venv ready (torch " in result.stdout and not pip_ran(clone)
+    assert bootstrap(clone).stdout == ""  # and then up to date
 
 
 def test_a_working_venv_is_ready_and_a_changed_one_is_checked_again(clone):
