@@ -13,7 +13,8 @@ DICOM input <case>.seg.dcm in OUT/reports/ (--no-report: none), with the headlin
 Cohorts: --skip-existing continues a run that stopped; --num-parts N --part-id K (study i in part i mod N);
 torchrun --nproc_per_node=G process.py ... runs one process per GPU (or CPU share), rank 0 writing results.json.
 Exit codes: 0 every case written; 1 some case failed (the others are written); 2 nothing could start
-(arguments, folders, weights); 130 interrupted. Every problem is one line on stderr.
+(arguments, folders, weights, a setup that cannot run); 130 interrupted (Ctrl-C, wherever it lands: the cases
+written are whole, results.json is not written). Every problem is one line on stderr.
 """
 
 from __future__ import annotations
