@@ -72,8 +72,12 @@ def deferred() -> Iterator[None]:
 
 @contextlib.contextmanager
 def handling() -> Iterator[None]:
-    """The run's SIGINT handling for the body (main thread only); the previous handler and unraisable hook are
-    restored after it."""
+    """The run's SIGINT handling for the body; the previous handler and unraisable hook are restored after it.
+    Outside the main thread (which alone receives signals, and alone may set their handlers) the body runs as
+    it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     previous_handler = signal.signal(signal.SIGINT, _on_sigint)
     previous_hook = sys.unraisablehook
 
@@ -90,3 +94,4 @@ def handling() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         sys.unraisablehook = previous_hook
+        _request.__init__()  # answered: code run later in this process (the Python API) starts without it
