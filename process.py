@@ -13,13 +13,15 @@ DICOM input <case>.seg.dcm in OUT/reports/ (--no-report: none), with the headlin
 Cohorts: --skip-existing continues a run that stopped; --num-parts N --part-id K (study i in part i mod N);
 torchrun --nproc_per_node=G process.py ... runs one process per GPU (or CPU share), rank 0 writing results.json.
 Exit codes: 0 every case written; 1 some case failed (the others are written); 2 nothing could start
-(arguments, folders, weights); 130 interrupted. Every problem is one line on stderr.
+(arguments, folders, weights, a setup that cannot run); 130 interrupted (Ctrl-C, wherever it lands: the cases
+written are whole, results.json is not written). Every problem is one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,11 +36,15 @@ if TYPE_CHECKING:
     from model.cases import CaseSource
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
+DEFAULT_WEIGHTS_SHOWN = "weights/ beside process.py"
 GRAND_CHALLENGE_INPUT, GRAND_CHALLENGE_OUTPUT = Path("/input"), Path("/output")
 EXIT_CASE_FAILED, EXIT_NOT_STARTED, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def check_device(device: str) -> None:
+    """Whether PyTorch and what a run imports load (check_runtime), then a CUDA index that PyTorch sees (the
+    device's name was checked by its argument type)."""
+    check_runtime()  # the first import of PyTorch: every argument error answers before it
     if not device.startswith("cuda"):
         return
     import torch
@@ -58,9 +64,28 @@ MAX_BATCH = 1024
 MAX_PARTS = 100_000
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The module's text as written, and each option's default after its help (a flag's is off; an option
+    without a default says in its help what happens without it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default not in (None, argparse.SUPPRESS) and action.default is not False and "default" not in text:
+            shown_default = DEFAULT_WEIGHTS_SHOWN if action.default == DEFAULT_WEIGHTS else "%(default)s"
+            text += f" (default: {shown_default})"
+        return text
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    inputs = parser.add_argument_group("input (none: grand-challenge mode, /input)")
+    return build_parser().parse_args(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from model.cases import NAMING_RULE
+
+    parser = OneLineParser(description=__doc__, formatter_class=_HelpFormatter)
+    inputs = parser.add_argument_group("input (none: grand-challenge mode, /input)",
+                                       textwrap.fill(f"Case names: {NAMING_RULE}.", 100))
     inputs.add_argument("--input", type=Path, help="folder with images/pet and images/ct, or a DICOM export")
     inputs.add_argument("--pet", type=Path, help="one study's PET: an image file in SUV or a DICOM series folder")
     inputs.add_argument("--ct", type=Path, help="its CT: an image file in HU or a DICOM series folder")
@@ -80,7 +105,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="a .safetensors checkpoint or a folder of them (an ensemble)")
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                        help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32")
     parser.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=None,
                         help="slices per batch (default 32 GPU, 8 CPU)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
@@ -101,7 +127,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "input): keep them (not in this run's results.json or review page); without it, refused")
     cohort.add_argument("--no-read-ahead", action="store_true",
                         help="read, segment and write one study after the other (no worker thread)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def check_arguments(args: argparse.Namespace) -> bool:
@@ -122,8 +148,17 @@ def check_arguments(args: argparse.Namespace) -> bool:
     if args.manifest is not None and args.weight_kg is not None:
         raise InputError("--weight-kg: one body weight for every study of a manifest; give --pet/--ct per study")
     part_indices(0, args.num_parts, args.part_id)  # refuses impossible parts
-    check_device(args.device)  # last: a CUDA device needs PyTorch to be checked
+    check_device(args.device)  # last: it checks the setup, the first import of PyTorch (see check_device)
     return grand_challenge
+
+
+def check_runtime() -> None:
+    """What a run imports loads (a torchvision built for another torch fails here): one line, not a traceback."""
+    from model.environment import runtime_problem
+
+    problem = runtime_problem()
+    if problem is not None:
+        raise InputError(f"setup: {problem}")
 
 
 def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSource]:
@@ -141,7 +176,34 @@ def print_error(message: object) -> None:
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
+def describe_weights(weights: Path) -> None:
+    """The console's model line: which weights, what they are (their cards) and, on stderr, their warning (a
+    demo model's "not for clinical or research use")."""
+    from model.checkpoint import cards_warning, model_cards
+
+    cards = model_cards(weights)
+    print(f"model card: {'; '.join(dict.fromkeys(card.summary() for card in cards.values()))}", flush=True)
+    warning = cards_warning(cards)
+    if warning:
+        print(f"warning: {shown(weights)}: {warning}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; Ctrl-C anywhere ends it with ``interrupted`` and exit 130 (model.interrupts)."""
+    from model import interrupts
+
+    with interrupts.handling():
+        try:
+            return _run(argv)
+        except KeyboardInterrupt:
+            # A write in progress finished whole (model.interrupts.deferred); the read ahead was dropped.
+            print("interrupted", file=sys.stderr, flush=True)
+            return EXIT_INTERRUPTED
+
+
+def _run(argv: list[str] | None) -> int:
+    from model import interrupts
+
     rank: RankInfo | None = None
     show_warnings_as_lines()
     try:
@@ -171,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"warning: {kept}", file=sys.stderr, flush=True)
         predictor = Predictor.from_path(args.weights, settings)
         print(f"{shown(args.weights)} on {describe_precision(predictor)}", flush=True)
+        describe_weights(args.weights)
         info = model_info(args.weights, predictor) if reports else None
         # OUT/index.html: local mode with reports; under torchrun rank 0 alone writes it.
         page = CohortPage(layout.root, info, args.num_parts, args.part_id) \
@@ -185,24 +248,19 @@ def main(argv: list[str] | None = None) -> int:
     except (InputError, OSError) as error:
         print_error(error)
         return EXIT_NOT_STARTED
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
     try:
         summary = run_cohort([sources[i] for i in indices], predictor, args.output, options)
         records = outcome_records(summary, indices)
         if rank is not None:
             records = rank.gather(records)  # every rank waits here for the slowest
         failed = any(status == "failed" for _, status, _ in records)
+        interrupts.raise_if_requested()  # an interrupted run writes no results.json
         if rank is None or rank.rank == 0:
             entries = [entry for _, _, entry in sorted(records, key=lambda record: record[0])]
             write_results(results, entries)
             if page is not None:  # after results.json: a part that ends last finds every other part's file
                 page.write(entries)
-    except KeyboardInterrupt:
-        # Temporary files are removed on the way out; masks already renamed into place are complete.
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        interrupts.raise_if_requested()
     except WriteError as error:  # results.json
         print_error(error)
         return EXIT_CASE_FAILED

@@ -91,15 +91,29 @@ AUTOPET_STUDY_FILES = {"PET": ("SUV.nii.gz",), "CT": ("CTres.nii.gz",)}
 AUTOPET_FIXED_STEMS = frozenset({"SUV", "PET", "CT", "CTres", "SEG"})
 
 
-def file_case_name(pet_path: Path) -> str:
-    """A case given by its PET file is named after that file, except a file of the autoPET release
-    (``Patient/Study/SUV.nii.gz``), which is named ``<patient>_<study>`` (spaces as ``_``): otherwise every such
-    study would be ``SUV``."""
-    path = Path(pet_path)
+NAMING_RULE = ("a case is named after its CT, as grand-challenge names the mask: the CT file's stem (an autoPET "
+               "release file, Patient/Study/CTres.nii.gz, by its folders: <patient>_<study>), a DICOM CT series by its "
+               "study (<patient>_<date>_<study UID's last digits>); a manifest's name column overrides")
+
+
+def file_case_name(ct_path: Path) -> str:
+    """The name of a case whose CT is the file ``ct_path`` (``NAMING_RULE``): its stem, except a file of the
+    autoPET release (``Patient/Study/CTres.nii.gz``), named ``<patient>_<study>`` (spaces as ``_``): otherwise
+    every such study would be ``CTres``."""
+    path = Path(ct_path)
     stem = image_stem(path)
     if stem not in AUTOPET_FIXED_STEMS or not path.parent.parent.name:
         return stem
     return f"{path.parent.parent.name}_{path.parent.name}".replace(" ", "_")
+
+
+def case_naming(ct_path: Path, ct: Series | None) -> tuple[str, str]:
+    """The one rule for every input layout (``NAMING_RULE``): a case's name and its mask's suffix follow its
+    CT, whichever way the study was given (grand-challenge layout, --pet/--ct, a manifest row): the CT file's
+    stem and format, or a DICOM CT series' study name and NIfTI."""
+    if ct is not None:
+        return _study_name(ct), DICOM_MASK_SUFFIX
+    return file_case_name(ct_path), mask_suffix(ct_path)
 
 
 def autopet_study_folders(root: Path) -> list[Path]:
@@ -140,7 +154,8 @@ def describe_input_folder(folder: Path) -> str:
 
 def layout_cases(input_dir: Path) -> list[CaseSource]:
     """The grand-challenge layout: ``images/pet`` and ``images/ct`` paired by sorted file name, each case named
-    after its CT (on grand-challenge its uuid) and its mask in the CT's format. Two CTs with one case name
+    after its CT's file stem (on grand-challenge its uuid: the challenge's rule, which ``NAMING_RULE`` follows
+    everywhere) and its mask in the CT's format. Two CTs with one case name
     (``x.mha`` and ``x.nii``) would write one mask: refused, as are unequal counts."""
     input_dir = Path(input_dir)
     pets = list_images(input_dir / "images" / "pet", "PET")
@@ -257,8 +272,9 @@ def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = DEFAULT_SUV
     """The one case of ``--pet PATH --ct PATH``: each a .mha/.nii/.nii.gz file (the PET already in SUV) or a
     DICOM series folder (holding one series of that modality).
 
-    A DICOM PET names the case after its study (patient, date, UID) and gets a NIfTI mask and a DICOM SEG; a
-    PET file names it after itself, and the mask takes its format. Folders are scanned here (headers only) and
+    The case is named after its CT (``NAMING_RULE``: the CT file's stem, and the mask takes its format, or a
+    DICOM CT's study, and a NIfTI mask), as the grand-challenge layout names the same study; a DICOM PET gets a
+    DICOM SEG. Folders are scanned here (headers only) and
     a folder without exactly one series of its modality raises InputError here, as does ``weight_kg`` for a
     PET that is not DICOM (it is in SUV already); files are read, and checked, by ``load()``.
     """
@@ -272,11 +288,10 @@ def path_case(pet_path: Path, ct_path: Path, suv_method: SuvMethod = DEFAULT_SUV
             raise InputError(f"{shown(pet_path)}: a PET file is in SUV already; --weight-kg applies to DICOM PET only")
     if ct is None:
         _check_image_path(ct_path, "CT")
+    name, suffix = case_naming(ct_path, ct)
     return CaseSource(
-        name=_study_name(pet) if pet is not None else file_case_name(pet_path),
-        pet_label=series_label(pet) if pet is not None else shown(pet_path),
-        ct_label=series_label(ct) if ct is not None else shown(ct_path),
-        mask_suffix=DICOM_MASK_SUFFIX if pet is not None else mask_suffix(pet_path), is_dicom=pet is not None,
+        name=name, pet_label=series_label(pet) if pet is not None else shown(pet_path),
+        ct_label=series_label(ct) if ct is not None else shown(ct_path), mask_suffix=suffix, is_dicom=pet is not None,
         load=partial(_load_paths, pet_path, ct_path, pet, ct, suv_method, weight_kg),
         pet_path=pet_path if pet is None else None)
 
@@ -292,8 +307,9 @@ def _manifest_case(pet_path: Path, ct_path: Path, name: str, suv_method: SuvMeth
         case = path_case(pet_path, ct_path, suv_method, weight_kg)
     except Exception as error:  # this row's folders or options, foreseen or not: its case fails, the others go on
         why = str(error) if isinstance(error, InputError) else f"{shown(pet_path)}: case failed ({describe(error)})"
-        case = CaseSource(name=file_case_name(pet_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
-                          mask_suffix=mask_suffix(pet_path), is_dicom=pet_path.is_dir(),
+        # The CT's series could not be chosen, so its study name is unknown: the CT path's own name stands in.
+        case = CaseSource(name=file_case_name(ct_path), pet_label=shown(pet_path), ct_label=shown(ct_path),
+                          mask_suffix=mask_suffix(ct_path), is_dicom=pet_path.is_dir(),
                           load=partial(_refuse, why))
     return dataclasses.replace(case, name=name) if name else case
 
@@ -301,10 +317,11 @@ def _manifest_case(pet_path: Path, ct_path: Path, name: str, suv_method: SuvMeth
 def manifest_cases(manifest: Path, suv_method: SuvMethod = DEFAULT_SUV_METHOD,
                    weight_kg: float | None = None) -> list[CaseSource]:
     """One case per row of a CSV with the columns ``pet``, ``ct`` and optionally ``name`` (the output stem;
-    without it, as ``path_case`` names it); relative paths are taken from the CSV's folder. Each path is an
-    image file or a DICOM series folder, as for ``path_case``; a row whose folders cannot be used fails as its
-    case alone. A manifest that cannot be read, lacks a column, has a row without both paths or a name that
-    is not a file name, or gives two rows one case name is refused (InputError) as a whole."""
+    without it, after its CT as ``path_case`` names it: ``NAMING_RULE``); relative paths are taken from the
+    CSV's folder. Each path is an image file or a DICOM series folder, as for ``path_case``; a row whose
+    folders cannot be used fails as its case alone. A manifest that cannot be read, lacks a column, has a row
+    without both paths or a name that is not a file name, or gives two rows one case name is refused
+    (InputError) as a whole."""
     manifest = Path(manifest)
     where = shown(manifest)
     try:

@@ -11,6 +11,7 @@ deliberate edit of the config, which makes the edited config a model of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -24,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from model.card import ModelCard
 from model.config import ModelConfig
 from model.errors import InputError, shown
 from model.files import atomic_target, atomic_write_json, open_regular
@@ -245,6 +247,32 @@ def load_ensemble(path: Path) -> list[Checkpoint]:
             raise InputError(f"{member.path}: its preprocessing differs from {members[0].path}; "
                              "ensemble members must share normalisation, crop size, spacing and orientation")
     return members
+
+
+def model_cards(weights: Path) -> dict[str, ModelCard]:
+    """The card (what the weights are: model.config.ModelCard) of each checkpoint a path names, by weights file
+    name (a folder: an ensemble)."""
+    return {path.name: read_config(path.with_suffix(".json"))[0].card for path in find_checkpoints(Path(weights))}
+
+
+def cards_warning(cards: dict[str, ModelCard]) -> str | None:
+    """The line the outputs of these weights carry (each member's purpose warning, once), or None."""
+    return "; ".join(dict.fromkeys(card.warning for card in cards.values() if card.warning)) or None
+
+
+def update_card(json_path: Path, **fields: Any) -> ModelCard:
+    """Rewrite a checkpoint's card fields (``held_out`` figures measured after training, say) in its JSON;
+    the weights and their hash are untouched. The card is part of the config, so a recorded identity
+    (``model_sha256``) is recorded anew: the trainer's own edit, not one to refuse. Returns the new card
+    (checked as reading it checks it)."""
+    config, sha = read_config(json_path)
+    card = ModelCard(**{**dataclasses.asdict(config.card), **fields})
+    document = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    document["model"]["card"] = dataclasses.asdict(card)
+    if "model_sha256" in document:
+        document["model_sha256"] = model_sha256(dataclasses.replace(config, card=card), sha)
+    atomic_write_json(Path(json_path), document)
+    return card
 
 
 def seal(json_path: Path) -> tuple[str | None, str]:

@@ -33,12 +33,14 @@ from typing import Literal
 import numpy as np
 import SimpleITK as sitk
 import torch
+from tqdm import tqdm
 
 from model import pipeline
 from model.cases import CaseSource
 from model.errors import InputError, WriteError, describe, one_line, shown, warnings_about
 from model.files import loads_strict
 from model.inference import CaseTimings, Predictor
+from model.interrupts import deferred, raise_if_requested
 from model.outputs import (  # noqa: F401  OUTPUT_SLUG and OutputLayout: re-exported for bench/ and train/
     MASK_NOTE_KEY,
     OUTPUT_SLUG,
@@ -238,8 +240,10 @@ def _warnings_apart_from_reads() -> Iterator[None]:
         warnings.showwarning = show
 
 
-def _announce(outcome: CaseOutcome, total: int, result: _Segmented | None = None) -> None:
-    prefix = f"[{outcome.index + 1}/{total}] " if total > 1 else ""
+def _announce(outcome: CaseOutcome, total: int, result: _Segmented | None = None, eta_s: float | None = None) -> None:
+    # A cohort's progress: cases done (one line each, in order) and, from the cases run so far, the time left.
+    eta = "" if eta_s is None else f", ETA {tqdm.format_interval(eta_s)}"
+    prefix = f"[{outcome.index + 1}/{total} done{eta}] " if total > 1 else ""
     if outcome.status == "failed":
         print_error(outcome.entry["error_messages"][0])
         if (kept := outcome.entry.get("kept_outputs")) is not None:
@@ -311,6 +315,7 @@ class _CohortRun:
         self.outcomes: list[CaseOutcome] = []
         self.page_failed = False
         self.redone: dict[str, str] = {}  # --skip-existing: case name -> why its kept outputs are not reused
+        self.started = time.perf_counter()
 
     def prepare(self, case: CaseSource) -> pipeline.Study | _Done:
         """The worker's read of a case: already done (--skip-existing), or the pipeline's read stage."""
@@ -372,9 +377,17 @@ class _CohortRun:
         self.record(CaseOutcome(index=pending.index, name=pending.case.name, status="written", entry=entry,
                                 timings=pending.timings), pending)
 
+    def seconds_left(self) -> float | None:
+        """The time the cases not done yet will take at the pace of the cases run so far (skipped ones aside:
+        they take no time); None before any case ran."""
+        ran = sum(outcome.status != "skipped" for outcome in self.outcomes)
+        if not ran:
+            return None
+        return (time.perf_counter() - self.started) / ran * (self.total - len(self.outcomes))
+
     def record(self, outcome: CaseOutcome, written: _Segmented | None = None) -> None:
         self.outcomes.append(outcome)
-        _announce(outcome, self.total, written)
+        _announce(outcome, self.total, written, self.seconds_left())
         if self.options.reports:
             outcome.entry["case"] = outcome.name  # the page's row name (a failed case has no mask to name it)
         page = self.options.page
@@ -397,6 +410,7 @@ class _CohortRun:
             next_prepare = self.submit(self.prepare, sources[0]) if sources else None
             ahead = self.worker is not None
             for index, case in enumerate(sources):
+                raise_if_requested()  # a Ctrl-C whose raise was lost stops the run here
                 prepared_future = next_prepare
                 following = sources[index + 1] if index + 1 < total else None
                 if ahead:  # queued behind the previous case's write: its study is gone before the next is read
@@ -417,13 +431,15 @@ class _CohortRun:
                     next_prepare = self.submit(self.prepare, following) if following is not None else None
             if pending is not None:
                 self.finish(pending)
+            raise_if_requested()
         except BaseException:
             if next_prepare is not None:
                 next_prepare.cancel()  # a read not started yet; a write under way finishes (shutdown below)
             raise
         finally:
             if self.worker is not None:
-                self.worker.shutdown(wait=True)
+                with deferred():  # a write under way ends whole, and no read holds stderr after this
+                    self.worker.shutdown(wait=True)
 
 
 def run_cohort(sources: Sequence[CaseSource], predictor: Predictor, output_dir: Path,

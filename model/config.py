@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from model.card import ModelCard  # what the weights are: a light module of its own (the review page reads it)
+
 # NormalisationConfig lives with its schemes (model.preprocessing.NORMALISERS); importable from here as always.
 from model.preprocessing import NormalisationConfig
 from model.validation import check_numbers, is_int, is_number
@@ -51,6 +53,7 @@ class ModelConfig:
     # The output head (HEADS); a checkpoint without the field has the one-logit head.
     head: str = DEFAULT_HEAD
     provenance: dict[str, Any] = field(default_factory=dict)
+    card: ModelCard = field(default_factory=ModelCard)
 
     def __post_init__(self) -> None:
         # A checkpoint's JSON is input: every value is checked here, so that a bad one is one line, not a
@@ -76,6 +79,8 @@ class ModelConfig:
             raise ValueError(f"head must be one of {list(HEADS)}, got {self.head!r}")
         if not isinstance(self.provenance, dict):
             raise ValueError(f"provenance must be a JSON object, got {self.provenance!r}")
+        if not isinstance(self.card, ModelCard):
+            raise ValueError(f"card must be a JSON object (purpose, trained_on, held_out), got {self.card!r}")
         check_numbers(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -96,6 +101,11 @@ class ModelConfig:
             if "ct_clip" in norm:
                 norm["ct_clip"] = tuple(norm["ct_clip"])
             values["normalisation"] = NormalisationConfig(**norm)
+        if "card" in values:
+            card = values["card"]
+            if not isinstance(card, dict) or set(card) - {f.name for f in dataclasses.fields(ModelCard)}:
+                raise ValueError(f"card must be an object with purpose, trained_on and held_out, got {card!r}")
+            values["card"] = ModelCard(**card)
         for key in ("decoder_channels", "channels", "spacing_mm"):
             if key in values:
                 values[key] = tuple(values[key])

@@ -75,6 +75,7 @@ class Rendered:
     panels: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)  # view: x0, y0, x1, y1
     letters: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)  # view: letter: (x, y)
     stretched: dict[str, bool] = field(default_factory=dict)
+    title: str = ""  # the text on top, line by line as drawn
 
 
 def _patient_axes(direction: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -273,7 +274,7 @@ def mip_figure(path: Path, suv: sitk.Image, outlines: Sequence[Outline] = (), ti
     layout = _layout(projector, views, title.count("\n") + 1 if title else 0)
     w, h = layout.width_px, layout.height_px
     fig = Figure(figsize=(w / DPI, h / DPI), dpi=DPI)
-    rendered = Rendered(size_px=(w, h))
+    rendered = Rendered(size_px=(w, h), title=title)
     shown = None
     for view, (x0, y0, width, height) in layout.boxes.items():
         ax = fig.add_axes((x0 / w, 1 - (y0 + height) / h, width / w, height / h))
@@ -308,12 +309,15 @@ def case_title(case: str, tmtv_ml: float, lesion_count: int, suv_max: float | No
     return f"{case}\nTMTV {tmtv_ml:.1f} ml, {lesion_count} lesion{'s' if lesion_count != 1 else ''}, SUVmax {suv}"
 
 
-def case_figure(path: Path, suv: sitk.Image, mask: sitk.Image, case: str, report, colour: str = "red") -> Rendered:
+def case_figure(path: Path, suv: sitk.Image, mask: sitk.Image, case: str, report, colour: str = "red",
+                warning: str | None = None) -> Rendered:
     """The report's picture: coronal and sagittal MIPs, the lesions outlined and the largest numbered as in
-    lesions.csv, TMTV, lesion count and SUVmax on top. ``report`` is the case's ``model.report.StudyReport``."""
+    lesions.csv, TMTV, lesion count and SUVmax on top, and the weights' ``warning`` (a demo model's) as the
+    title's last line. ``report`` is the case's ``model.report.StudyReport``."""
     marks = [LesionMark(lesion.id, lesion.centroid_mm) for lesion in report.lesions]
-    return mip_figure(path, suv, [Outline(mask, colour)], case_title(case, report.tmtv_ml, report.lesion_count,
-                                                                    report.suv_max), marks=marks)
+    title = case_title(case, report.tmtv_ml, report.lesion_count, report.suv_max)
+    return mip_figure(path, suv, [Outline(mask, colour)], f"{title}\n{warning}" if warning else title,
+                      marks=marks)
 
 
 def mip_grid(path: Path, panels: Sequence[tuple[sitk.Image, sitk.Image | None, str]], columns: int = 5,

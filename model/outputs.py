@@ -14,6 +14,7 @@ report JSON's ``made_by``: --skip-existing reuses a case only when they are this
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import glob
 import hashlib
@@ -32,7 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from model.cases import CaseSource, LoadedCase
-from model.checkpoint import find_checkpoints, read_config
+from model.checkpoint import cards_warning, find_checkpoints, model_cards, read_config
 from model.errors import InputError, WriteError, shown, warnings_about
 from model.figures import case_figure
 from model.files import atomic_write_json, loads_strict
@@ -164,6 +165,11 @@ def _named(suffix: str) -> Callable[[CaseSource], str]:
     return lambda case: f"{case.name}{suffix}"
 
 
+def _warning(documents: CaseDocuments) -> str | None:
+    """The weights' warning (a demo model's) that the case's picture and report JSON carry."""
+    return (documents.model_info or {}).get("warning")
+
+
 def _write_report_json(documents: CaseDocuments, path: Path) -> None:
     suv = documents.loaded.suv
     record = documents.record
@@ -189,7 +195,7 @@ OUTPUTS = (
     CaseOutput("report", "reports", _named(".report.json"), _every_case, _write_report_json),
     CaseOutput("picture", "reports", _named(".png"), _every_case,
                lambda documents, path: case_figure(path, documents.loaded.pet, documents.mask, documents.case.name,
-                                                   documents.report)),
+                                                   documents.report, warning=_warning(documents))),
     CaseOutput("seg", "reports", _named(".seg.dcm"), lambda case: case.is_dicom, _write_seg),
 )
 
@@ -288,12 +294,15 @@ def check_other_cases(layout: OutputLayout, sources: Sequence[CaseSource], keep:
 def model_info(weights: Path, predictor) -> dict:
     """The reports' "model" block: this code's version, each weights file with its SHA-256 (as its JSON records
     it; loading checked it), each model's identity (``model_sha256``: its config as read and its weights; an
-    edited config is another model) and how they run (``predictor``: a model.inference.Predictor). The DICOM
-    SEG names the version and the digests."""
+    edited config is another model), what the weights are (each one's card, and the warning their outputs
+    carry: a demo model's "not for clinical or research use") and how they run (``predictor``: a
+    model.inference.Predictor). The DICOM SEG names the version and the digests."""
     files = find_checkpoints(Path(weights))
+    cards = model_cards(Path(weights))
     return {"version": VERSION, "weights_sha256": {path.name: read_config(path.with_suffix(".json"))[1]
                                                    for path in files},
             "model_sha256": dict(predictor.identities),
+            "warning": cards_warning(cards), "cards": {name: dataclasses.asdict(card) for name, card in cards.items()},
             "ensemble": len(files), "encoder": predictor.config.encoder, "tta": predictor.settings.tta,
             "device": str(predictor.device), "precision": str(predictor.dtype).removeprefix("torch."),
             "min_lesion_ml": predictor.settings.min_lesion_ml}

@@ -30,6 +30,7 @@ from model.inference import (
     lesion_volume_ml,
     segment_on_pet_grid,
 )
+from model.interrupts import deferred
 from model.outputs import MASK_NOTE_KEY, CaseDocuments, OutputLayout, RunRecord, remove_stale, write_reports
 from model.readers import write_image_atomic
 
@@ -145,7 +146,13 @@ def write_study(result: CaseResult, layout: OutputLayout, options: StudyOptions)
     an earlier run of the case stay until this run's are complete: the reports are made first, then the mask
     is written, then the reports are renamed into place; a failure before the mask is in place leaves the
     earlier run's files as they were, one after it removes this run's mask and reports (they would mix two
-    runs). Without reports, reports of an earlier run would contradict the new mask: removed first."""
+    runs). Without reports, reports of an earlier run would contradict the new mask: removed first. A Ctrl-C
+    in the main thread waits for the end of it (model.interrupts): a case is written whole."""
+    with deferred():
+        return _write_outputs(result, layout, options)
+
+
+def _write_outputs(result: CaseResult, layout: OutputLayout, options: StudyOptions) -> dict | None:
     case = result.study.case
     mask_path = layout.mask_path(case)
     if options.record is not None:

@@ -305,8 +305,10 @@ def report_document(report: StudyReport, *, case: str, suv: Mapping | None = Non
                     model: Mapping | None = None, made_by: Mapping | None = None) -> dict:
     """The JSON report: headline numbers, definitions, the SUV conversion used (``SuvConversion.to_dict()``,
     or None when the PET came in SUV already), the model and weights, what made it (``made_by``: the run, its
-    settings and the digest of the mask described; model.outputs.RunRecord) and the lesions."""
-    return {"case": case, **rounded_headline(report), "definitions": DEFINITIONS,
+    settings and the digest of the mask described; model.outputs.RunRecord) and the lesions. ``warning``,
+    second where a reader looks first, is the weights' (``model.outputs.model_info``: a demo model's), or null."""
+    warning = model.get("warning") if model is not None else None
+    return {"case": case, "warning": warning, **rounded_headline(report), "definitions": DEFINITIONS,
             "suv": dict(suv) if suv is not None else None, "model": dict(model) if model is not None else None,
             **({"made_by": dict(made_by)} if made_by is not None else {}),
             "lesions": [_lesion_document(les) for les in report.lesions]}

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from model.card import ModelCard
 from model.errors import WriteError, one_line, shown
 from model.files import atomic_write_bytes
 from model.report import DEFINITIONS, HEADLINE_KEYS, STUDY_QUANTITIES, Quantity
@@ -58,6 +59,7 @@ class Page:
     flags: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (name, the rule in words)
     note: str = ""  # a line under the header (the sort order, a run in progress)
     refresh_s: int | None = None  # reload every so often: a run in progress
+    warning: str = ""  # under the title, in red: the weights' (a demo model's "not for clinical or research use")
 
 
 def _html(text: object, quote: bool = False) -> str:
@@ -113,6 +115,7 @@ def _row_html(row: Row, columns: Sequence[Column], index: int, names: Mapping[st
 _STYLE = """
 body{font:13px/1.3 system-ui,sans-serif;margin:.6em .8em;color:#222}
 h1{font-size:1.25em;margin:0 0 .3em}
+.warning{color:#fff;background:#b00;padding:.3em .6em;font-weight:bold;display:inline-block;margin:0 0 .3em}
 dl{display:grid;grid-template-columns:max-content auto;gap:0 1em;margin:.3em 0;font-size:.92em}
 dt{color:#666}dd{margin:0;word-break:break-all}
 .flags button{margin:.15em .3em .15em 0;padding:.1em .55em;border:1px solid #b00;background:#fff5f5;
@@ -265,7 +268,8 @@ def render(page: Page) -> str:
     names = {key: name for key, (name, _) in page.flags.items()}
     rows = "\n".join(_row_html(row, page.columns, index, names) for index, row in enumerate(page.rows))
     note = f'<p class="means">{_html(page.note)}</p>' if page.note else ""
-    return (f"{_head(page)}<body><h1>{_html(page.title)}</h1><dl>{facts}</dl>{note}{flags}"
+    warning = f'<p class="warning" role="alert">{_html(page.warning)}</p>' if page.warning else ""
+    return (f"{_head(page)}<body><h1>{_html(page.title)}</h1>{warning}<dl>{facts}</dl>{note}{flags}"
             f'<p><input type="search" id="filter" placeholder="filter: case name, status, error..." '
             f'aria-label="filter the cases"> <span id="shown"></span> <span class="keys">{_KEYS}</span></p>'
             f'<div id="layout"><div id="list"><table id="cases"><thead><tr>{headers}<th>flags</th><th>files</th></tr>'
@@ -417,7 +421,8 @@ def _model_facts(model: Mapping | None) -> list[tuple[str, str]]:
     identities = "; ".join(f"{name}: {digest}" for name, digest in (model.get("model_sha256") or {}).items())
     described = f"{model.get('encoder')}, {model.get('ensemble')} checkpoint(s)" + (", flip TTA" if model.get("tta")
                                                                                     else "")
-    return [("software version", str(model.get("version"))), ("model", described),
+    cards = "; ".join(f"{name}: {ModelCard(**card).summary()}" for name, card in (model.get("cards") or {}).items())
+    return [("software version", str(model.get("version"))), ("model", described), ("model card", cards or "n/a"),
             ("weights SHA-256", weights or "n/a"), ("model SHA-256 (config and weights)", identities or "n/a"),
             ("device and precision", f"{model.get('device', 'n/a')}, {model.get('precision')}"),
             ("min lesion ml", str(model.get("min_lesion_ml")))]
@@ -443,7 +448,8 @@ def cohort_page(root: Path, entries: Sequence[Mapping], model: Mapping | None = 
              ("median TMTV of cases with lesions", "n/a" if median is None else f"{median:.1f} ml")]
     note = "" if progress is None else "This page rewrites itself as cases finish and reloads every 30 s."
     return Page(title="Lesion segmentation: cohort review", facts=facts, columns=COHORT_COLUMNS, rows=rows,
-                flags=COHORT_FLAGS, note=note, refresh_s=None if progress is None else 30)
+                flags=COHORT_FLAGS, note=note, refresh_s=None if progress is None else 30,
+                warning=(model or {}).get("warning") or "")
 
 
 def part_entries(root: Path, num_parts: int, part_id: int) -> list[dict]:

@@ -1,12 +1,16 @@
 """process.py end to end, and every bad input: one-line error naming the file, non-zero exit, no mask."""
 
+import argparse
 import json
 import os
 import re
 import resource
+import shutil
+import signal
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+import model.outputs
 import model.pipeline
 import model.readers
 import process
@@ -431,6 +436,10 @@ def test_cuda_without_a_gpu_is_one_line(capsys, case, tiny_weights):
     ({"model": {"crop_size": -32}}, "crop_size must be a positive multiple of 32"),
     ({"model": {"spacing_mm": [0, 0]}}, "spacing_mm must be two positive finite numbers"),
     ({"weights_sha256": None}, "a checkpoint without its hash is not loaded"),
+    # The model card (issue 24): a purpose the outputs would not know how to warn about, figures that are not.
+    ({"model": {"card": {"purpose": "clinical"}}}, "card.purpose must be one of ['demo', 'research', 'unstated']"),
+    ({"model": {"card": {"held_out": {"dice": [0.5]}}}}, "card.held_out must be an object of texts and numbers"),
+    ({"model": {"card": {"purpose": "demo", "owner": "x"}}}, "card must be an object with purpose, trained_on"),
 ])
 def test_bad_weights_json_is_one_line_and_exit_2(capsys, case, tiny_weights, tmp_path, document, needle):
     input_dir, output_dir = case
@@ -531,8 +540,8 @@ def test_one_study_given_by_pet_and_ct(tmp_path, tiny_weights, small_phantom):
     sitk.WriteImage(ct, str(tmp_path / "p7_ct.nii.gz"))
     assert process.main(["--pet", str(tmp_path / "p7_pet.nii.gz"), "--ct", str(tmp_path / "p7_ct.nii.gz"),
                          "--output", str(tmp_path / "out"), "--weights", str(tiny_weights), "--device", "cpu"]) == 0
-    assert [p.name for p in masks(tmp_path / "out")] == ["p7_pet.nii.gz"]
-    assert (tmp_path / "out/reports/p7_pet.report.json").is_file()
+    assert [p.name for p in masks(tmp_path / "out")] == ["p7_ct.nii.gz"]  # named after its CT (issue 24)
+    assert (tmp_path / "out/reports/p7_ct.report.json").is_file()
 
 
 def _manifest(tmp_path, small_phantom, rows: str) -> Path:
@@ -553,7 +562,7 @@ def test_a_manifest_pairs_explicitly_and_a_bad_row_fails_alone(capsys, tmp_path,
                          "studies/missing.mha,studies/x_hu.mha,z\n")
     assert process.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--weights",
                          str(tiny_weights), "--device", "cpu"]) == 1
-    assert [p.name for p in masks(tmp_path / "out")] == ["patient_x.mha", "y_suv.mha"]
+    assert [p.name for p in masks(tmp_path / "out")] == ["patient_x.mha", "y_hu.mha"]  # no name: after its CT
     (line,) = _lines(capsys)
     assert "studies/missing.mha: PET file missing" in line
     results = json.loads((tmp_path / "out/results.json").read_text())
@@ -805,11 +814,13 @@ def test_invisible_characters_in_a_file_name_are_shown_escaped_in_every_line_and
     pet, ct, _ = small_phantom.images()
     bidi = "patient_99\u202e21_tneitap"
     pet_path, ct_path = write_case(tmp_path / "in", pet, ct)
-    pet_path = pet_path.rename(pet_path.with_name(f"{bidi}.mha"))
+    ct_path = ct_path.rename(ct_path.with_name(f"{bidi}.mha"))  # a case is named after its CT
     broken = tmp_path / "in" / "broken\u200b.mha"
     broken.write_bytes(b"not an image")
+    other_ct = tmp_path / "in" / "other_ct.mha"
+    other_ct.write_bytes(ct_path.read_bytes())
     manifest = tmp_path / "cohort.csv"
-    manifest.write_text(f"pet,ct\n{pet_path},{ct_path}\n{broken},{ct_path}\n", encoding="utf-8")
+    manifest.write_text(f"pet,ct\n{pet_path},{ct_path}\n{broken},{other_ct}\n", encoding="utf-8")
     code = process.main(["--manifest", str(manifest), "--output", str(tmp_path / "out"), "--weights",
                          str(tiny_weights), "--device", "cpu"])
     captured = capsys.readouterr()
@@ -820,3 +831,181 @@ def test_invisible_characters_in_a_file_name_are_shown_escaped_in_every_line_and
     written, failed = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
     assert written["case"] == bidi and (tmp_path / "out" / "reports" / f"{bidi}.png").is_file()
     assert "broken<U+200B>.mha" in failed["error_messages"][0]
+
+
+# --- issue 24: what a new user sees on the first day -------------------------------------------------------
+
+def _weights_with_card(folder: Path, tiny_weights: Path, members: dict[str, dict]) -> Path:
+    """A folder of checkpoints (the tiny network's weights), each member's card as given."""
+    from model.checkpoint import update_card
+
+    folder.mkdir()
+    for name, card in members.items():
+        shutil.copy2(tiny_weights, folder / f"{name}.safetensors")
+        shutil.copy2(tiny_weights.with_suffix(".json"), folder / f"{name}.json")
+        if card:
+            update_card(folder / f"{name}.json", **card)
+    return folder
+
+
+DEMO_CARD = {"purpose": "demo", "trained_on": "4 phantoms", "held_out": {"data": "2 phantoms", "dice": 0.25}}
+
+
+@pytest.mark.parametrize("members, warning", [
+    ({"demo": DEMO_CARD}, "demo weights: not for clinical or research use"),
+    ({"a": {"purpose": "research"}, "b": DEMO_CARD}, "research weights: not for clinical use; demo weights: not for "
+                                                    "clinical or research use"),
+    ({"old": {}}, None),  # a checkpoint written before cards: no warning, and its card says its purpose is unstated
+])
+def test_the_outputs_say_what_the_weights_are_where_a_reader_looks(capsys, case, tmp_path, tiny_weights,
+                                                                   monkeypatch, members, warning):
+    input_dir, output_dir = case
+    weights = _weights_with_card(tmp_path / "weights", tiny_weights, members)
+    titles = []
+
+    def recorded(*args, **kwargs):
+        titles.append(real_figure(*args, **kwargs).title)
+
+    real_figure = model.outputs.case_figure
+    monkeypatch.setattr(model.outputs, "case_figure", recorded)
+    assert run(input_dir, output_dir, weights) == 0
+    out, err = capsys.readouterr()
+    card_line = next(line for line in out.splitlines() if line.startswith("model card: "))
+    report = json.loads((output_dir / "reports/case0.report.json").read_text())
+    page = (output_dir / "index.html").read_text()
+    if warning is None:
+        assert card_line == "model card: unstated model" and "warning" not in err and report["warning"] is None
+        assert 'role="alert"' not in page and titles[0].count("\n") == 1
+        return
+    assert f"model card: {'demo' if len(members) == 1 else 'research'} model" in card_line
+    assert f"warning: {weights}: {warning}" in err.splitlines()  # the console
+    demo_member = "b.safetensors" if len(members) > 1 else "demo.safetensors"
+    assert report["warning"] == warning and report["model"]["cards"][demo_member] == {
+        "purpose": "demo", "trained_on": "4 phantoms", "held_out": {"data": "2 phantoms", "dice": 0.25}}
+    assert f'<p class="warning" role="alert">{warning}</p>' in page  # the page's header
+    assert "trained on 4 phantoms; held out: Dice 0.25 on 2 phantoms" in page
+    assert titles == [f"case0\nTMTV {report['tmtv_ml']:.1f} ml, {report['lesion_count']} lesion"
+                      f"{'s' if report['lesion_count'] != 1 else ''}, SUVmax {report['suv_max']:.1f}\n{warning}"]
+
+
+def test_the_shipped_weights_say_they_are_a_demo():
+    from model.checkpoint import cards_warning, model_cards
+
+    (card,) = model_cards(ROOT / "weights").values()
+    assert card.purpose == "demo" and "phantoms" in card.trained_on and card.held_out["cases"] == 10
+    assert cards_warning({"demo": card}) == "demo weights: not for clinical or research use"
+
+
+def test_a_cohort_prints_cases_done_and_the_time_left(capsys, cohort, tmp_path, tiny_weights):
+    assert run(cohort, tmp_path / "out", tiny_weights) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split("] ")[1].split(":")[0] for line in lines] == ["a", "b", "c"]
+    assert all(re.fullmatch(rf"\[{k}/3 done, ETA \d\d:\d\d\]", line.split(" a:")[0].split(" b:")[0].split(" c:")[0])
+               for k, line in enumerate(lines, 1))
+    assert lines[-1].startswith("[3/3 done, ETA 00:00] c: ")
+    # Variant: a continued run whose cases are all done ran none: no time to estimate from.
+    assert run(cohort, tmp_path / "out", tiny_weights, "--skip-existing") == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert lines == ["[1/3 done] a: already done (--skip-existing)", "[2/3 done] b: already done (--skip-existing)",
+                     "[3/3 done] c: already done (--skip-existing)"]
+
+
+def test_help_shows_every_options_default(capsys):
+    parser = process.build_parser()
+    with pytest.raises(SystemExit):
+        process.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for action in parser._actions:
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            continue  # a flag (off), or an option whose help says what happens without it
+        help_text = " ".join(process._HelpFormatter("x")._get_help_string(action).split())
+        assert "default" in help_text and help_text % {"default": action.default} in shown, action.option_strings
+    assert "--min-lesion-ml MIN_LESION_ML drop components smaller than this (default: 0.0)" in shown
+    assert "(default: weights/ beside process.py)" in shown and "--part-id PART_ID run part K" in shown
+
+
+# Ctrl-C (issue 24 item 4): wherever SIGINT lands, exit 130, the line "interrupted", complete cases only.
+
+def _sigint() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+class _InterruptsWhenCollected:
+    """Sends SIGINT from its __del__: Python runs the handler inside it and has to ignore its KeyboardInterrupt
+    (the issue's "Exception ignored in: ... WeakKeyDictionary ... KeyboardInterrupt", then exit 0)."""
+
+    def __del__(self) -> None:
+        _sigint()
+        sum(range(1000))  # the handler runs in here
+
+
+def _on_call(module, name: str, call: int, action, monkeypatch) -> None:
+    """``module.name`` that does ``action`` before its ``call``-th call."""
+    real, calls = getattr(module, name), []
+
+    def hooked(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            action()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, hooked)
+
+
+def _interrupt_in_callback() -> None:
+    _InterruptsWhenCollected()  # collected at once
+
+
+INTERRUPT_POINTS = {
+    # where: (module, function, which call, what happens there)
+    "reading the next case (read-ahead thread)": ("model.cases", "read_images", 2, _sigint),
+    "the network": ("model.pipeline", "segment_on_pet_grid", 2, _sigint),
+    "writing reports": ("model.outputs", "write_lesions_csv", 1, _sigint),
+    "a garbage-collector callback": ("model.pipeline", "segment_on_pet_grid", 2, _interrupt_in_callback),
+    "results.json": ("model.outputs", "write_results", 1, _sigint),
+}
+
+
+@pytest.mark.parametrize("read_ahead", [True, False], ids=["read-ahead", "no-read-ahead"])
+@pytest.mark.parametrize("where", list(INTERRUPT_POINTS))
+def test_ctrl_c_anywhere_ends_the_run_with_130_and_leaves_complete_cases(capsys, cohort, tmp_path, tiny_weights,
+                                                                        monkeypatch, where, read_ahead):
+    import importlib
+
+    module_name, function, call, action = INTERRUPT_POINTS[where]
+    _on_call(importlib.import_module(module_name), function, call, action, monkeypatch)
+    if where == "writing reports":  # and a second Ctrl-C while the first is being handled
+        _on_call(model.outputs, "write_report_json", 1, _sigint, monkeypatch)
+    out, handler = tmp_path / "out", signal.getsignal(signal.SIGINT)
+    code = run(cohort, out, tiny_weights, *([] if read_ahead else ["--no-read-ahead"]))
+    err = capsys.readouterr().err
+    assert code == 130 and err.splitlines() == ["interrupted"], err  # no "Exception ignored", no traceback
+    assert not (out / "results.json").exists()
+    for mask in masks(out):  # every case there is whole: its mask and all its reports
+        assert {p.name for p in (out / "reports").glob(f"{mask.stem}.*")} == {
+            f"{mask.stem}.lesions.csv", f"{mask.stem}.report.json", f"{mask.stem}.png"}
+    _no_temporary_files(out)
+    assert signal.getsignal(signal.SIGINT) is handler  # the handler before the run is back
+
+
+def test_ctrl_c_at_several_moments_of_a_real_run(tmp_path, small_phantom, tiny_weights):
+    pet, ct, _ = small_phantom.images()
+    for stem in "abcdef":
+        write_case(tmp_path / "in", pet, ct, stem)
+    for delay in (0.0, 0.7, 2.0):
+        out = tmp_path / f"out-{delay}"
+        child = subprocess.Popen([sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output", str(out),
+                                  "--weights", str(tiny_weights), "--device", "cpu"], cwd=ROOT, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 env={**os.environ, "PYTHONPATH": str(ROOT)})
+        for line in child.stdout:
+            if line.startswith("model card: "):  # the weights are loaded: the cohort starts
+                break
+        time.sleep(delay)
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=300)
+        assert child.returncode == 130 and err.splitlines() == ["interrupted"], (delay, err)
+        assert not (out / "results.json").exists()
+        for mask in masks(out):
+            assert len(list((out / "reports").glob(f"{mask.stem}.*"))) == 3
+        _no_temporary_files(out)

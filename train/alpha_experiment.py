@@ -187,10 +187,10 @@ def run_name(config: dict) -> str:
 def loss_change_last_fifth(metrics_csv: Path) -> float:
     """Relative change of the raw training loss (Dice + Lovasz + BCE, without the learned weights, which move
     the weighted total on their own) from the second-last fifth of the epochs to the last: near 0 when flat."""
-    from train.loss import TERMS
+    from train.loss import LOSS_NAMES, with_log_names
 
-    with open(metrics_csv, newline="") as handle:
-        losses = [sum(float(row[name]) for name in TERMS) for row in csv.DictReader(handle)]
+    with open(metrics_csv, newline="") as handle:  # a run's log of any age (with_log_names)
+        losses = [sum(float(with_log_names(row)[name]) for name in LOSS_NAMES) for row in csv.DictReader(handle)]
     fifth = max(len(losses) // 5, 1)
     last, before = losses[-fifth:], losses[-2 * fifth:-fifth]
     if not before:

@@ -28,7 +28,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RENAMED = {"overlap": "set_carry_over"}
 # The paper's network: regnety_160 from the seed's ImageNet weights, the seed's per-crop normalisation.
 # Its head is the seed's training head, two outputs with softmax (their container deploys one sigmoid logit).
-PAPER_MODEL = {"encoder": "regnety_160.pycls_in1k", "pretrained": IMAGENET,
+PAPER_MODEL = {"encoder": "regnety_160.pycls_in1k", "pretrained": IMAGENET, "card": {"purpose": "research"},
                "decoder_channels": [256, 128, 64, 32, 16],
                "normalisation": {"scheme": "seed", "ct_clip": [-1000, 1000]}, "crop_size": 256,
                "spacing_mm": [2.0364, 2.0364], "threshold": 0.5, "head": "two_class_softmax"}
@@ -143,10 +143,17 @@ class FitConfig:
             apply_override(data, item)
         return cls.from_dict(data, str(path))
 
-    def model_config(self, **provenance: Any) -> ModelConfig:
-        """The checkpoint's architecture and input contract: the model section without ``pretrained``."""
+    def model_config(self, trained_on: str = "", held_out: dict[str, Any] | None = None,
+                     **provenance: Any) -> ModelConfig:
+        """The checkpoint's architecture and input contract: the model section without ``pretrained``. Its card
+        (the section's ``card``: the purpose) gets what the run knows: ``trained_on`` after the config's own
+        words, and the ``held_out`` figures."""
         architecture = {k: v for k, v in self.model.items() if k != "pretrained"}
-        return dataclasses.replace(ModelConfig.from_dict(architecture), provenance=provenance)
+        config = ModelConfig.from_dict(architecture)
+        words = "; ".join(filter(None, (config.card.trained_on, trained_on)))
+        card = dataclasses.replace(config.card, trained_on=words,
+                                   held_out=held_out if held_out is not None else config.card.held_out)
+        return dataclasses.replace(config, provenance=provenance, card=card)
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:

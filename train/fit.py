@@ -37,7 +37,7 @@ from model.network import IMAGENET, build_training_network
 from train.augment import augment, build_augmentation
 from train.config import FitConfig
 from train.data import SliceDataset
-from train.loss import TERMS, UncertaintyWeightedLoss
+from train.loss import LOSS_NAMES, UNCERTAINTY_NAMES, UncertaintyWeightedLoss, with_log_names
 from train.notices import warn
 from train.prepare import STORE_FORMAT, bodyless_slices, load_index
 from train.sampler import WholeBodySampler
@@ -45,11 +45,11 @@ from train.splits import read_fold, write_splits
 from train.validation import check_validation_sources, validate
 
 # metrics.csv: one row per epoch under this fixed header; validation columns stay empty between validations.
-# val_dice, val_fpv_ml, val_fnv_ml: the official metrics of the deployment pipeline on whole validation studies
-# (model selection uses them); val_seed_crop_dice: the seed authors' own measure (model.metrics.seed_crop_dice).
-METRICS_FIELDS = ("epoch", "steps", "seconds", "lr", "loss", *TERMS, *(f"s_{name}" for name in TERMS),
-                  "nonfinite_steps", "val_dice", "val_fpv_ml", "val_fnv_ml", "val_seed_crop_dice", "val_cases",
-                  "val_positive_cases")
+# Losses are named as losses (loss, loss_dice...), validation metrics as metrics: val_dice, val_fpv_ml,
+# val_fnv_ml the official metrics of the deployment pipeline on whole validation studies (model selection uses
+# them); val_seed_crop_dice the seed authors' own measure (model.metrics.seed_crop_dice).
+METRICS_FIELDS = ("epoch", "steps", "seconds", "lr", "loss", *LOSS_NAMES, *UNCERTAINTY_NAMES, "nonfinite_steps",
+                  "val_dice", "val_fpv_ml", "val_fnv_ml", "val_seed_crop_dice", "val_cases", "val_positive_cases")
 StepCallback = Callable[[int], None]
 
 
@@ -290,7 +290,7 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, train_module: torch.n
                         multiprocessing_context="spawn" if config.workers else None)
     steps = config.steps_per_epoch or len(loader)
     opt.module.train()
-    sums = {"loss": 0.0, **dict.fromkeys(TERMS, 0.0)}
+    sums = {"loss": 0.0, **dict.fromkeys(LOSS_NAMES, 0.0)}
     skipped = 0
     started = time.perf_counter()
     bar = tqdm(total=steps, desc=f"epoch {epoch}", unit="step", leave=False,
@@ -332,7 +332,7 @@ def train_one_epoch(run: Run, state: RunState, epoch: int, train_module: torch.n
     done = max(steps - skipped, 1)
     return {"epoch": epoch, "steps": steps, "seconds": round(time.perf_counter() - started, 2),
             "lr": opt.optimizer.param_groups[0]["lr"], **{k: v / done for k, v in sums.items()},
-            **{f"s_{name}": float(s) for name, s in zip(TERMS, opt.module.loss.s.detach(), strict=True)},
+            **{name: float(s) for name, s in zip(UNCERTAINTY_NAMES, opt.module.loss.s.detach(), strict=True)},
             "nonfinite_steps": skipped}
 
 
@@ -358,14 +358,19 @@ def validate_and_export(run: Run, state: RunState, epoch: int) -> dict[str, Any]
         return {}
     network, stem = run.optimisation.module.network, run.out / "best" / "model"
     provenance = {**run.provenance, "epoch": epoch}
+    store = run.data.resolve().name
+    trained_on = f"{len(run.studies.train)} studies of the store {store} (fold {run.fold}'s training studies)"
     if not run.studies.val:
         if epoch + 1 == run.config.epochs:
-            save_checkpoint(network, run.config.model_config(**provenance, metrics=None), stem)
+            save_checkpoint(network, run.config.model_config(trained_on, {}, **provenance, metrics=None), stem)
         return {}
     metrics = validate(network, run.model_config, run.data, run.studies.val, run.device, run.config.val_batch_size)
     if _better(metrics, state.best):
         state.best = {**metrics, "epoch": epoch}
-        save_checkpoint(network, run.config.model_config(**provenance, metrics=undefined_as_null(metrics)), stem)
+        held_out = {"data": f"fold {run.fold}'s {len(run.studies.val)} validation studies of the store {store} "
+                            "(the best epoch was chosen on them)", **undefined_as_null(metrics)}
+        save_checkpoint(network, run.config.model_config(trained_on, held_out, **provenance,
+                                                         metrics=undefined_as_null(metrics)), stem)
     return {f"val_{k}": v for k, v in metrics.items()}
 
 
@@ -466,7 +471,7 @@ def log_epoch(out: Path, writer: Any, row: dict[str, Any]) -> None:
     kept = []
     if csv_path.is_file():
         with open(csv_path, newline="") as handle:
-            kept = [r for r in csv.DictReader(handle) if (r.get("epoch") or "").isdigit()
+            kept = [with_log_names(r) for r in csv.DictReader(handle) if (r.get("epoch") or "").isdigit()
                     and int(r["epoch"]) < row["epoch"]]
     with atomic_target(csv_path) as tmp, open(tmp, "w", newline="") as handle:
         table = csv.DictWriter(handle, fieldnames=METRICS_FIELDS, restval="", extrasaction="ignore")

@@ -33,6 +33,13 @@ from model.config import DEFAULT_HEAD, HEADS
 from model.network import foreground_probability
 
 TERMS = ("dice", "lovasz", "bce")
+# The loss terms as the training log names them (metrics.csv, TensorBoard, the console): losses, so that
+# ``loss_dice`` 0.99 is not read as a Dice beside the validation metric ``val_dice``; ``s_loss_*`` their
+# learned uncertainties.
+LOSS_NAMES = tuple(f"loss_{name}" for name in TERMS)
+UNCERTAINTY_NAMES = tuple(f"s_{name}" for name in LOSS_NAMES)
+# The names logs written before had (``dice``, ``s_dice``...): read as today's.
+OLD_LOG_NAMES = dict(zip((*TERMS, *(f"s_{name}" for name in TERMS)), (*LOSS_NAMES, *UNCERTAINTY_NAMES), strict=True))
 DICE_FORMS = ("foreground_batch", "two_class_per_sample")
 # The seed's SoftDiceLoss smoothing (see the module docstring); ours is 1.
 SEED_DICE_SMOOTH = 1e-5
@@ -80,7 +87,14 @@ class UncertaintyWeightedLoss(torch.nn.Module):
                 "bce": torch.nn.functional.binary_cross_entropy_with_logits(scores, onehot)}
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted total and each term's value by its log name (``LOSS_NAMES``)."""
         terms = self.terms(logits, target)
         variance = self.s.float() ** 2
         total = sum(0.5 / variance[k] * terms[name] + torch.log1p(variance[k]) for k, name in enumerate(TERMS))
-        return total, {name: float(value.detach()) for name, value in terms.items()}
+        return total, {f"loss_{name}": float(value.detach()) for name, value in terms.items()}
+
+
+def with_log_names(row: dict) -> dict:
+    """A training log row (metrics.csv) with today's names: a log written before the terms were named as
+    losses (``dice``, ``s_dice``) reads as one written now (``loss_dice``, ``s_loss_dice``)."""
+    return {OLD_LOG_NAMES.get(key, key): value for key, value in row.items()}

@@ -61,6 +61,14 @@ $PY -m train synth --out "$W/heldout" --cases 10 --seed 99 --layout grand-challe
 $PY process.py --input "$W/heldout" --output "$W/heldout-pred" --weights "$DEST/weights" --no-report
 heldout_mean=$($PY -m train evaluate --pred "$W/heldout-pred/$SLUG" --gt "$W/heldout/labels" \
   --pet "$W/heldout/images/pet" --out "$W/heldout.csv" --figures "$W/figures-heldout" | tail -1)
+# The card's held-out figures: these phantoms, which neither the fit nor its choice of epoch saw.
+$PY - "$DEST/weights/demo.json" "$W/heldout.json" <<'PY'
+import json, sys
+from model.checkpoint import update_card
+mean = json.load(open(sys.argv[2]))["mean"]
+update_card(sys.argv[1], purpose="demo", held_out={"data": "10 held-out phantoms (train synth --seed 99; train/make_demo.sh)",
+                                                    **{key: mean.get(key) for key in ("dice", "fpv_ml", "fnv_ml", "cases")}})
+PY
 for kind in negative positive; do
   stem=$($PY -c "import csv, sys; print(next(r['File Location'] for r in csv.DictReader(open(sys.argv[1]))
     if (r['diagnosis'] == 'NEGATIVE') == (sys.argv[2] == 'negative')))" "$W/heldout/Metadata.csv" $kind)

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 import model.cases
 import model.outputs
-from model.cases import CaseSource, dicom_cases, path_case
+from model.cases import NAMING_RULE, CaseSource, InputRequest, dicom_cases, find_cases, path_case
 from model.errors import InputError, WriteError
 from model.outputs import CaseDocuments, report_outputs, write_reports
 from model.report import body_volume_ml, lesion_report, rounded_headline
@@ -97,7 +97,7 @@ def test_pet_and_ct_files(tmp_path, phantom, suffix):
     sitk.WriteImage(pet, str(tmp_path / f"patient7_pet{suffix}"))
     sitk.WriteImage(ct, str(tmp_path / f"patient7_ct{suffix}"))
     case = path_case(tmp_path / f"patient7_pet{suffix}", tmp_path / f"patient7_ct{suffix}")
-    assert (case.name, case.mask_suffix, case.is_dicom) == ("patient7_pet", suffix, False)
+    assert (case.name, case.mask_suffix, case.is_dicom) == ("patient7_ct", suffix, False)  # named after its CT
     assert case.pet_label.endswith(f"patient7_pet{suffix}")
     loaded = case.load()
     assert loaded.suv is None and loaded.pet_headers is None
@@ -191,8 +191,8 @@ def test_outputs_of_a_file_case_have_no_seg(tmp_path, phantom):
     mask.CopyInformation(loaded.pet)
     (tmp_path / "out").mkdir()
     headline = write_local_outputs(case, loaded, mask, tmp_path / "out", {"weights": "tiny"})
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["pet.lesions.csv", "pet.png", "pet.report.json"]
-    assert json.loads((tmp_path / "out" / "pet.report.json").read_text())["suv"] is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ct.lesions.csv", "ct.png", "ct.report.json"]
+    assert json.loads((tmp_path / "out" / "ct.report.json").read_text())["suv"] is None
     assert headline["tmtv_ml"] == pytest.approx(lesion_report(loaded.pet, mask).tmtv_ml, abs=1e-4)
 
 
@@ -249,9 +249,70 @@ def test_a_manifest_row_whose_listing_fails_unforeseen_fails_alone(tmp_path, mon
 
     monkeypatch.setattr(model.cases, "path_case", failing)
     (tmp_path / "a.mha").write_bytes(b"")
+    (tmp_path / "b.mha").write_bytes(b"")
     manifest = tmp_path / "cohort.csv"
-    manifest.write_text("pet,ct\na.mha,a.mha\nbad,a.mha\n")
+    manifest.write_text("pet,ct\na.mha,a.mha\nbad,b.mha\n")
     good, bad = model.cases.manifest_cases(manifest)
-    assert good.name == "a"
+    assert good.name == "a" and bad.name == "b"  # named after its CT, as every case is
     with pytest.raises(InputError, match=r"bad: case failed \(OverflowError: date value out of range\)"):
         bad.load()
+
+
+# --- issue 24 item 5: one naming rule, whichever way a study is given ---------------------------------------
+
+def _names_every_way(tmp_path: Path, pet_path: Path, ct_path: Path) -> set[tuple[str, str]]:
+    """(case name, mask suffix) of one study given as --pet/--ct and as a manifest row without a name."""
+    manifest = tmp_path / f"{ct_path.name}.csv"
+    manifest.write_text(f"pet,ct\n{pet_path},{ct_path}\n")
+    given = [find_cases(InputRequest(pet=pet_path, ct=ct_path)), find_cases(InputRequest(manifest=manifest))]
+    return {(case.name, case.mask_suffix) for (case,) in given}
+
+
+def test_a_study_gets_one_name_however_it_is_given(tmp_path, phantom):
+    pet, ct, _ = phantom.images()
+    # The issue's example: the grand-challenge layout names it after its CT (the challenge's rule) ...
+    layout = tmp_path / "in"
+    for role, name in (("pet", "sts001-pet.mha"), ("ct", "sts001-ct.mha")):
+        (layout / "images" / role).mkdir(parents=True)
+        sitk.WriteImage(pet if role == "pet" else ct, str(layout / "images" / role / name))
+    (case,) = find_cases(InputRequest(input=layout))
+    assert (case.name, case.mask_suffix) == ("sts001-ct", ".mha")
+    # ... and so do --pet/--ct and a manifest row.
+    assert _names_every_way(tmp_path, layout / "images/pet/sts001-pet.mha",
+                            layout / "images/ct/sts001-ct.mha") == {("sts001-ct", ".mha")}
+    # Variant: PET and CT in different formats: the mask's format follows the CT, as in the layout.
+    sitk.WriteImage(pet, str(tmp_path / "lung7_suv.nii.gz"))
+    sitk.WriteImage(ct, str(tmp_path / "lung7_ct.mha"))
+    mixed = _names_every_way(tmp_path, tmp_path / "lung7_suv.nii.gz", tmp_path / "lung7_ct.mha")
+    assert mixed == {("lung7_ct", ".mha")}
+    # Variant: the autoPET release's fixed file names: named by the study's folders in every way.
+    study = tmp_path / "release" / "PETCT_0af7" / "08-12-2005-NA-PET-CT Ganzkoerper"
+    study.mkdir(parents=True)
+    sitk.WriteImage(pet, str(study / "SUV.nii.gz"))
+    sitk.WriteImage(ct, str(study / "CTres.nii.gz"))
+    (release,) = find_cases(InputRequest(input=tmp_path / "release"))
+    expected = ("PETCT_0af7_08-12-2005-NA-PET-CT_Ganzkoerper", ".nii.gz")
+    assert (release.name, release.mask_suffix) == expected
+    assert _names_every_way(tmp_path, study / "SUV.nii.gz", study / "CTres.nii.gz") == {expected}
+
+
+def test_a_dicom_study_gets_one_name_however_it_is_given(tmp_path, phantom):
+    write_phantom_study(tmp_path / "export" / "study", phantom, StudyIds(patient_id="P3"))
+    (exported,) = find_cases(InputRequest(input=tmp_path / "export"))
+    series = tmp_path / "export" / "study"
+    assert _names_every_way(tmp_path, series / "PT", series / "CT") == {(exported.name, ".nii.gz")}
+    assert exported.name.startswith("P3_")
+    # A DICOM PET with a CT file: the CT file names it, as it would in the grand-challenge layout.
+    sitk.WriteImage(phantom.images()[1], str(tmp_path / "p3_ct.nii.gz"))
+    assert _names_every_way(tmp_path, series / "PT", tmp_path / "p3_ct.nii.gz") == {("p3_ct", ".nii.gz")}
+
+
+def test_the_naming_rule_is_stated_in_help_and_readme(capsys):
+    import process
+
+    with pytest.raises(SystemExit):
+        process.parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"Case names: {NAMING_RULE}." in shown
+    readme = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+    assert "named after its CT" in readme and "the challenge's rule" in readme

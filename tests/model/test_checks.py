@@ -126,9 +126,9 @@ def test_a_body_weight_no_patient_has_is_refused(studies, weight):
 def test_process_holds_weight_kg_to_the_same_range():
     import process
 
-    args = process.parse_args(["--weight-kg", "0.9", "--pet", "p", "--ct", "c", "--output", "o"])
-    with pytest.raises(InputError, match=f"from {PLAUSIBLE_WEIGHT_KG[0]:g} to {PLAUSIBLE_WEIGHT_KG[1]:g}"):
-        process.check_numbers(args)
+    for weight in ("0.9", "1000.5"):
+        with pytest.raises(InputError, match=f"from {PLAUSIBLE_WEIGHT_KG[0]:g} to {PLAUSIBLE_WEIGHT_KG[1]:g}"):
+            process.parse_args(["--weight-kg", weight, "--pet", "p", "--ct", "c", "--output", "o"])
 
 
 def _dicom_study(root, pet: sitk.Image, ct: sitk.Image, weight: str) -> tuple:

@@ -57,7 +57,7 @@ def test_a_new_input_layout_is_one_entry(tmp_path, small_phantom, monkeypatch):
                                                       (request.input / "pair.txt").read_text().split()))])
     monkeypatch.setattr(model.cases, "INPUT_LAYOUTS", (listed, *model.cases.INPUT_LAYOUTS))
     (case,) = find_cases(InputRequest(input=str(folder)))
-    assert case.name == "case0_pet" and case.load().pet.GetSize() == pet.GetSize()
+    assert case.name == "case0" and case.load().pet.GetSize() == pet.GetSize()
 
 
 def test_the_layouts_are_recognised_in_order(tmp_path, small_phantom):
@@ -87,7 +87,7 @@ def test_a_new_output_is_one_entry(tmp_path, small_phantom, monkeypatch):
     result, headline = run_study(case, oracle_predictor(), layout, options)
     assert float(layout.report_paths(case)["volume"].read_text()) == pytest.approx(headline["tmtv_ml"], abs=1e-3)
     assert sorted(p.name for p in layout.reports.iterdir()) == [
-        "case0_pet.lesions.csv", "case0_pet.png", "case0_pet.report.json", "case0_pet.tmtv.txt"]
+        "case0.lesions.csv", "case0.png", "case0.report.json", "case0.tmtv.txt"]
     assert layout.mask_path(case).is_file() and result.out_path == layout.mask_path(case)
 
 

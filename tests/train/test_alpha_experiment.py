@@ -106,3 +106,7 @@ def test_loss_change_is_measured_on_the_unweighted_terms(tmp_path):
     rows = ["epoch,loss,dice,lovasz,bce"] + [f"{k},{-k},{t},{t},{t}" for k, t in enumerate(terms)]
     (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
     assert loss_change_last_fifth(tmp_path / "metrics.csv") == pytest.approx(-0.5)
+    # A log of today's names (issue 24: loss terms named as losses) reads the same.
+    rows = ["epoch,loss,loss_dice,loss_lovasz,loss_bce"] + [f"{k},{-k},{t},{t},{t}" for k, t in enumerate(terms)]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    assert loss_change_last_fifth(tmp_path / "metrics.csv") == pytest.approx(-0.5)

@@ -22,7 +22,7 @@ from phantoms import PhantomSpec, write_dataset
 from tests.conftest import ROOT, TINY
 from train.__main__ import main as train_main
 from train.config import FitConfig
-from train.fit import METRICS_FIELDS, TrainModule, fit, training_precision
+from train.fit import METRICS_FIELDS, TrainModule, fit, log_epoch, training_precision
 from train.notices import TrainingWarning
 from train.prepare import load_index, prepare
 
@@ -77,9 +77,40 @@ def test_a_run_killed_mid_epoch_and_resumed_matches_an_uninterrupted_one(store, 
     predictor = Predictor.from_path(tmp_path / "straight/best", device="cpu")
     provenance = predictor.config.provenance
     assert provenance["fold"] == 0 and "dice" in provenance["metrics"] and provenance["pretrained"] is None
+    # Its card says what it was trained on and its figures on the studies it was not trained on (issue 24).
+    card = predictor.config.card
+    assert card.purpose == "unstated" and "studies of the store data (fold 0's training studies)" in card.trained_on
+    assert "validation studies of the store data" in card.held_out["data"] and "dice" in card.held_out
     assert list((tmp_path / "straight/tensorboard").iterdir())
     saved = json.loads((tmp_path / "straight/config.json").read_text())
     assert saved["batch_size"] == 4 and saved["model"]["encoder"] == "regnety_002"
+
+
+def test_the_training_log_names_losses_as_losses_and_metrics_as_metrics(store, tmp_path, capsys):
+    """Issue 24: ``dice 0.994`` (a loss term) printed beside ``val_dice 0.00101`` read as a Dice."""
+    fit(store / "data", 0, _config(epochs=1), tmp_path / "run", device="cpu", progress=False)
+    logged = capsys.readouterr().out.splitlines()[-1]
+    names = [item.split(" ")[0] for item in logged.split(", ")]
+    assert {"loss", "loss_dice", "loss_lovasz", "loss_bce", "s_loss_dice", "val_dice", "val_fpv_ml"} <= set(names)
+    assert not {"dice", "lovasz", "bce", "s_dice"} & set(names)
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        header = csv.DictReader(handle).fieldnames
+    assert "loss_dice" in header and "dice" not in header and "val_dice" in header
+    # A run logged before the rename, resumed now: its rows keep their values under the new names.
+    old_header = [{"loss_dice": "dice", "loss_lovasz": "lovasz", "loss_bce": "bce", "s_loss_dice": "s_dice",
+                   "s_loss_lovasz": "s_lovasz", "s_loss_bce": "s_bce"}.get(name, name) for name in header]
+    with open(tmp_path / "run/metrics.csv", "w", newline="") as handle:
+        handle.write(",".join(old_header) + "\n" + ",".join(["0", "3", "1.5", "0.01", "2.5", "0.994", "0.8", "0.2",
+                                                            "1.1", "1.2", "1.3", "0"] + [""] * 5) + "\n")
+    log_epoch(tmp_path / "run", _Writer(), {"epoch": 1, "loss": 2.0, "loss_dice": 0.9})
+    with open(tmp_path / "run/metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["loss_dice"] == "0.994" and rows[0]["s_loss_bce"] == "1.3" and rows[1]["loss_dice"] == "0.9"
+
+
+class _Writer:
+    def add_scalar(self, *args) -> None:
+        pass
 
 
 def test_metrics_csv_has_a_fixed_header_and_the_last_epoch_is_always_validated(store, tmp_path):
@@ -297,11 +328,12 @@ def test_paper_json_fits_two_epochs_on_phantoms_with_a_tiny_encoder_from_a_local
     assert document["model"]["normalisation"]["scheme"] == "seed"
     assert document["model"]["head"] == "two_class_softmax"
     assert document["model"]["provenance"]["pretrained"] == str(path.resolve())
+    assert document["model"]["card"]["purpose"] == "research"  # paper.json's card
     with open(tmp_path / "run/metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["epoch"] for row in rows] == ["0", "1"]
     for row in rows:
-        assert row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"])) and 0 <= float(row["dice"]) <= 1
+        assert row["nonfinite_steps"] == "0" and np.isfinite(float(row["loss"])) and 0 <= float(row["loss_dice"]) <= 1
         assert 0 <= float(row["val_dice"]) <= 1 and float(row["val_fpv_ml"]) >= 0 and float(row["val_fnv_ml"]) >= 0
         assert 0 < float(row["val_seed_crop_dice"]) <= 2 and row["val_cases"] == "2"
     predictor = Predictor.from_path(tmp_path / "run/best/model.safetensors", device="cpu")

@@ -12,7 +12,7 @@ def test_known_answers_at_initialisation():
     target[0, 0, 2:5, 2:5] = 1
     perfect = (target * 2 - 1) * 50  # confident and right
     total, terms = loss(perfect, target)
-    assert terms["dice"] < 1e-3 and terms["bce"] < 1e-6 and terms["lovasz"] < 1e-6
+    assert terms["loss_dice"] < 1e-3 and terms["loss_bce"] < 1e-6 and terms["loss_lovasz"] < 1e-6
     # s = 1: each term weighs 0.5 and adds log(2)
     assert math.isclose(float(total.detach()), 0.5 * sum(terms.values()) + 3 * math.log(2), rel_tol=1e-4)
 
@@ -22,8 +22,8 @@ def test_false_positives_on_an_empty_batch_are_penalised_by_every_term():
     empty = torch.zeros(2, 1, 8, 8)
     _, clean = loss(torch.full_like(empty, -20.0), empty)
     _, noisy = loss(torch.full_like(empty, 5.0), empty)
-    assert clean["dice"] < 0.01 and noisy["dice"] > 0.9
-    assert noisy["bce"] > clean["bce"] and noisy["lovasz"] > clean["lovasz"]
+    assert clean["loss_dice"] < 0.01 and noisy["loss_dice"] > 0.9
+    assert noisy["loss_bce"] > clean["loss_bce"] and noisy["loss_lovasz"] > clean["loss_lovasz"]
 
 
 def test_learned_weights_have_gradients():
@@ -48,11 +48,11 @@ def test_the_seeds_two_class_per_sample_dice_against_a_hand_computed_value():
     assert math.isclose(expected, 0.43434, abs_tol=1e-4)
     logits = torch.logit(prob.clamp(1e-6, 1 - 1e-6))
     _, terms = UncertaintyWeightedLoss(dice="two_class_per_sample")(logits, target)
-    assert math.isclose(terms["dice"], expected, rel_tol=1e-4)
+    assert math.isclose(terms["loss_dice"], expected, rel_tol=1e-4)
     # Ours on the same batch: one foreground ratio over the batch (I = 1.4, P = 3.6, G = 2); smp's smoothing 1
     # enters its Tversky form (I + 1) / (I + (FP + FN) / 2 + 1), i.e. (2 I + 2) / (P + G + 2).
     _, ours = UncertaintyWeightedLoss()(logits, target)
-    assert math.isclose(ours["dice"], 1 - 4.8 / 7.6, rel_tol=1e-4)
+    assert math.isclose(ours["loss_dice"], 1 - 4.8 / 7.6, rel_tol=1e-4)
 
 
 def test_an_unknown_dice_form_is_refused():
@@ -96,7 +96,7 @@ def test_the_two_class_head_takes_each_term_over_both_channels_as_the_seeds_solv
         }
         _, terms = UncertaintyWeightedLoss(dice="two_class_per_sample", head="two_class_softmax")(logits, target)
         for name, value in expected.items():
-            assert math.isclose(terms[name], value, rel_tol=1e-5), (name, terms[name], value)
+            assert math.isclose(terms[f"loss_{name}"], value, rel_tol=1e-5), (name, terms[f"loss_{name}"], value)
 
 
 def test_the_one_logit_head_keeps_its_batch_lovasz_and_an_unknown_head_is_refused():
@@ -104,7 +104,7 @@ def test_the_one_logit_head_keeps_its_batch_lovasz_and_an_unknown_head_is_refuse
     target = (torch.rand(2, 1, 8, 8) > 0.7).float()
     logits = torch.randn(2, 1, 8, 8)
     _, terms = UncertaintyWeightedLoss()(logits, target)
-    assert math.isclose(terms["lovasz"], float(_lovasz_hinge_of_one_image(logits.flatten(), target.flatten())),
+    assert math.isclose(terms["loss_lovasz"], float(_lovasz_hinge_of_one_image(logits.flatten(), target.flatten())),
                         rel_tol=1e-5)
     with pytest.raises(ValueError, match="head must be one of"):
         UncertaintyWeightedLoss(head="three_class")
