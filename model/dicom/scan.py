@@ -26,7 +26,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from model.dicom.duplicates import ambiguity, compared_keywords, copy_differences
 from model.errors import InputError, describe, one_line, shown
 from model.readers import is_image_name
-from model.suv import values_of
+from model.suv.headers import values_of
 
 PET_STORAGE = {"1.2.840.10008.5.1.4.1.1.128", "1.2.840.10008.5.1.4.1.1.130", "1.2.840.10008.5.1.4.1.1.128.1"}
 CT_STORAGE = {"1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"}

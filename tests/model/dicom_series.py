@@ -1,6 +1,6 @@
 """PET and CT series made with pydicom that carry the tag sets real scanners write (Siemens Biograph mCT,
 GE Discovery ST with a rescale slope per slice and its private scan time, Philips Gemini TF in counts), for the
-tests of model/dicom/, model/suv.py and model/seg.py."""
+tests of model/dicom/, model/suv/ and model/seg.py."""
 
 from __future__ import annotations
 
@@ -248,7 +248,7 @@ def ge_multi_bed(values: np.ndarray, grid: Grid, ids: StudyIds, *, beds: int = 6
 # --- The IBSI SUV manual's digital reference objects (oncoray/suv_computation, docs/DRO_list.csv), rebuilt here
 # from their one-line descriptions and the manual's formulas (no file of theirs is used): each encodes, through
 # another header path, a volume whose SUVbw is 0.20 (a cold voxel), 1.00 (background) and 4.00 (a hot voxel) in
-# every slice. The stored values are worked out here, independently of model/suv.py.
+# every slice. The stored values are worked out here, independently of model/suv/.
 DRO_SUVBW = np.array([[0.2, 1.0, 1.0], [1.0, 1.0, 4.0]])
 DRO_GRID = Grid(z=[3.0 * k for k in range(4)], rows=2, columns=3)
 DRO_WEIGHT_KG, DRO_HEIGHT_M, DRO_DOSE_BQ = 70.0, 1.75, 3.5e8
