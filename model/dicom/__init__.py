@@ -1,17 +1,11 @@
-"""DICOM PET/CT in: find the studies of a folder and choose each study's PET and CT series (``scan``), read a
-series into one volume or refuse it in one line (``volume``), and the converter ``python -m model.dicom
-DICOM_DIR OUT_DIR`` (``convert``). The names below are the package's interface; import them from here."""
+"""DICOM PET/CT in: find the studies of a folder and their series (``scan``), choose each study's PET and CT
+series (``choice``), read a series into one volume or refuse it in one line (``volume``), and the converter
+``python -m model.dicom DICOM_DIR OUT_DIR`` (``convert``). The names below are the package's interface; import
+them from here."""
 
+from model.dicom.choice import choose_series, resolve_series_choice, series_in_folder
 from model.dicom.convert import case_notes, convert, convert_study, main, study_folders
-from model.dicom.scan import (
-    Series,
-    Study,
-    choose_series,
-    print_warning,
-    resolve_series_choice,
-    scan_folder,
-    series_in_folder,
-)
+from model.dicom.scan import Series, Study, print_warning, scan_folder
 from model.dicom.volume import DicomCase, SeriesVolume, fusion_notes, load_case, read_pet_suv, read_series
 
 __all__ = [

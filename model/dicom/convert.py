@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model.arguments import OneLineParser, body_weight_kg, input_folder, output_folder
-from model.dicom.scan import Study, print_warning, resolve_series_choice, scan_folder
+from model.dicom.choice import resolve_series_choice
+from model.dicom.scan import Study, print_warning, scan_folder
 from model.dicom.volume import DicomCase, load_case
 from model.errors import InputError, WriteError, describe, one_line, show_warnings_as_lines, shown, warnings_about
 from model.files import atomic_write_bytes

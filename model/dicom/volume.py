@@ -25,13 +25,13 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from model.dicom.choice import choose_series
 from model.dicom.duplicates import compared_keywords, header_differences
 from model.dicom.scan import (
     NEEDED,
     UNREADABLE,
     Series,
     Study,
-    choose_series,
     dcmread,
     header_numbers,
     upper_values,

@@ -93,7 +93,9 @@ def write_text_value(paths, keyword: str, text: str, vr: str | None = None) -> N
     edit(paths, change)
     for path in paths:
         raw = path.read_bytes()
-        at = raw.index(PLACEHOLDER.encode())
+        # The value starts right after its length field (whose last byte is 0 for a 4-byte value, explicit or
+        # implicit VR); a random UID may hold the digits too, but never right after a 0 byte.
+        at = raw.index(b"\x00" + PLACEHOLDER.encode()) + 1
         assert at < raw.index(b"\xe0\x7f\x10\x00")  # in the header, not the pixels
         path.write_bytes(raw[:at] + text.ljust(4).encode() + raw[at + 4:])
 

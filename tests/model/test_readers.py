@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 import model.readers
 from model.errors import InputError, WriteError
+from model.nifti import check_nifti_transforms, nifti_transforms
 from model.readers import image_stem, is_image_name, read_image, read_images, write_image_atomic
 from tests.model.test_files import leftovers, run_with_file_size_limit, small_tmpfs
 
@@ -445,11 +446,11 @@ def test_nifti_2_headers_are_held_to_the_same_rules():
     two[344:352] = struct.pack("<2i", 1, 1)
     two[352:400] = struct.pack("<6d", *IDENTITY_QFORM)
     two[400:496] = struct.pack("<12d", *IDENTITY_SFORM.ravel())
-    parsed = [model.readers.nifti_transforms(bytes(header)) for header in (one, two)]
+    parsed = [nifti_transforms(bytes(header)) for header in (one, two)]
     for transforms in parsed:
         assert transforms.dims == (4, 5, 6) and transforms.qform_code == transforms.sform_code == 1
         assert np.allclose(transforms.qform, IDENTITY_SFORM) and np.allclose(transforms.sform, IDENTITY_SFORM)
-        model.readers.check_nifti_transforms(transforms, Path("x.nii"), "PET")
+        check_nifti_transforms(transforms, Path("x.nii"), "PET")
     two[400:408] = struct.pack("<d", 2.5)  # the sform's first axis no longer its voxel size
     with pytest.raises(InputError, match=r"x\.nii: PET NIfTI sform"):
-        model.readers.check_nifti_transforms(model.readers.nifti_transforms(bytes(two)), Path("x.nii"), "PET")
+        check_nifti_transforms(nifti_transforms(bytes(two)), Path("x.nii"), "PET")
