@@ -87,6 +87,12 @@ class StudyReport(_Values):
         """The study's headline numbers (for results.json, the review page and figure titles)."""
         return {key: self.values[key] for key in headline_keys()}
 
+    def picture_title(self) -> str:
+        """The report picture's line of numbers ("TMTV 12.3 ml, 2 lesions, SUVmax 8.1"): the study quantities
+        with ``picture`` words, in their ``picture_place`` order."""
+        shown = sorted((q for q in study_quantities() if q.picture), key=lambda q: q.picture_place)
+        return ", ".join(q.picture(self.values[q.name]) for q in shown)
+
 
 def _centroid_mm(lesion: LesionVoxels) -> tuple[float, float, float]:
     centre = lesion.index.mean(axis=0)[::-1]  # (x, y, z) continuous index
@@ -108,7 +114,8 @@ class Quantity:
     ``json_digits``: a lesion quantity's rounding in the report JSON (None: full precision). ``columns``: a
     tuple quantity's CSV columns (default: its name). ``definition``: the text the report JSON's definitions
     give under ``term`` (default: its name). ``headline``: one of the study's numbers in results.json and on
-    the review page.
+    the review page. ``picture``: a study quantity's words in the report picture's title, in ``picture_place``
+    order.
     """
 
     name: str
@@ -121,6 +128,8 @@ class Quantity:
     term: str | None = None
     headline: bool = False
     title: str | None = None  # its short name on the review page (default: its name)
+    picture: Callable[[Any], str] | None = None  # a study quantity's words in the report picture's title
+    picture_place: int = 0  # its place among those words
 
 
 class StudyLesions(tuple):
@@ -155,6 +164,7 @@ def _axes(prefix: str, suffix: str = "") -> tuple[str, ...]:
 # the definitions follow this order too (so lesion and study entries interleave). Adding one is one entry.
 QUANTITIES: tuple[Quantity, ...] = (
     Quantity("lesion_count", "study", len, digits=None, headline=True, term="lesions", title="lesions",
+             picture=lambda count: f"{count} lesion{'s' if count != 1 else ''}", picture_place=1,
              definition=f"{CONNECTIVITY}-connected components of the mask"),
     Quantity("id", "lesion", lambda les: les.id, digits=None),
     Quantity("voxels", "lesion", lambda les: len(les.index), digits=None),
@@ -162,15 +172,17 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("suv_max", "lesion", lambda les: les.suv_max),
     Quantity("suv_mean", "lesion", lambda les: les.suv_mean),
     Quantity("suv_peak", "lesion", lambda les: _peak(les.suv, les.index[les.values == les.suv_max], les.offsets),
+             title="SUVpeak",
              definition=f"mean SUV of all voxels with centres within {PEAK_RADIUS_MM} mm (1 cm^3 sphere) of the "
                         "lesion's SUVmax voxel centre, voxels outside the lesion included (IBSI local peak)"),
     Quantity("tlg", "lesion", lambda les: les.suv_mean * les.volume_ml,
              definition="SUVmean x volume (ml), summed over lesions for the study"),
     Quantity("tmtv_ml", "study", lambda lesions: float(sum(les.volume_ml for les in lesions)), headline=True,
-             title="TMTV ml", definition="total metabolic tumour volume: the lesions' volumes summed"),
+             title="TMTV ml", picture=lambda ml: f"TMTV {ml:.1f} ml", picture_place=0,
+             definition="total metabolic tumour volume: the lesions' volumes summed"),
     Quantity("tlg", "study", lambda lesions: float(sum(les.tlg for les in lesions)), headline=True, title="TLG"),
     Quantity("suv_max", "study", lambda lesions: max((les.suv_max for les in lesions), default=None), headline=True,
-             title="SUVmax"),
+             title="SUVmax", picture=lambda suv: "SUVmax " + ("n/a" if suv is None else f"{suv:.1f}"), picture_place=2),
     Quantity("dmax_mm", "study", _dmax_mm, headline=True, title="Dmax mm",
              definition="largest distance between two lesion centroids (unweighted), 0 for one lesion"),
     Quantity("body_ml", "study", lambda lesions: lesions.body_ml, digits=1, headline=True, title="body ml",

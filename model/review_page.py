@@ -24,7 +24,7 @@ from urllib.parse import quote
 from model.card import ModelCard
 from model.errors import WriteError, one_line, shown
 from model.files import atomic_write_bytes
-from model.report import Quantity, definitions, headline_keys, headline_quantities
+from model.report import Quantity, definitions, headline_keys, headline_quantities, lesion_quantities
 from model.review_assets import KEYS, PREVIEW, SCRIPT, STYLE
 
 PAGE_NAME = "index.html"
@@ -158,9 +158,9 @@ def _quantity_column(quantity: Quantity) -> Column:
                   definitions().get(quantity.term or quantity.name) or "")
 
 
-def _headline_title(key: str) -> str:
-    """A headline quantity's short name on the page (model.report's table)."""
-    (quantity,) = (q for q in headline_quantities() if q.name == key)
+def _title(quantities: tuple[Quantity, ...], name: str) -> str:
+    """A quantity's short name on the page (model.report's table)."""
+    (quantity,) = (q for q in quantities if q.name == name)
     return quantity.title or quantity.name
 
 
@@ -169,7 +169,8 @@ def cohort_columns() -> list[Column]:
     is made) between the case's own."""
     return [Column("case", "case", None), Column("status", "status", None),
             *(_quantity_column(q) for q in headline_quantities()),
-            Column("suv_peak", "SUVpeak", 1, "SUVpeak of the lesion with the highest SUVmax"),
+            Column("suv_peak", _title(lesion_quantities(), "suv_peak"), 1, "SUVpeak of the lesion with the highest "
+                   "SUVmax"),
             Column("slices", "slices", 0), Column("seconds", "seconds", 1, "this run's time for the case")]
 
 
@@ -188,11 +189,11 @@ class Limit:
 
     @property
     def name(self) -> str:
-        return f"{_headline_title(self.key)} > {self.above:g}"
+        return f"{_title(headline_quantities(), self.key)} > {self.above:g}"
 
     @property
     def rule(self) -> str:
-        return f"{_headline_title(self.key)} above {self.above:g}: {self.why}"
+        return f"{_title(headline_quantities(), self.key)} above {self.above:g}: {self.why}"
 
 
 LIMITS = (

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 import model.cases
+import model.figures
 import model.outputs
 import model.readers
 import model.report
@@ -112,10 +113,15 @@ def test_a_new_report_quantity_is_one_entry(tmp_path, small_phantom, monkeypatch
     suv_min = Quantity("suv_min", "lesion", lambda les: float(les.values.min()),
                        definition="the lowest SUV of the lesion's voxels")
     hottest_sum = Quantity("suv_max_sum", "study", lambda lesions: float(sum(les.suv_max for les in lesions)),
-                           headline=True, title="SUVmax sum", definition="the lesions' SUVmax summed")
+                           headline=True, title="SUVmax sum", definition="the lesions' SUVmax summed",
+                           picture=lambda suv: f"SUVmax sum {suv:.2f}", picture_place=3)
     table = list(model.report.QUANTITIES)
     table.insert([q.name for q in table].index("suv_peak"), suv_min)
     monkeypatch.setattr(model.report, "QUANTITIES", (*table, hottest_sum))
+    titles: list[str] = []
+    real_figure = model.figures.mip_figure
+    monkeypatch.setattr(model.figures, "mip_figure", lambda path, suv, outlines, title, **kwargs: (
+        titles.append(title), real_figure(path, suv, outlines, title, **kwargs))[1])
     pet, ct, _ = small_phantom.images()
     case = path_case(*write_case(tmp_path / "in", pet, ct))
     layout = OutputLayout(tmp_path / "out")
@@ -139,6 +145,9 @@ def test_a_new_report_quantity_is_one_entry(tmp_path, small_phantom, monkeypatch
     assert document["definitions"]["suv_min"] == "the lowest SUV of the lesion's voxels"
     expected_sum = sum(lesion["suv_max"] for lesion in document["lesions"])
     assert document["suv_max_sum"] == headline["suv_max_sum"] == pytest.approx(expected_sum, abs=1e-3)
+    count = document["lesion_count"]
+    assert titles == [f"case0\nTMTV {document['tmtv_ml']:.1f} ml, {count} lesion{'s' if count != 1 else ''}, "
+                      f"SUVmax {document['suv_max']:.1f}, SUVmax sum {expected_sum:.2f}"]
 
     page = cohort_page(layout.root, [{"case": "case0", **headline}])
     (column,) = (c for c in page.columns if c.key == "suv_max_sum")
