@@ -18,12 +18,11 @@ from model import ModelConfig, Predictor, build_network, segment
 from model.arguments import device_name
 from model.checkpoint import Checkpoint
 from model.config import NormalisationConfig
+from model.devices import DTYPES, precision_rule
 from model.inference import CaseTimings
 from model.metrics import dice
 from phantoms import PhantomSpec, make_phantom
 from train.fit import TrainModule
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def sync(device: torch.device) -> None:
@@ -118,7 +117,8 @@ def main() -> None:
     batch = 4 if args.smoke else 24
     image = torch.randn(batch, 2, 256, 256, device=device).contiguous(memory_format=torch.channels_last)
     mask = (torch.rand(batch, 1, 256, 256, device=device) > 0.95).float()
-    dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    # auto's training rule; a CPU (the smoke run) counted as having bf16, as the GPU runs are what is measured
+    dtype = precision_rule("auto", device, training=True, native_bf16=True if device.type == "cpu" else None).dtype
 
     def step(_: torch.Tensor) -> None:
         with torch.autocast(device.type, dtype=dtype):

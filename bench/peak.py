@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from model.arguments import device_name
+from model.devices import precision_rule
 
 # The flags that decide which kernels oneDNN can use for fp32 and bf16/fp16 work.
 RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
@@ -76,8 +77,9 @@ def machine_label(device: str | torch.device = "cpu") -> str:
 
 
 def low_precision(device: str | torch.device) -> torch.dtype:
-    """The dtype autocast uses for a run at --precision auto: fp16 on CUDA, bf16 on a CPU."""
-    return torch.float16 if torch.device(device).type == "cuda" else torch.bfloat16
+    """The dtype autocast uses for a run at --precision auto on a device with native bf16 (model.devices' rule):
+    fp16 on CUDA, bf16 on a CPU."""
+    return precision_rule("auto", torch.device(device), native_bf16=True).dtype
 
 
 def _sync(device: torch.device) -> None:

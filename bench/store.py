@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from bench.peak import print_machine
+from model.autopet import AUTOPET_CT
 from phantoms import write_dataset
 from train.prepare import load_index, prepare
 
@@ -29,7 +30,7 @@ RELEASE_STUDIES = 1014
 def sub_hu_ct(source: Path, seed: int) -> None:
     """Every CTres.nii.gz under ``source`` as float32 with sub-HU values (the release's, interpolated)."""
     rng = np.random.default_rng(seed)
-    for path in sorted(source.rglob("CTres.nii.gz")):
+    for path in sorted(source.rglob(AUTOPET_CT)):
         image = sitk.ReadImage(str(path))
         array = sitk.GetArrayFromImage(image).astype(np.float32)
         array += rng.uniform(-0.5, 0.5, array.shape).astype(np.float32)

@@ -14,9 +14,15 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal, get_args
 
 from model.errors import InputError, shown
 from model.validation import PLAUSIBLE_WEIGHT_KG
+
+# The precisions a run or a training can ask for, named here alone (a light module: process.py's choices are
+# known before PyTorch is imported); model.devices gives each its dtype (DTYPES) and "auto" its rule.
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 # A body weight (--weight-kg) a person can have: the one range the study checks hold a DICOM PatientWeight to.

@@ -23,6 +23,7 @@ from pathlib import Path
 import SimpleITK as sitk
 from pydicom.dataset import Dataset
 
+from model.autopet import AUTOPET_CT, AUTOPET_MASK, AUTOPET_PET
 from model.dicom import (
     Series,
     Study,
@@ -87,8 +88,9 @@ def list_images(folder: Path, role: str) -> list[Path]:
 
 # The fixed file names of a study of the autoPET NIfTI release (Patient/Study/{SUV,CTres,...}.nii.gz): every
 # study has them, so a case read from one is named after its folders instead.
-AUTOPET_STUDY_FILES = {"PET": ("SUV.nii.gz",), "CT": ("CTres.nii.gz",)}
-AUTOPET_FIXED_STEMS = frozenset({"SUV", "PET", "CT", "CTres", "SEG"})
+AUTOPET_STUDY_FILES = {"PET": (AUTOPET_PET,), "CT": (AUTOPET_CT,)}
+AUTOPET_FIXED_STEMS = frozenset({*(name.removesuffix(".nii.gz") for name in (AUTOPET_PET, AUTOPET_CT, AUTOPET_MASK)),
+                                 "PET", "CT"})
 
 
 NAMING_RULE = ("a case is named after its CT, as grand-challenge names the mask: the CT file's stem (an autoPET "

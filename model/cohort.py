@@ -54,7 +54,7 @@ from model.outputs import (  # noqa: F401  OUTPUT_SLUG and OutputLayout: re-expo
     study_report,
 )
 from model.readers import STDERR_LOCK, read_grid, read_image
-from model.report import HEADLINE_KEYS, rounded_headline
+from model.report import headline_keys, rounded_headline
 from model.review_page import CohortPage
 
 
@@ -195,7 +195,7 @@ def _reports_agree(case: CaseSource, layout: OutputLayout, record: RunRecord, ma
         return f"{', '.join(shown(name) for name in missing)} missing"
     try:
         document = loads_strict(paths["report"].read_text(encoding="utf-8"))
-        recorded = {key: document[key] for key in HEADLINE_KEYS}
+        recorded = {key: document[key] for key in headline_keys()}
         settings_sha256, described = document["made_by"]["settings_sha256"], document["made_by"]["mask_sha256"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"its report cannot be read or records no run ({describe(error)})"
@@ -211,7 +211,7 @@ def _reports_agree(case: CaseSource, layout: OutputLayout, record: RunRecord, ma
         return f"its numbers cannot be computed again ({error})"
     if computed != recorded:
         wrong = ", ".join(f"{key} {recorded[key]} in the report, {computed[key]} from the mask"
-                          for key in HEADLINE_KEYS if recorded[key] != computed[key])
+                          for key in headline_keys() if recorded[key] != computed[key])
         return f"its report's numbers are not its mask's ({wrong})"
     return _Done(headline=computed | {"slices": mask.GetSize()[2]})
 

@@ -303,19 +303,13 @@ def _seen(text: str) -> str:
     return "\n".join(one_line(line) for line in text.split("\n"))
 
 
-def case_title(case: str, tmtv_ml: float, lesion_count: int, suv_max: float | None) -> str:
-    """The report picture's title: case, then TMTV, lesion count and SUVmax."""
-    suv = "n/a" if suv_max is None else f"{suv_max:.1f}"
-    return f"{case}\nTMTV {tmtv_ml:.1f} ml, {lesion_count} lesion{'s' if lesion_count != 1 else ''}, SUVmax {suv}"
-
-
 def case_figure(path: Path, suv: sitk.Image, mask: sitk.Image, case: str, report, colour: str = "red",
                 warning: str | None = None) -> Rendered:
     """The report's picture: coronal and sagittal MIPs, the lesions outlined and the largest numbered as in
     lesions.csv, TMTV, lesion count and SUVmax on top, and the weights' ``warning`` (a demo model's) as the
     title's last line. ``report`` is the case's ``model.report.StudyReport``."""
     marks = [LesionMark(lesion.id, lesion.centroid_mm) for lesion in report.lesions]
-    title = case_title(case, report.tmtv_ml, report.lesion_count, report.suv_max)
+    title = f"{case}\n{report.picture_title()}"  # the numbers' words: model.report.QUANTITIES
     return mip_figure(path, suv, [Outline(mask, colour)], f"{title}\n{warning}" if warning else title,
                       marks=marks)
 

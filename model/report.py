@@ -85,7 +85,13 @@ class StudyReport(_Values):
 
     def headline(self) -> dict:
         """The study's headline numbers (for results.json, the review page and figure titles)."""
-        return {key: self.values[key] for key in HEADLINE_KEYS}
+        return {key: self.values[key] for key in headline_keys()}
+
+    def picture_title(self) -> str:
+        """The report picture's line of numbers ("TMTV 12.3 ml, 2 lesions, SUVmax 8.1"): the study quantities
+        with ``picture`` words, in their ``picture_place`` order."""
+        shown = sorted((q for q in study_quantities() if q.picture), key=lambda q: q.picture_place)
+        return ", ".join(q.picture(self.values[q.name]) for q in shown)
 
 
 def _centroid_mm(lesion: LesionVoxels) -> tuple[float, float, float]:
@@ -108,7 +114,8 @@ class Quantity:
     ``json_digits``: a lesion quantity's rounding in the report JSON (None: full precision). ``columns``: a
     tuple quantity's CSV columns (default: its name). ``definition``: the text the report JSON's definitions
     give under ``term`` (default: its name). ``headline``: one of the study's numbers in results.json and on
-    the review page.
+    the review page. ``picture``: a study quantity's words in the report picture's title, in ``picture_place``
+    order.
     """
 
     name: str
@@ -121,6 +128,8 @@ class Quantity:
     term: str | None = None
     headline: bool = False
     title: str | None = None  # its short name on the review page (default: its name)
+    picture: Callable[[Any], str] | None = None  # a study quantity's words in the report picture's title
+    picture_place: int = 0  # its place among those words
 
 
 class StudyLesions(tuple):
@@ -155,6 +164,7 @@ def _axes(prefix: str, suffix: str = "") -> tuple[str, ...]:
 # the definitions follow this order too (so lesion and study entries interleave). Adding one is one entry.
 QUANTITIES: tuple[Quantity, ...] = (
     Quantity("lesion_count", "study", len, digits=None, headline=True, term="lesions", title="lesions",
+             picture=lambda count: f"{count} lesion{'s' if count != 1 else ''}", picture_place=1,
              definition=f"{CONNECTIVITY}-connected components of the mask"),
     Quantity("id", "lesion", lambda les: les.id, digits=None),
     Quantity("voxels", "lesion", lambda les: len(les.index), digits=None),
@@ -162,15 +172,17 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("suv_max", "lesion", lambda les: les.suv_max),
     Quantity("suv_mean", "lesion", lambda les: les.suv_mean),
     Quantity("suv_peak", "lesion", lambda les: _peak(les.suv, les.index[les.values == les.suv_max], les.offsets),
+             title="SUVpeak",
              definition=f"mean SUV of all voxels with centres within {PEAK_RADIUS_MM} mm (1 cm^3 sphere) of the "
                         "lesion's SUVmax voxel centre, voxels outside the lesion included (IBSI local peak)"),
     Quantity("tlg", "lesion", lambda les: les.suv_mean * les.volume_ml,
              definition="SUVmean x volume (ml), summed over lesions for the study"),
     Quantity("tmtv_ml", "study", lambda lesions: float(sum(les.volume_ml for les in lesions)), headline=True,
-             title="TMTV ml", definition="total metabolic tumour volume: the lesions' volumes summed"),
+             title="TMTV ml", picture=lambda ml: f"TMTV {ml:.1f} ml", picture_place=0,
+             definition="total metabolic tumour volume: the lesions' volumes summed"),
     Quantity("tlg", "study", lambda lesions: float(sum(les.tlg for les in lesions)), headline=True, title="TLG"),
     Quantity("suv_max", "study", lambda lesions: max((les.suv_max for les in lesions), default=None), headline=True,
-             title="SUVmax"),
+             title="SUVmax", picture=lambda suv: "SUVmax " + ("n/a" if suv is None else f"{suv:.1f}"), picture_place=2),
     Quantity("dmax_mm", "study", _dmax_mm, headline=True, title="Dmax mm",
              definition="largest distance between two lesion centroids (unweighted), 0 for one lesion"),
     Quantity("body_ml", "study", lambda lesions: lesions.body_ml, digits=1, headline=True, title="body ml",
@@ -186,12 +198,36 @@ QUANTITIES: tuple[Quantity, ...] = (
     Quantity("bbox_max", "lesion", lambda les: tuple(int(v) for v in les.index.max(axis=0)[::-1]), digits=None,
              columns=_axes("bbox_", "1")),
 )
-LESION_QUANTITIES = tuple(q for q in QUANTITIES if q.per == "lesion")
-STUDY_QUANTITIES = tuple(q for q in QUANTITIES if q.per == "study")
-# The study's numbers in results.json and on the review page (model.cohort reads them back from a report JSON).
-HEADLINE_KEYS = tuple(q.name for q in STUDY_QUANTITIES if q.headline)
-DEFINITIONS = {q.term or q.name: q.definition for q in QUANTITIES if q.definition}
-CSV_COLUMNS = tuple(column for q in LESION_QUANTITIES for column in (q.columns or (q.name,)))
+# What follows from QUANTITIES is read from it when used, never kept beside it: an entry added to the table (or
+# a test's) is seen by the CSV, the report JSON, results.json and the review page alike.
+
+
+def lesion_quantities() -> tuple[Quantity, ...]:
+    return tuple(q for q in QUANTITIES if q.per == "lesion")
+
+
+def study_quantities() -> tuple[Quantity, ...]:
+    return tuple(q for q in QUANTITIES if q.per == "study")
+
+
+def headline_quantities() -> tuple[Quantity, ...]:
+    """The study's numbers in results.json and on the review page (model.cohort reads them back from a report
+    JSON)."""
+    return tuple(q for q in study_quantities() if q.headline)
+
+
+def headline_keys() -> tuple[str, ...]:
+    return tuple(q.name for q in headline_quantities())
+
+
+def definitions() -> dict[str, str]:
+    """The report JSON's definitions: term -> text, in the table's order."""
+    return {q.term or q.name: q.definition for q in QUANTITIES if q.definition}
+
+
+def csv_columns() -> tuple[str, ...]:
+    """lesions.csv's header: each lesion quantity's columns (a tuple quantity's several) in the table's order."""
+    return tuple(column for q in lesion_quantities() for column in (q.columns or (q.name,)))
 
 
 def sphere_offsets(image: sitk.Image, radius_mm: float = PEAK_RADIUS_MM) -> np.ndarray:
@@ -247,22 +283,18 @@ def lesion_report(suv: sitk.Image, mask: sitk.Image, body_ml: float | None = Non
     found.sort(key=lambda les: (-len(les.index), -les.suv_max, tuple(les.index.min(axis=0))))
     for number, voxels in enumerate(found, start=1):
         voxels.id = number
-    lesions = tuple(Lesion({q.name: q.compute(voxels) for q in LESION_QUANTITIES}) for voxels in found)
+    lesions = tuple(Lesion({q.name: q.compute(voxels) for q in lesion_quantities()}) for voxels in found)
     _require_finite(lesions)
     study = StudyLesions(lesions, body_ml)
-    return StudyReport(lesions=lesions, values={q.name: q.compute(study) for q in STUDY_QUANTITIES})
+    return StudyReport(lesions=lesions, values={q.name: q.compute(study) for q in study_quantities()})
 
 
 def _require_finite(lesions: tuple[Lesion, ...]) -> None:
     for lesion in lesions:
-        numbers = [value for q in LESION_QUANTITIES for value in _cells(lesion.values[q.name])]
+        numbers = [value for q in lesion_quantities() for value in _cells(lesion.values[q.name])]
         if not all(math.isfinite(value) for value in numbers):
             raise ValueError(f"lesion {lesion.id}: SUV values that are not finite (NaN or infinity in the PET around "
                              f"voxel {lesion.bbox_min}); no report is written")
-
-
-CSV_COLUMNS = ("id", "voxels", "volume_ml", "suv_max", "suv_mean", "suv_peak", "tlg", "centroid_x_mm",
-               "centroid_y_mm", "centroid_z_mm", "bbox_x0", "bbox_y0", "bbox_z0", "bbox_x1", "bbox_y1", "bbox_z1")
 
 
 def _cells(value: Any) -> tuple:
@@ -281,21 +313,21 @@ def write_lesions_csv(report: StudyReport, path: Path) -> None:
     """``<case>.lesions.csv``: one row per lesion (header only when there is none)."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(csv_columns())
     for les in report.lesions:
-        writer.writerow([cell for q in LESION_QUANTITIES for cell in _cells(_rounded(les.values[q.name], q.digits))])
+        writer.writerow([cell for q in lesion_quantities() for cell in _cells(_rounded(les.values[q.name], q.digits))])
     atomic_write_bytes(Path(path), text.getvalue().encode())
 
 
 def rounded_headline(report: StudyReport) -> dict:
     """The study's headline numbers as the report JSON and results.json give them."""
-    digits = {q.name: q.digits for q in STUDY_QUANTITIES}
+    digits = {q.name: q.digits for q in study_quantities()}
     return {key: _rounded(value, digits[key]) for key, value in report.headline().items()}
 
 
 def _lesion_document(lesion: Lesion) -> dict:
     document = {}
-    for q in LESION_QUANTITIES:
+    for q in lesion_quantities():
         value = _rounded(lesion.values[q.name], q.json_digits)
         document[q.name] = list(value) if isinstance(value, tuple) else value
     return document
@@ -308,7 +340,7 @@ def report_document(report: StudyReport, *, case: str, suv: Mapping | None = Non
     settings and the digest of the mask described; model.outputs.RunRecord) and the lesions. ``warning``,
     second where a reader looks first, is the weights' (``model.outputs.model_info``: a demo model's), or null."""
     warning = model.get("warning") if model is not None else None
-    return {"case": case, "warning": warning, **rounded_headline(report), "definitions": DEFINITIONS,
+    return {"case": case, "warning": warning, **rounded_headline(report), "definitions": definitions(),
             "suv": dict(suv) if suv is not None else None, "model": dict(model) if model is not None else None,
             **({"made_by": dict(made_by)} if made_by is not None else {}),
             "lesions": [_lesion_document(les) for les in report.lesions]}

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from model.card import ModelCard
 from model.errors import WriteError, one_line, shown
 from model.files import atomic_write_bytes
-from model.report import DEFINITIONS, HEADLINE_KEYS, STUDY_QUANTITIES, Quantity
+from model.report import Quantity, definitions, headline_keys, headline_quantities, lesion_quantities
 from model.review_assets import KEYS, PREVIEW, SCRIPT, STYLE
 
 PAGE_NAME = "index.html"
@@ -155,16 +155,23 @@ def write_page(path: Path, page: Page) -> None:
 def _quantity_column(quantity: Quantity) -> Column:
     """A column of one of the reports' study numbers: its name, title and definition from model.report."""
     return Column(quantity.name, quantity.title or quantity.name, 0 if quantity.digits is None else 1,
-                  DEFINITIONS.get(quantity.term or quantity.name) or "")
+                  definitions().get(quantity.term or quantity.name) or "")
 
 
-_HEADLINE = {q.name: q for q in STUDY_QUANTITIES if q.headline}
-COHORT_COLUMNS = [
-    Column("case", "case", None), Column("status", "status", None),
-    *(_quantity_column(_HEADLINE[key]) for key in HEADLINE_KEYS),
-    Column("suv_peak", "SUVpeak", 1, "SUVpeak of the lesion with the highest SUVmax"),
-    Column("slices", "slices", 0), Column("seconds", "seconds", 1, "this run's time for the case"),
-]
+def _title(quantities: tuple[Quantity, ...], name: str) -> str:
+    """A quantity's short name on the page (model.report's table)."""
+    (quantity,) = (q for q in quantities if q.name == name)
+    return quantity.title or quantity.name
+
+
+def cohort_columns() -> list[Column]:
+    """The cohort page's columns: the report's headline quantities (read from model.report's table when the page
+    is made) between the case's own."""
+    return [Column("case", "case", None), Column("status", "status", None),
+            *(_quantity_column(q) for q in headline_quantities()),
+            Column("suv_peak", _title(lesion_quantities(), "suv_peak"), 1, "SUVpeak of the lesion with the highest "
+                   "SUVmax"),
+            Column("slices", "slices", 0), Column("seconds", "seconds", 1, "this run's time for the case")]
 
 
 @dataclass(frozen=True)
@@ -182,11 +189,11 @@ class Limit:
 
     @property
     def name(self) -> str:
-        return f"{_HEADLINE[self.key].title} > {self.above:g}"
+        return f"{_title(headline_quantities(), self.key)} > {self.above:g}"
 
     @property
     def rule(self) -> str:
-        return f"{_HEADLINE[self.key].title} above {self.above:g}: {self.why}"
+        return f"{_title(headline_quantities(), self.key)} above {self.above:g}: {self.why}"
 
 
 LIMITS = (
@@ -239,7 +246,7 @@ def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Map
     reports = root / "reports"
     state, seconds = run.get(name, ("written", None))
     status = "failed" if errors else "already done" if state == "skipped" else "ok"
-    values = {key: entry.get(key) for key in (*HEADLINE_KEYS, "slices")}
+    values = {key: entry.get(key) for key in (*headline_keys(), "slices")}
     values.update(case=name, seconds=seconds)
     row = Row(values=values, status=status, error=str(errors[0]) if errors else None,
               notes=[str(note) for note in entry.get("warnings") or []])
@@ -315,7 +322,7 @@ def cohort_page(root: Path, entries: Sequence[Mapping], model: Mapping | None = 
                        "done earlier (--skip-existing)"),
              ("median TMTV of cases with lesions", "n/a" if median is None else f"{median:.1f} ml")]
     note = "" if progress is None else "This page rewrites itself as cases finish and reloads every 30 s."
-    return Page(title="Lesion segmentation: cohort review", facts=facts, columns=COHORT_COLUMNS, rows=rows,
+    return Page(title="Lesion segmentation: cohort review", facts=facts, columns=cohort_columns(), rows=rows,
                 flags=COHORT_FLAGS, note=note, refresh_s=None if progress is None else 30,
                 warning=(model or {}).get("warning") or "")
 

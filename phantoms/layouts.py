@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from model.autopet import AUTOPET_CT, AUTOPET_MASK, AUTOPET_PET
 from phantoms.preview import coronal_mip, write_preview
 from phantoms.study import DEFAULT_SPEC, PhantomSpec, make_phantom
 
@@ -41,7 +42,7 @@ def write_tcia(out: Path, name: StudyName, images: StudyImages) -> str:
     TISSUES.nii.gz where the tissue labels are given (not a release file)."""
     folder = out / name.patient / name.study
     folder.mkdir(parents=True, exist_ok=True)
-    for image, file in zip(images, ("SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz", "TISSUES.nii.gz"), strict=True):
+    for image, file in zip(images, (AUTOPET_PET, AUTOPET_CT, AUTOPET_MASK, "TISSUES.nii.gz"), strict=True):
         if image is not None:
             _write(image, folder / file)
     return f"./{name.patient}/{name.study}"

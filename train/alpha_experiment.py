@@ -47,6 +47,7 @@ import torch
 
 import phantoms
 from model.arguments import (
+    PRECISIONS,
     OneLineParser,
     input_file,
     number,
@@ -408,7 +409,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=input_file, default=CONFIG, help="training config (default: demo.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override for every run")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    parser.add_argument("--precision", choices=[p for p in PRECISIONS if p != "fp16"], default="auto",  # CPU: no fp16
                         help="training and inference precision (auto: bf16 where the CPU has it, else fp32)")
     parser.add_argument("--threads", type=number(int, 1, 1024), default=1,
                         help="torch threads per run (default 1); the numbers depend on it, so it is recorded")

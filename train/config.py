@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.arguments import MAX_SEED
+from model.arguments import MAX_SEED, PRECISIONS
 from model.config import ModelConfig
 from model.errors import InputError
 from model.network import IMAGENET, PRETRAINED_SUFFIXES
@@ -22,7 +22,6 @@ from train.augment import AUGMENTATIONS
 from train.loss import DICE_FORMS
 from train.sampler import SET_SIZES
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Keys older configs used, read under their new names. "overlap" was the whole-body sets' carry-over, a name
 # it shared with inference's tile overlap.
 RENAMED = {"overlap": "set_carry_over"}

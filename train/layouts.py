@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from model.autopet import AUTOPET_CT, AUTOPET_MASK, AUTOPET_PET
 from model.errors import InputError
 from model.files import loads_strict, open_regular
 from phantoms import StudyWriter, write_grand_challenge, write_tcia
@@ -39,12 +40,12 @@ def find_tcia(source: Path, diagnoses: Diagnoses) -> list[SourceStudy]:
     """<patient>/<study>/{SUV,CTres,SEG}.nii.gz anywhere under ``source`` (the FDG-PET-CT-Lesions NIfTI
     release: FDG studies)."""
     studies = []
-    for suv in sorted(source.rglob("SUV.nii.gz")):
+    for suv in sorted(source.rglob(AUTOPET_PET)):
         folder = suv.parent
         patient, study = folder.parent.name, folder.name
         studies.append(SourceStudy(study_id=_safe_id(f"{patient}/{study}"), patient=patient, tracer="fdg",
                                    diagnosis=diagnoses.lookup(patient_key(patient), study), pet=suv,
-                                   ct=folder / "CTres.nii.gz", mask=folder / "SEG.nii.gz"))
+                                   ct=folder / AUTOPET_CT, mask=folder / AUTOPET_MASK))
     return studies
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from model.arguments import OneLineParser, body_weight_kg, input_folder, output_folder
+from model.autopet import AUTOPET_CT, AUTOPET_PET
 from model.dicom.choice import resolve_series_choice
 from model.dicom.scan import Study, print_warning, scan_folder
 from model.dicom.volume import DicomCase, load_case
@@ -47,7 +48,7 @@ def _check_not_another_study(folder: Path, study: Study) -> None:
         if other != study.uid:
             raise InputError(f"{shown(folder)}: holds study {other} from an earlier conversion; {study.label()} is not "
                              "written over it (convert into another folder)")
-    elif any((folder / name).exists() for name in ("SUV.nii.gz", "CTres.nii.gz")):
+    elif any((folder / name).exists() for name in (AUTOPET_PET, AUTOPET_CT)):
         raise InputError(f"{shown(folder)}: holds SUV/CTres images without suv.json; not overwritten")
 
 
@@ -64,7 +65,7 @@ def convert_study(case: DicomCase, out_dir: Path, folder_name: str | None = None
                 "suv": case.suv.to_dict(), "warnings": list(notes)}
     written: list[Path] = []
     try:
-        for image, name in ((case.pet.image, "SUV.nii.gz"), (ct_on_pet, "CTres.nii.gz")):
+        for image, name in ((case.pet.image, AUTOPET_PET), (ct_on_pet, AUTOPET_CT)):
             written.append(folder / name)
             write_image_atomic(image, folder / name)
         written.append(folder / "suv.json")

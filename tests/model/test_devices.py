@@ -5,8 +5,20 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from model.devices import cpu_supports_bf16, describe_precision, precision_rule, resolve_device, resolve_precision
+import process
+from bench.peak import low_precision
+from model.arguments import PRECISIONS
+from model.devices import (
+    DTYPES,
+    cpu_supports_bf16,
+    describe_precision,
+    precision_rule,
+    resolve_device,
+    resolve_precision,
+)
 from model.errors import InputError
+from tests.train.test_fit import TINY_RUN
+from train.config import FitConfig
 
 
 @pytest.mark.parametrize(("device", "native_bf16", "training", "dtype", "scaler"), [
@@ -68,3 +80,17 @@ def test_devices():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             resolve_device("cuda:1")
+
+
+def test_the_precisions_are_named_once():
+    """model.arguments.PRECISIONS is every caller's list: process.py's choices, the training config's check, the
+    dtypes and "auto"'s rule of model.devices, and bench's low precision (auto's, on a device with bf16)."""
+    assert PRECISIONS == ("auto", "fp32", "fp16", "bf16")
+    (action,) = (a for a in process.build_parser()._actions if a.dest == "precision")
+    assert tuple(action.choices) == PRECISIONS
+    assert set(DTYPES) == set(PRECISIONS) - {"auto"}
+    for name in PRECISIONS:
+        assert FitConfig(**{**TINY_RUN, "precision": name}).precision == name
+    with pytest.raises(ValueError, match=r"one of \['auto', 'fp32', 'fp16', 'bf16'\], got 'fp8'"):
+        FitConfig(**{**TINY_RUN, "precision": "fp8"})
+    assert low_precision("cpu") == torch.bfloat16 and low_precision("cuda") == torch.float16

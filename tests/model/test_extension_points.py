@@ -1,9 +1,11 @@
 """Each extension point is one entry of one table: an image format (model.readers.IMAGE_FORMATS), an input
-layout (model.cases.INPUT_LAYOUTS) and an output (model.outputs.OUTPUTS); and the pipeline's stages are the
-one path of a study."""
+layout (model.cases.INPUT_LAYOUTS), an output (model.outputs.OUTPUTS) and a report quantity
+(model.report.QUANTITIES); and the pipeline's stages are the one path of a study."""
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,13 +13,17 @@ import pytest
 import SimpleITK as sitk
 
 import model.cases
+import model.figures
 import model.outputs
 import model.readers
+import model.report
 from model.cases import InputLayout, InputRequest, find_cases, layout_cases, path_case
 from model.errors import InputError
 from model.outputs import CaseOutput, OutputLayout, file_entry
 from model.pipeline import StudyOptions, run_case, run_study
 from model.readers import ImageFormat
+from model.report import Quantity
+from model.review_page import cohort_page, render
 from tests.conftest import oracle_predictor, write_case
 
 
@@ -99,3 +105,52 @@ def test_a_study_by_its_files_is_checked_as_process_checks_it(tmp_path, small_ph
     with pytest.raises(InputError, match="CT"):
         run_case(pet_path, ct_path, tmp_path / "mask.mha", oracle_predictor())
     assert not (tmp_path / "mask.mha").exists()
+
+
+def test_a_new_report_quantity_is_one_entry(tmp_path, small_phantom, monkeypatch):
+    # A lesion quantity inside the table (a header kept apart from it would put every later column under the
+    # wrong name) and a headline study quantity at its end (results.json, report.json, the review page).
+    suv_min = Quantity("suv_min", "lesion", lambda les: float(les.values.min()),
+                       definition="the lowest SUV of the lesion's voxels")
+    hottest_sum = Quantity("suv_max_sum", "study", lambda lesions: float(sum(les.suv_max for les in lesions)),
+                           headline=True, title="SUVmax sum", definition="the lesions' SUVmax summed",
+                           picture=lambda suv: f"SUVmax sum {suv:.2f}", picture_place=3)
+    table = list(model.report.QUANTITIES)
+    table.insert([q.name for q in table].index("suv_peak"), suv_min)
+    monkeypatch.setattr(model.report, "QUANTITIES", (*table, hottest_sum))
+    titles: list[str] = []
+    real_figure = model.figures.mip_figure
+    monkeypatch.setattr(model.figures, "mip_figure", lambda path, suv, outlines, title, **kwargs: (
+        titles.append(title), real_figure(path, suv, outlines, title, **kwargs))[1])
+    pet, ct, _ = small_phantom.images()
+    case = path_case(*write_case(tmp_path / "in", pet, ct))
+    layout = OutputLayout(tmp_path / "out")
+    layout.reports.mkdir(parents=True)
+    options = StudyOptions(reports=True, model_info={"version": "0", "weights_sha256": {}})
+    _, headline = run_study(case, oracle_predictor(), layout, options)
+
+    with open(layout.reports / "case0.lesions.csv", newline="") as file:
+        header, *rows = list(csv.reader(file))
+    assert header[:8] == ["id", "voxels", "volume_ml", "suv_max", "suv_mean", "suv_min", "suv_peak", "tlg"]
+    assert header[8:] == ["centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+                          "bbox_x0", "bbox_y0", "bbox_z0", "bbox_x1", "bbox_y1", "bbox_z1"]
+    document = json.loads((layout.reports / "case0.report.json").read_text())
+    assert rows and len(rows) == len(document["lesions"])
+    for row, lesion in zip(rows, document["lesions"], strict=True):
+        cells = dict(zip(header, row, strict=True))  # each value under its own name
+        assert float(cells["suv_min"]) <= float(cells["suv_mean"]) <= float(cells["suv_max"])
+        assert float(cells["suv_min"]) == pytest.approx(lesion["suv_min"], abs=1e-4)
+        assert float(cells["suv_peak"]) == pytest.approx(lesion["suv_peak"], abs=1e-4)
+        assert int(cells["bbox_x1"]) == lesion["bbox_max"][0]
+    assert document["definitions"]["suv_min"] == "the lowest SUV of the lesion's voxels"
+    expected_sum = sum(lesion["suv_max"] for lesion in document["lesions"])
+    assert document["suv_max_sum"] == headline["suv_max_sum"] == pytest.approx(expected_sum, abs=1e-3)
+    count = document["lesion_count"]
+    assert titles == [f"case0\nTMTV {document['tmtv_ml']:.1f} ml, {count} lesion{'s' if count != 1 else ''}, "
+                      f"SUVmax {document['suv_max']:.1f}, SUVmax sum {expected_sum:.2f}"]
+
+    page = cohort_page(layout.root, [{"case": "case0", **headline}])
+    (column,) = (c for c in page.columns if c.key == "suv_max_sum")
+    assert (column.title, column.hint) == ("SUVmax sum", "the lesions' SUVmax summed")
+    assert page.rows[0].values["suv_max_sum"] == headline["suv_max_sum"]
+    assert ">SUVmax sum</th>" in render(page)
