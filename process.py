@@ -271,4 +271,9 @@ def _run(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # main() installs the run's Ctrl-C handling and restores this one after it: once the run has ended (its exit
+    # code says how), a late Ctrl-C during the interpreter's teardown changes nothing instead of killing it (-2).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(main())

@@ -990,8 +990,8 @@ def test_ctrl_c_anywhere_ends_the_run_with_130_and_leaves_complete_cases(capsys,
 
 def test_ctrl_c_at_several_moments_of_a_real_run(tmp_path, small_phantom, tiny_weights):
     pet, ct, _ = small_phantom.images()
-    for stem in "abcdef":
-        write_case(tmp_path / "in", pet, ct, stem)
+    for k in range(24):  # enough cases that the run is still going at the last moment (2 s), even on a fast CPU
+        write_case(tmp_path / "in", pet, ct, f"c{k:02d}")
     for delay in (0.0, 0.7, 2.0):
         out = tmp_path / f"out-{delay}"
         child = subprocess.Popen([sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output", str(out),
