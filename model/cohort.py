@@ -138,9 +138,12 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
     record = options.record
     if record is None or record.settings.get("models") is None:
         return "this run's model has no identity (networks not loaded from a checkpoint file)"
+    study = None  # the study as the pipeline reads it, read once where the numbers are to be computed again
     try:
         mask = read_image(mask_path, "mask")
-        pet = _pet_of(case)
+        if case.pet_path is None and options.reports:  # a DICOM PET's grid comes from its slices: read it whole once
+            study = pipeline.read_study(case, predictor)
+        pet = study.loaded.pet if study is not None else _pet_of(case)
     except InputError as error:
         return f"its mask or its PET cannot be read ({error})"
     if not _is_mask_of(mask, pet):
@@ -150,7 +153,7 @@ def _already_done(case: CaseSource, layout: OutputLayout, options: CohortOptions
         return _made_otherwise(case, layout, record, note)
     if not options.reports:
         return _Done(headline=None)
-    return _reports_agree(case, layout, record, mask, predictor)
+    return _reports_agree(case, layout, record, mask, lambda: study or pipeline.read_study(case, predictor))
 
 
 def _pet_of(case: CaseSource) -> sitk.Image | sitk.ImageFileReader:
@@ -186,7 +189,7 @@ def _made_otherwise(case: CaseSource, layout: OutputLayout, record: RunRecord, n
 
 
 def _reports_agree(case: CaseSource, layout: OutputLayout, record: RunRecord, mask: sitk.Image,
-                   predictor: Predictor) -> _Done | str:
+                   read_study: Callable[[], pipeline.Study]) -> _Done | str:
     """_already_done's part for the reports: all there, made with this run's settings, describing this mask,
     and holding the numbers this mask and this PET give."""
     paths = layout.report_paths(case)
@@ -204,7 +207,7 @@ def _reports_agree(case: CaseSource, layout: OutputLayout, record: RunRecord, ma
     if described != mask_sha256(mask):
         return "its report describes another mask than the one there"
     try:  # the study as the pipeline reads it (PET in SUV, CT on its grid): the numbers are computed as they were
-        loaded = pipeline.read_study(case, predictor).loaded
+        loaded = read_study().loaded
         mask.CopyInformation(loaded.pet)  # equal within _is_mask_of's tolerance: the numbers were made on the PET's
         computed = rounded_headline(study_report(loaded, mask))
     except (InputError, ValueError) as error:
