@@ -8,16 +8,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from phantoms.body import Body
+from phantoms.body import T_KNOTS, Body
 from phantoms.geometry import Blob, Canvas, Waves, axis_rotation, log_uniform, smooth_noise
 from phantoms.tissues import BOWEL, BROWN_FAT, CORTEX, FAT, LIVER, LUNG, MARROW, MUSCLE, NOT_BODY, SOFT, SPLEEN
 
 DIAGNOSES = ("MELANOMA", "LUNG_CANCER", "LYMPHOMA")
 # Lesion kinds per diagnosis, with weights (chains of nodes count as one draw; see draw_lesions).
 LESION_WEIGHTS = {
-    "MELANOMA": {"nodes": 4, "lung": 2, "liver": 2, "bone": 1.5, "subcutaneous": 2, "mass": 1},
-    "LUNG_CANCER": {"nodes": 4, "lung": 2, "lung_primary": 3, "liver": 1, "bone": 1.5, "mass": 0.3},
-    "LYMPHOMA": {"nodes": 8, "bulky": 1.5, "liver": 0.5, "spleen": 0.7, "bone": 1, "lung": 0.3, "mass": 0.3},
+    "MELANOMA": {"nodes": 4, "lung": 2, "liver": 2, "bone": 1.5, "subcutaneous": 2, "mass": 1, "limb_mass": 0.8},
+    "LUNG_CANCER": {"nodes": 4, "lung": 2, "lung_primary": 3, "liver": 1, "bone": 1.5, "mass": 0.3,
+                    "limb_mass": 0.2},
+    "LYMPHOMA": {"nodes": 8, "bulky": 1.5, "liver": 0.5, "spleen": 0.7, "bone": 1, "lung": 0.3, "mass": 0.3,
+                 "limb_mass": 0.4},
 }
 NODE_STATIONS = ("cervical", "axillary", "mediastinal", "hilar", "retroperitoneal", "iliac", "inguinal")
 
@@ -50,7 +52,10 @@ LESION_KINDS = {
     "subcutaneous": ((5, 25), (2.5, 15), 0.05, 0.2, None, 35),
     "mass": ((50, 150), (2, 8), 0.75, 0.7, None, 35),
     "bulky": ((40, 100), (5, 25), 0.25, 0.6, None, 40),
+    # soft-tissue masses of the thighs and arms (sarcoma-like metastases, extranodal lymphoma), clipped to the limb
+    "limb_mass": ((40, 110), (2.5, 12), 0.6, 0.7, None, 35),
 }
+
 
 
 
@@ -158,7 +163,7 @@ def plan_lesion(rng: np.random.Generator, kind: str, centre: np.ndarray, suv_liv
     (d_lo, d_hi), (suv_lo, suv_hi), p_necrotic, p_texture, _, hu = LESION_KINDS[kind]
     if diameter is None:
         diameter = log_uniform(rng, d_lo, d_hi)
-    elongation = rng.uniform(1.0, 1.6 if kind in ("node", "mass", "bulky") else 1.3)
+    elongation = rng.uniform(1.0, 1.6 if kind in ("node", "mass", "bulky", "limb_mass") else 1.3)
     semi = diameter / 2 * np.array([elongation, 1 / math.sqrt(elongation), 1 / math.sqrt(elongation)])
     semi *= rng.uniform(0.85, 1.15, 3)
     semi *= (diameter / 2) / np.prod(semi) ** (1 / 3)  # the drawn diameter is that of the equal-volume sphere
@@ -206,6 +211,13 @@ def draw_lesions(body: Body, canvas: Canvas, rng: np.random.Generator, diagnosis
                 centre = None
         elif kind == "mass":
             centre = sites.sample((MUSCLE,), (0.25 * h, 0.8 * h))
+        elif kind == "limb_mass":
+            for _attempt in range(20):
+                centre = sites.sample((MUSCLE,), (0.1 * h, 0.8 * h))
+                if centre is None or _in_limb(body, centre):
+                    break
+            else:
+                centre = None
         elif kind == "bulky":
             station = str(rng.choice(["mediastinal", "retroperitoneal", "cervical", "iliac"]))
             start, end = _node_chain(body, station, int(rng.choice([-1, 1])))
@@ -214,6 +226,14 @@ def draw_lesions(body: Body, canvas: Canvas, rng: np.random.Generator, diagnosis
             continue
         plans.append(plan_lesion(rng, kind, centre, suv_liver))
     return plans
+
+
+def _in_limb(body: Body, point: np.ndarray) -> bool:
+    """Below the trunk (a leg) or outside the trunk's outline with its fat (an arm)."""
+    if body.t(point[2]) < T_KNOTS[0]:  # the trunk's profile begins at the crotch
+        return True
+    cx, cy, a, b, fat, belly = (float(v) for v in body.trunk(point[2]))
+    return ((point[0] - cx) / (a + fat)) ** 2 + ((point[1] - cy) / (b + fat + belly)) ** 2 > 1
 
 
 def _in_cavity(body: Body, point: np.ndarray) -> bool:

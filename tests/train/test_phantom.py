@@ -249,3 +249,28 @@ def test_layouts_and_preview(tmp_path):
     cts = sorted((tmp_path / "gc/images/ct").iterdir())
     assert len(pets) == len(cts) == len(list((tmp_path / "gc/labels").iterdir())) == 2
     assert sitk.ReadImage(str(pets[0])).GetSize() == (48, 48, 30)
+
+
+def test_large_masses_are_drawn_in_the_limbs_as_well_as_the_trunk():
+    """autoPET has bulky heterogeneous masses (100-1000 ml, necrotic cores) in the trunk and in the limbs."""
+    from phantoms.body import T_KNOTS, Body
+    from phantoms.lesions import _in_limb
+
+    body = Body(np.random.default_rng(0), feet_fraction=0.0)
+    h = body.height
+    cx, cy, a, _, fat, _ = (float(v) for v in body.trunk(0.6 * h))
+    assert _in_limb(body, np.array([cx, cy, 0.3 * h]))  # a thigh: below the crotch
+    assert _in_limb(body, np.array([cx + a + fat + 40, cy, 0.6 * h]))  # beside the trunk: an arm
+    assert not _in_limb(body, np.array([cx + 0.5 * a, cy, 0.6 * h]))
+    assert not _in_limb(body, np.array([cx, cy, (T_KNOTS[0] + 0.01) * h]))
+
+    spec = PhantomSpec(size=96, spacing=5.0, slices=150, slice_thickness=6.0)
+    kinds: dict[str, list] = {}
+    for seed in range(40):
+        phantom = make_phantom(2000 + seed, positive=True, spec=spec, diagnosis="MELANOMA")
+        for lesion in phantom.lesions:
+            kinds.setdefault(lesion.kind, []).append(lesion)
+    limb, trunk = kinds.get("limb_mass", []), kinds.get("mass", [])
+    assert limb and trunk
+    assert max(lesion.volume_ml for lesion in limb + trunk) >= 100
+    assert any(lesion.necrotic for lesion in limb + trunk)
