@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 # Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
 # machine); main() imports the rest once the arguments are known to be good.
 from model.arguments import PRECISIONS, OneLineParser, body_weight_kg, device_name, number, output_folder
-from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError, one_line, show_warnings_as_lines, shown
-from model.suv import SUV_METHODS
+from runner.distributed import RankInfo, part_indices
+from studies.suv import SUV_METHODS
 
 if TYPE_CHECKING:
-    from model.cases import CaseSource
+    from studies.cases import CaseSource
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS_SHOWN = "weights/ beside process.py"
@@ -49,7 +49,7 @@ def check_device(device: str) -> None:
         return
     import torch
 
-    from model.inference import resolve_device
+    from model.devices import resolve_device
 
     resolved = resolve_device(device)
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.cases import NAMING_RULE
+    from studies.cases import NAMING_RULE
 
     parser = OneLineParser(description=__doc__, formatter_class=_HelpFormatter)
     inputs = parser.add_argument_group("input (none: grand-challenge mode, /input)",
@@ -154,7 +154,7 @@ def check_arguments(args: argparse.Namespace) -> bool:
 
 def check_runtime() -> None:
     """What a run imports loads (a torchvision built for another torch fails here): one line, not a traceback."""
-    from model.environment import runtime_problem
+    from runner.environment import runtime_problem
 
     problem = runtime_problem()
     if problem is not None:
@@ -162,8 +162,8 @@ def check_runtime() -> None:
 
 
 def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSource]:
-    """The run's cases, in order (model.cases.INPUT_LAYOUTS); InputError when the input as a whole cannot be used."""
-    from model.cases import InputRequest, find_cases
+    """The run's cases, in order (studies.cases.INPUT_LAYOUTS); InputError when the input as a whole cannot be used."""
+    from studies.cases import InputRequest, find_cases
 
     return find_cases(InputRequest(input=GRAND_CHALLENGE_INPUT if grand_challenge else args.input, pet=args.pet,
                                    ct=args.ct, manifest=args.manifest, grand_challenge=grand_challenge,
@@ -189,20 +189,20 @@ def describe_weights(weights: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line; Ctrl-C anywhere ends it with ``interrupted`` and exit 130 (model.interrupts)."""
-    from model import interrupts
+    """The command line; Ctrl-C anywhere ends it with ``interrupted`` and exit 130 (runner.interrupts)."""
+    from runner import interrupts
 
     with interrupts.handling():
         try:
             return _run(argv)
         except KeyboardInterrupt:
-            # A write in progress finished whole (model.interrupts.deferred); the read ahead was dropped.
+            # A write in progress finished whole (runner.interrupts.deferred); the read ahead was dropped.
             print("interrupted", file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
 
 
 def _run(argv: list[str] | None) -> int:
-    from model import interrupts
+    from runner import interrupts
 
     rank: RankInfo | None = None
     show_warnings_as_lines()
@@ -210,10 +210,18 @@ def _run(argv: list[str] | None) -> int:
         args = parse_args(argv)
         # Everything that can stop the run is checked before the weights load and any case runs.
         grand_challenge = check_arguments(args)
-        from model.cohort import CohortOptions, outcome_records, run_cohort
-        from model.inference import InferenceConfig, Predictor, describe_precision
-        from model.outputs import OutputLayout, check_other_cases, model_info, prepare_output, run_record, write_results
-        from model.review_page import CohortPage, remove_page
+        from model.devices import describe_precision
+        from model.inference import InferenceConfig, Predictor
+        from results.outputs import (
+            OutputLayout,
+            check_other_cases,
+            model_info,
+            prepare_output,
+            run_record,
+            write_results,
+        )
+        from results.review_page import CohortPage, remove_page
+        from runner.cohort import CohortOptions, outcome_records, run_cohort
 
         rank = RankInfo.from_environment()
         device = rank.device(args.device) if rank is not None else args.device

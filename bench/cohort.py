@@ -42,7 +42,7 @@ from bench.api import folder_cases, masks_folder, read_masks, run_folder, segmen
 from bench.peak import SIZES, print_machine
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
 from model.arguments import device_name, number
-from model.config import NormalisationConfig
+from model.preprocessing import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]

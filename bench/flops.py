@@ -24,8 +24,8 @@ from model import ModelConfig, Predictor, build_network, segment
 from model.arguments import number
 from model.inference import load_chunk, tile_chunk
 from model.metrics import dice
-from model.readers import read_images
 from phantoms import PhantomSpec, make_phantom
+from studies.readers import read_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,10 +17,10 @@ from bench.peak import dtype_name, print_machine
 from model import ModelConfig, Predictor, build_network, segment
 from model.arguments import device_name
 from model.checkpoint import Checkpoint
-from model.config import NormalisationConfig
 from model.devices import DTYPES, precision_rule
 from model.inference import CaseTimings
 from model.metrics import dice
+from model.preprocessing import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
 from train.fit import TrainModule
 

@@ -5,7 +5,7 @@
 
 Each study is a phantom written as .mha; a fresh child process (``python -m bench.memory --child``) loads
 random weights of the real architecture and segments it the way process.py's grand-challenge mode does
-(bench.api.run_folder: model.cohort's runner, masks only, read-ahead on), and the child's peak RSS is read
+(bench.api.run_folder: runner.cohort's runner, masks only, read-ahead on), and the child's peak RSS is read
 from /proc (VmHWM). First the machine (CPU, flags, threads, measured peaks: bench/peak.py), then one line per
 study.
 """

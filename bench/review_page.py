@@ -6,7 +6,7 @@ holds, and the README's screenshot (docs/review_page_300.png).
 Segments a few phantoms of ``python -m train synth`` with the shipped weights (one of them a truncated PET, which
 fails), then makes a review folder of ``--cases`` cases from them, each a copy of one phantom's outputs under
 its own name (hard links: the page links as many pictures as a real cohort of that size), and writes its page
-with model.review_page as process.py does. Prints one line of figures.
+with results.review_page as process.py does. Prints one line of figures.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from model.review_page import CASE_FILES, PAGE_NAME, cohort_page, entry_case, write_page
+from results.review_page import CASE_FILES, PAGE_NAME, cohort_page, entry_case, write_page
 
 
 def copied_cohort(source: Path, out: Path, count: int) -> list[dict]:
@@ -57,7 +57,7 @@ return {load_ms: n.loadEventEnd - n.startTime, dom_ms: n.domContentLoadedEventEn
 
 
 def open_page(browser, page: Path) -> dict:
-    """Open ``page`` in ``browser`` (tests.model.browser.Browser): the browser's own timings and the wall time."""
+    """Open ``page`` in ``browser`` (tests.results.browser.Browser): the browser's own timings and the wall time."""
     start = time.perf_counter()
     browser.open(page)
     figures = browser.evaluate(OPEN_FIGURES)
@@ -82,7 +82,7 @@ def _segment_phantoms(work: Path, phantoms: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tests.model.browser import Browser, find_chromium
+    from tests.results.browser import Browser, find_chromium
 
     parser = argparse.ArgumentParser(prog="python -m bench.review_page", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=300)

@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 import process
-from model.cohort import OUTPUT_SLUG
 from model.errors import InputError
+from results.outputs import OUTPUT_SLUG
 from train import alpha_experiment
 from train.alpha_experiment import Arm, loss_change_last_fifth, main, make_arms, make_phantoms, parse_args
 
