@@ -1,5 +1,6 @@
-"""The calls bench/ makes into model/'s case and cohort runners, one small helper each, so that a redesign of
-runner/cohort.py, studies/cases.py or runner/pipeline.py is re-pointed here and nowhere else in bench/."""
+"""The calls bench/ makes into the project's study and run paths, one small helper each, so that a redesign of
+runner/run.py, runner/pipeline.py or studies/cases.py is re-pointed here and nowhere else in bench/. Every
+study bench/ segments goes the one way a run takes it (runner.pipeline: read or given, checked, segmented)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ if TYPE_CHECKING:
 
     from model import CaseTimings, Predictor
     from runner.cohort import CohortSummary
+    from runner.pipeline import CaseResult
 
 
 def run_one_case(pet_path: Path, ct_path: Path, out_path: Path | None, predictor: Predictor) -> CaseTimings:
-    """One study through runner.pipeline.run_case (read, segment, write); seconds per stage."""
+    """One study through runner.pipeline.run_case (read, check, segment, write); seconds per stage."""
     from runner.pipeline import run_case
 
     return run_case(pet_path, ct_path, out_path, predictor, progress=False).timings
 
 
-def segment_images(pet: sitk.Image, ct: sitk.Image, predictor: Predictor) -> None:
-    """One study already in memory, nothing written (a warm-up)."""
+def segment_images(pet: sitk.Image, ct: sitk.Image, predictor: Predictor) -> CaseResult:
+    """One study already in memory, checked and segmented, nothing written: its mask and seconds per stage."""
     from runner.pipeline import run_images
 
-    run_images(pet, ct, None, predictor, progress=False)
+    return run_images(pet, ct, None, predictor, progress=False)
 
 
 def folder_cases(inputs: Path) -> list:
@@ -35,11 +37,16 @@ def folder_cases(inputs: Path) -> list:
     return layout_cases(inputs)
 
 
-def run_folder(sources: list, predictor: Predictor, output: Path, *, read_ahead: bool = True) -> CohortSummary:
-    """The masks of every study (grand-challenge mode: no reports) through runner.cohort.run_cohort."""
-    from runner.cohort import CohortOptions, run_cohort
+def run_folder(inputs: Path, weights: Path, predictor: Predictor, output: Path, *,
+               read_ahead: bool = True) -> CohortSummary:
+    """A grand-challenge-mode run of the folder's studies (masks and results.json) through runner.run.run, as
+    process.py makes it; ``predictor``: loaded from ``weights`` beforehand (kept warm across runs)."""
+    from runner.run import RunSettings, run
+    from studies.cases import InputRequest
 
-    return run_cohort(sources, predictor, output, CohortOptions(read_ahead=read_ahead, progress=False))
+    settings = RunSettings(request=InputRequest(input=inputs, grand_challenge=True), output=output, weights=weights,
+                           inference=predictor.settings, reports=False, read_ahead=read_ahead, progress=False)
+    return run(settings, predictor).summary
 
 
 def masks_folder(output: Path) -> Path:

@@ -962,7 +962,7 @@ INTERRUPT_POINTS = {
     "the network": ("runner.pipeline", "segment_on_pet_grid", 2, _sigint),
     "writing reports": ("results.outputs", "write_lesions_csv", 1, _sigint),
     "a garbage-collector callback": ("runner.pipeline", "segment_on_pet_grid", 2, _interrupt_in_callback),
-    "results.json": ("results.outputs", "write_results", 1, _sigint),
+    "results.json": ("runner.run", "write_results", 1, _sigint),
 }
 
 
