@@ -452,7 +452,9 @@ def lesion_probability(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *,
 
 def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: CaseTimings | None = None,
             progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
-    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds."""
+    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds.
+    The network's part alone, without the study's checks (studies.checks): a study goes through
+    runner.pipeline.segment_source (run_images, run_case), which checks it and then runs segment_on_pet_grid."""
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
     ct = ct_on_pet_grid(pet, ct, predictor.settings, pet_name=pet_name, ct_name=ct_name)

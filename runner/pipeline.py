@@ -1,14 +1,18 @@
 """The pipeline: one study from its source to its written outputs, the one path process.py (through
-runner.cohort), bench/ and the DICOM path all take, in three stages so that a scheduler can put each on a
-thread of its own:
+runner.run and runner.cohort), bench/ and the DICOM path all take, in three stages so that a scheduler can
+put each on a thread of its own:
 
     read_study     read (CaseSource.load) -> plausibility checks (studies.checks) -> CT onto the PET's grid
     segment_study  orient/resample -> tile -> predict -> stitch -> threshold and small lesions
                    (model.inference.segment_on_pet_grid)
     write_study    the mask, then (with reports) the report files, through results.outputs' table
 
-``run_study`` runs the three in order. runner.cohort schedules them for a cohort (the read of the next study
-and the write of the last one beside the network) and adds nothing else to a case.
+``segment_source`` (the first two) is the one way into inference for a study, with its checks: ``run_study``
+adds the write, ``run_case`` (a study by its files, the mask to a path of the caller's) is it too, and
+``run_images`` (a study already read) is it less the read. runner.cohort schedules the three stages for a
+cohort (the read of the next study and the write of the last one beside the network) and adds nothing else
+to a case. model.inference.segment is the network's part alone, without a study's checks: nothing that runs
+a study calls it (tests/test_architecture.py).
 """
 
 from __future__ import annotations
@@ -179,11 +183,17 @@ def _write_outputs(result: CaseResult, layout: OutputLayout, options: StudyOptio
     return headline
 
 
+def segment_source(case: CaseSource, predictor: Predictor, *, progress: bool | None = None) -> CaseResult:
+    """The one way into inference for a study: read, checked, its CT onto the PET's grid (``read_study``), then
+    segmented (``segment_study``); runner.cohort runs the same two stages on two threads."""
+    return segment_study(read_study(case, predictor), predictor, progress=progress)
+
+
 def run_study(case: CaseSource, predictor: Predictor, layout: OutputLayout, options: StudyOptions | None = None,
               *, progress: bool | None = None) -> tuple[CaseResult, dict | None]:
     """One study through every stage, in this thread: its result and its headline numbers (with reports).
     ``layout.reports`` must exist when ``options.reports`` (results.outputs.prepare_output makes it)."""
-    result = segment_study(read_study(case, predictor), predictor, progress=progress)
+    result = segment_source(case, predictor, progress=progress)
     return result, write_study(result, layout, options or StudyOptions())
 
 
@@ -192,8 +202,9 @@ def run_study(case: CaseSource, predictor: Predictor, layout: OutputLayout, opti
 def run_images(pet: sitk.Image, ct: sitk.Image, out_path: Path | None, predictor: Predictor, *,
                timings: CaseTimings | None = None, pet_name: str = "PET", ct_name: str = "CT",
                progress: bool | None = None) -> CaseResult:
-    """Check and segment a PET and CT already read, and write the mask atomically to ``out_path`` (unless
-    None). ``timings`` carries what the caller spent before (reading); the names go into error messages."""
+    """Check and segment a PET and CT already read (``segment_source``'s stages less the read: ``checked_study``,
+    ``segment_study``), and write the mask atomically to ``out_path`` (unless None). ``timings`` carries what
+    the caller spent before (reading); the names go into error messages."""
     case = CaseSource(name="study", pet_label=pet_name, ct_label=ct_name, mask_suffix=".mha", is_dicom=False,
                       load=lambda: LoadedCase(pet=pet, ct=ct))
     result = segment_study(checked_study(case, LoadedCase(pet=pet, ct=ct), predictor, timings), predictor,
@@ -207,8 +218,7 @@ def run_case(pet_path: Path, ct_path: Path, out_path: Path | None, predictor: Pr
              progress: bool | None = None) -> CaseResult:
     """One study given by its PET and CT (each an image file or a DICOM series folder, as ``--pet``/``--ct``):
     read, checked and segmented as process.py does, the mask written to ``out_path`` (unless None)."""
-    result = segment_study(read_study(path_case(Path(pet_path), Path(ct_path)), predictor), predictor,
-                           progress=progress)
+    result = segment_source(path_case(Path(pet_path), Path(ct_path)), predictor, progress=progress)
     if out_path is not None:
         write_mask(result, Path(out_path))
     return result

@@ -120,3 +120,23 @@ def test_the_container_holds_every_package_process_reaches():
     for package in sorted(packages):
         assert f"COPY {package}/ /opt/app/{package}/" in dockerfile, package
         assert f"!{package}/" in ignored, package
+
+
+# model.inference's ways into a study that skip its checks (studies.checks), and who may call each: the
+# pipeline's network stage takes the CT it put on the PET's grid; everything else that segments a study goes
+# through runner.pipeline (bench/ through bench.api), so that what is timed and shipped is what runs.
+UNCHECKED = {"segment", "segment_on_pet_grid", "lesion_probability", "ct_on_pet_grid"}
+UNCHECKED_CALLERS = {"runner.pipeline": {"segment_on_pet_grid", "ct_on_pet_grid"}}
+
+
+@pytest.mark.parametrize("path", sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_a_study_goes_into_inference_one_way(path):
+    own = module_name(path)
+    reached = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module in ("model", "model.inference") and own != "model":
+            reached |= {alias.name for alias in node.names} & UNCHECKED
+        elif isinstance(node, ast.Attribute) and node.attr in UNCHECKED and own != "model.inference":
+            if isinstance(node.value, ast.Name) and node.value.id in ("inference", "model"):
+                reached.add(node.attr)
+    assert reached <= UNCHECKED_CALLERS.get(own, set()), f"{own} calls {sorted(reached)} (no study checks)"

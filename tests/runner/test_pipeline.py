@@ -1,12 +1,17 @@
-"""run_case and run_images: read -> segment -> write once, with per-stage timings and what a report needs."""
+"""runner.pipeline: run_case and run_images read -> segment -> write once, with per-stage timings and what a
+report needs; every way into a study (the pipeline's and bench/'s) runs the study's checks (issue 25 item 3)."""
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from bench.api import run_one_case, segment_images
 from model import InputError, segment
-from runner.pipeline import run_case, run_images
-from tests.conftest import oracle_predictor, write_case
+from phantoms import make_phantom
+from results.outputs import OutputLayout
+from runner.pipeline import run_case, run_images, run_study, segment_source
+from studies.cases import path_case
+from tests.conftest import SMALL_SPEC, oracle_predictor, write_case
 
 
 def test_run_case_writes_the_mask_and_returns_what_a_report_needs(tmp_path, small_phantom):
@@ -54,3 +59,46 @@ def test_a_bad_file_is_one_line_naming_it_and_no_mask(tmp_path, small_phantom):
         run_case(pet_path, ct_path, out_path, oracle_predictor())
     assert str(pet_path) in str(caught.value) and "\n" not in str(caught.value)
     assert not out_path.exists()
+
+
+def _bq_per_ml(pet: sitk.Image, ct: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    return sitk.Cast(pet, sitk.sitkFloat32) * 5000.0, ct
+
+
+def _two_studies(pet: sitk.Image, ct: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    other = make_phantom(4, positive=False, spec=SMALL_SPEC).images()[1]
+    other.SetOrigin((other.GetOrigin()[0] + 150.0, *other.GetOrigin()[1:]))  # another patient, lying elsewhere
+    return pet, other
+
+
+# Every way a caller has into a study: the pipeline's, and bench/'s (bench.api), each writing to ``mask``.
+ENTRIES = {
+    "run_case": lambda pet, ct, mask, folder: run_case(*write_case(folder, pet, ct), mask, oracle_predictor()),
+    "run_images": lambda pet, ct, mask, folder: run_images(pet, ct, mask, oracle_predictor()),
+    "segment_source": lambda pet, ct, mask, folder: segment_source(path_case(*write_case(folder, pet, ct)),
+                                                                   oracle_predictor()),
+    "run_study": lambda pet, ct, mask, folder: run_study(path_case(*write_case(folder, pet, ct)), oracle_predictor(),
+                                                         OutputLayout(mask.parent)),
+    "bench.api.run_one_case": lambda pet, ct, mask, folder: run_one_case(*write_case(folder, pet, ct), mask,
+                                                                         oracle_predictor()),
+    "bench.api.segment_images": lambda pet, ct, mask, folder: segment_images(pet, ct, oracle_predictor()),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("make_bad, needle", [(_bq_per_ml, "PET is not in SUV"),
+                                              (_two_studies, "look like two different studies")],
+                         ids=["PET in Bq/ml", "two studies"])
+def test_every_way_into_a_study_runs_its_checks(tmp_path, small_phantom, entry, make_bad, needle):
+    pet, ct = make_bad(*small_phantom.images()[:2])
+    mask = tmp_path / "out" / "case0.mha"
+    with pytest.raises(InputError, match=needle):
+        ENTRIES[entry](pet, ct, mask, tmp_path / "in")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.mha"))
+
+
+def test_the_unchecked_network_part_segments_what_the_checks_refuse(small_phantom):
+    # model.inference.segment is the network's part alone (tests of geometry call it): the same study the
+    # pipeline refuses goes through it, which is why nothing that runs a study may call it.
+    pet, ct = _bq_per_ml(*small_phantom.images()[:2])
+    assert segment(pet, ct, oracle_predictor()).GetSize() == pet.GetSize()
