@@ -140,3 +140,32 @@ def test_a_study_goes_into_inference_one_way(path):
             if isinstance(node.value, ast.Name) and node.value.id in ("inference", "model"):
                 reached.add(node.attr)
     assert reached <= UNCHECKED_CALLERS.get(own, set()), f"{own} calls {sorted(reached)} (no study checks)"
+
+
+# Test files that follow one behaviour through several modules, and what they test.
+ACROSS_MODULES = {
+    "tests/model/test_orientation.py": "one study stored in other orientations: model.geometry, model.inference",
+    "tests/model/test_seed_normalisation.py": "the seed's per-window scheme: model.preprocessing, model.inference",
+    "tests/train/test_cli.py": "python -m train's arguments: train/__main__.py",
+    "tests/train/test_orientation.py": "orientation through training: train.prepare, train.fit, model.inference",
+}
+
+
+def _tested_module(test_file: Path) -> Path | None:
+    """What tests/<package>/test_<module>[_<aspect>].py tests: <package>/<module>.py or the subpackage."""
+    package, words = test_file.parent.name, test_file.stem.removeprefix("test_").split("_")
+    for count in range(len(words), 0, -1):
+        name = "_".join(words[:count])
+        for candidate in (ROOT / package / f"{name}.py", ROOT / package / name / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def test_tests_mirror_the_packages():
+    """A test file is named after the module it tests, in its package's folder: never after a module that is
+    not there (tests/model/test_runner.py tested pipeline.py long after runner.py had gone)."""
+    ghosts = [str(path.relative_to(ROOT)) for path in sorted((ROOT / "tests").glob("*/test_*.py"))
+              if _tested_module(path) is None and str(path.relative_to(ROOT)) not in ACROSS_MODULES]
+    assert not ghosts, f"test files named after no module: {ghosts}"
+    assert all((ROOT / path).is_file() for path in ACROSS_MODULES)

@@ -1,4 +1,5 @@
-"""The phantom generator keeps its promises: uptake by organ, lesion volumes against the mask, masks only
+"""The phantom generator (phantoms.study.make_phantom and the modules it draws from: anatomy, physiology,
+lesions, imaging, tissues) keeps its promises: uptake by organ, lesion volumes against the mask, masks only
 where lesions are, noise that grows with the counts, reproducibility, and variety actually drawn."""
 
 import dataclasses
@@ -7,7 +8,6 @@ import math
 import cc3d
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from scipy.ndimage import binary_dilation, gaussian_filter
 
 from phantoms import (
@@ -26,8 +26,6 @@ from phantoms import (
     WHITE_MATTER,
     PhantomSpec,
     make_phantom,
-    write_dataset,
-    write_grand_challenge,
 )
 from phantoms.physiology import shift_at_diaphragm
 from tests.conftest import SMALL_SPEC
@@ -233,19 +231,3 @@ def test_grids_from_the_spec(spec):
     assert phantom.pet.shape == phantom.ct.shape == phantom.mask.shape == (spec.slices, spec.size, spec.size)
     assert phantom.spacing == (spec.spacing, spec.spacing, spec.slice_thickness)
     assert phantom.pet.dtype == np.float32 and phantom.pet.min() >= 0
-
-
-def test_layouts_and_preview(tmp_path):
-    small = PhantomSpec(size=48, spacing=11.0, slices=30, slice_thickness=33.0)
-    rows = write_dataset(tmp_path / "tcia", 6, seed=1, spec=small, preview=tmp_path / "grid.png")
-    first = tmp_path / "tcia" / rows[0]["File Location"]
-    assert {p.name for p in first.iterdir()} == {"SUV.nii.gz", "CTres.nii.gz", "SEG.nii.gz"}
-    assert "diagnosis" in (tmp_path / "tcia" / "Metadata.csv").read_text().splitlines()[0]
-    diagnoses = [row["diagnosis"] for row in rows]
-    assert "NEGATIVE" in diagnoses and set(diagnoses) - {"NEGATIVE"}  # negatives about half by default
-    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    write_dataset(tmp_path / "gc", 2, seed=1, writer=write_grand_challenge, spec=small)
-    pets = sorted((tmp_path / "gc/images/pet").iterdir())
-    cts = sorted((tmp_path / "gc/images/ct").iterdir())
-    assert len(pets) == len(cts) == len(list((tmp_path / "gc/labels").iterdir())) == 2
-    assert sitk.ReadImage(str(pets[0])).GetSize() == (48, 48, 30)
