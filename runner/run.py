@@ -119,20 +119,21 @@ def run(settings: RunSettings, predictor: Predictor | None = None) -> RunOutcome
 
 
 def _start(settings: RunSettings, predictor: Predictor | None) -> _Started:
-    """Every check before any study runs, in the order process.py always made them; the console's model lines."""
+    """Every check before any study runs, each room visited once where it can be: the studies, this process's
+    share of them and its device, the output folder, the weights (and the console's model lines), what the
+    outputs record of them, the review page."""
+    grand_challenge = settings.request.grand_challenge
+    sources = find_cases(settings.request)
     rank = RankInfo.from_environment()
+    indices = part_indices(len(sources), settings.num_parts, settings.part_id)
     inference = settings.inference
     if rank is not None:
         if predictor is not None:
             raise InputError("torchrun: each rank loads the weights onto its own device; give no predictor")
+        indices = indices[rank.rank::rank.world]
         inference = dataclasses.replace(inference, device=rank.device(inference.device))
     elif predictor is not None and predictor.settings != inference:
         raise InputError("the predictor given runs with other settings than the run's (RunSettings.inference)")
-    grand_challenge = settings.request.grand_challenge
-    sources = find_cases(settings.request)
-    indices = part_indices(len(sources), settings.num_parts, settings.part_id)
-    if rank is not None:
-        indices = indices[rank.rank::rank.world]
     layout = OutputLayout(settings.output)
     results = layout.results(settings.num_parts, settings.part_id)
     prepare_output(layout, reports=settings.reports, results=results)
@@ -144,6 +145,7 @@ def _start(settings: RunSettings, predictor: Predictor | None) -> _Started:
     print(f"{shown(settings.weights)} on {describe_precision(predictor)}", flush=True)
     describe_weights(settings.weights)
     info = model_info(settings.weights, predictor) if settings.reports else None
+    record = run_record(predictor, suv_method=settings.request.suv_method, weight_kg=settings.request.weight_kg)
     # OUT/index.html: local mode with reports; under torchrun rank 0 alone writes it.
     page = CohortPage(layout.root, info, settings.num_parts, settings.part_id) \
         if settings.reports and (rank is None or rank.rank == 0) else None
@@ -151,8 +153,7 @@ def _start(settings: RunSettings, predictor: Predictor | None) -> _Started:
         remove_page(layout.root)
     options = CohortOptions(reports=settings.reports, model_info=info, read_ahead=settings.read_ahead,
                             skip_existing=settings.skip_existing, progress=settings.progress, page=page,
-                            record=run_record(predictor, suv_method=settings.request.suv_method,
-                                              weight_kg=settings.request.weight_kg))
+                            record=record)
     if rank is not None:
         rank.start_group()
     return _Started(sources=sources, indices=indices, results=results, predictor=predictor, options=options,
@@ -163,7 +164,7 @@ def describe_weights(weights: Path) -> None:
     """The console's model line: which weights, what they are (their cards) and, on stderr, their warning (a
     demo model's "not for clinical or research use")."""
     cards = model_cards(weights)
-    print(f"model card: {'; '.join(dict.fromkeys(card.summary() for card in cards.values()))}", flush=True)
     warning = cards_warning(cards)
+    print(f"model card: {'; '.join(dict.fromkeys(card.summary() for card in cards.values()))}", flush=True)
     if warning:
         print(f"warning: {shown(weights)}: {warning}", file=sys.stderr, flush=True)

@@ -5,6 +5,7 @@ as the command line does."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from model.errors import InputError
 from model.inference import InferenceConfig, Predictor
 from runner.run import RunNotStarted, RunSettings, run
 from studies.cases import InputRequest
-from tests.conftest import write_case
+from tests.conftest import ROOT, write_case
 
 MASKS = "images/automated-petct-lesion-segmentation"
 
@@ -110,3 +111,41 @@ def test_grand_challenge_mode_writes_no_reports():
     with pytest.raises(InputError, match="local mode only"):
         RunSettings(request=InputRequest(input=Path("/input"), grand_challenge=True), output=Path("/output"),
                     weights=Path("weights"))
+
+
+# The modules a run goes back to, and why (the README's "Where things live"): process.py checks the parts
+# against each other before PyTorch is imported and runner.run applies them once the studies are counted;
+# every console line names its path (model.errors.shown); the output folder is checked before the weights
+# load, what the outputs record of the model needs it loaded, results.json comes after the studies; the
+# review page is made before the cohort and written after results.json; a Ctrl-C is honoured before
+# results.json and after it.
+RETURNS = {"runner.distributed": 1, "model.errors": 1, "results.outputs": 2, "results.review_page": 1,
+           "runner.interrupts": 1}
+
+
+def test_a_run_visits_each_module_once_where_it_can(tmp_path, two_studies, tiny_weights):
+    """The modules process.py and runner.run call, in order: a stay is one or more calls into one module; a
+    return is a stay in a module the run had left."""
+    orchestrators = {str(ROOT / "process.py"), str(ROOT / "runner" / "run.py")}
+    stays: list[str] = []
+
+    def profile(frame, event, arg):
+        caller = frame.f_back.f_code.co_filename if frame.f_back is not None else None
+        callee = frame.f_code.co_filename
+        if event == "call" and caller in orchestrators and callee != caller and callee.startswith(str(ROOT)):
+            module = ".".join(Path(callee).relative_to(ROOT).with_suffix("").parts)
+            if not stays or stays[-1] != module:
+                stays.append(module)
+
+    sys.setprofile(profile)
+    try:
+        code = process.main(["--input", str(two_studies), "--output", str(tmp_path / "out"), "--weights",
+                             str(tiny_weights), "--device", "cpu"])
+    finally:
+        sys.setprofile(None)
+    assert code == 0
+    returns: dict[str, int] = {}
+    for i, module in enumerate(stays):
+        if module in stays[:i]:
+            returns[module] = returns.get(module, 0) + 1
+    assert returns == RETURNS, " -> ".join(stays)
