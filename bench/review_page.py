@@ -20,7 +20,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from results.review_page import CASE_FILES, PAGE_NAME, cohort_page, entry_case, write_page
+from results.outputs import page_links
+from results.review_page import PAGE_NAME, cohort_page, entry_case, write_page
 
 
 def copied_cohort(source: Path, out: Path, count: int) -> list[dict]:
@@ -34,10 +35,10 @@ def copied_cohort(source: Path, out: Path, count: int) -> list[dict]:
     for k in range(count):
         original = originals[k] if k < len(originals) else written[k % len(written)]
         name, copy = entry_case(original), f"{entry_case(original)}-{k:03d}"
-        for _, pattern in CASE_FILES:
-            found = Path(source) / "reports" / pattern.format(name)
+        for link in page_links():
+            found = Path(source) / "reports" / link.named(name)
             if found.is_file():
-                os.link(found, Path(out) / "reports" / pattern.format(copy))
+                os.link(found, Path(out) / "reports" / link.named(copy))
         entries.append({**original, "case": copy})
     return entries
 

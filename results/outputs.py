@@ -146,23 +146,29 @@ class CaseDocuments:
 @dataclass(frozen=True)
 class CaseOutput:
     """One kind of file a case gets: its folder (``masks``: the grand-challenge mask folder, written in every
-    mode; ``reports``: local mode only, all of them or none), its name, whether a case gets it, and its
-    writer (``write(documents, path)``; a report writes to a staging path, renamed into place with the others;
-    None for the mask, which runner.pipeline.write_mask writes first and in every mode, before any report)."""
+    mode; ``reports``: local mode only, all of them or none), its name (the case's name and ``suffix``; the
+    mask's suffix is the case's image format's), whether a case gets it, its writer (``write(documents,
+    path)``; a report writes to a staging path, renamed into place with the others; None for the mask, which
+    runner.pipeline.write_mask writes first and in every mode, before any report) and its link on the review
+    page (``page_link``: its place among a row's links and their text; None: not linked)."""
 
     kind: str
     folder: Literal["masks", "reports"]
-    file_name: Callable[[CaseSource], str]
+    suffix: str | None
     applies: Callable[[CaseSource], bool]
     write: Callable[[CaseDocuments, Path], None] | None
+    page_link: tuple[int, str] | None = None
+
+    def file_name(self, case: CaseSource) -> str:
+        return self.named(case.name, case.mask_suffix)
+
+    def named(self, name: str, mask_suffix: str = "") -> str:
+        """The file of the case called ``name`` (results.review_page knows a case by its name only)."""
+        return f"{name}{mask_suffix if self.suffix is None else self.suffix}"
 
 
 def _every_case(case: CaseSource) -> bool:
     return True
-
-
-def _named(suffix: str) -> Callable[[CaseSource], str]:
-    return lambda case: f"{case.name}{suffix}"
 
 
 def _warning(documents: CaseDocuments) -> str | None:
@@ -189,15 +195,26 @@ def _write_seg(documents: CaseDocuments, path: Path) -> None:
 
 # In the order they are written. The mask comes first: its reports describe it.
 OUTPUTS = (
-    CaseOutput("mask", "masks", lambda case: f"{case.name}{case.mask_suffix}", _every_case, None),
-    CaseOutput("lesions", "reports", _named(".lesions.csv"), _every_case,
-               lambda documents, path: write_lesions_csv(documents.report, path)),
-    CaseOutput("report", "reports", _named(".report.json"), _every_case, _write_report_json),
-    CaseOutput("picture", "reports", _named(".png"), _every_case,
+    CaseOutput("mask", "masks", None, _every_case, None),
+    CaseOutput("lesions", "reports", ".lesions.csv", _every_case,
+               lambda documents, path: write_lesions_csv(documents.report, path), page_link=(1, "csv")),
+    CaseOutput("report", "reports", ".report.json", _every_case, _write_report_json, page_link=(2, "json")),
+    CaseOutput("picture", "reports", ".png", _every_case,
                lambda documents, path: case_figure(path, documents.loaded.pet, documents.mask, documents.case.name,
-                                                   documents.report, warning=_warning(documents))),
-    CaseOutput("seg", "reports", _named(".seg.dcm"), lambda case: case.is_dicom, _write_seg),
+                                                   documents.report, warning=_warning(documents)),
+               page_link=(0, "png")),
+    CaseOutput("seg", "reports", ".seg.dcm", lambda case: case.is_dicom, _write_seg, page_link=(3, "seg")),
 )
+
+
+def output_of(kind: str) -> CaseOutput:
+    """The entry of ``OUTPUTS`` of this kind."""
+    return next(entry for entry in OUTPUTS if entry.kind == kind)
+
+
+def page_links() -> list[CaseOutput]:
+    """The report files a review page links to for each case, in the order it shows them."""
+    return sorted((entry for entry in OUTPUTS if entry.page_link is not None), key=lambda entry: entry.page_link)
 
 
 def report_outputs(case: CaseSource) -> list[CaseOutput]:

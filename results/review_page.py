@@ -213,7 +213,6 @@ COHORT_FLAGS = {
                                "have lesions"),
     **{limit.flag: (limit.name, limit.rule) for limit in LIMITS},
 }
-CASE_FILES = (("png", "{}.png"), ("csv", "{}.lesions.csv"), ("json", "{}.report.json"), ("seg", "{}.seg.dcm"))
 
 
 def entry_case(entry: Mapping) -> str:
@@ -241,9 +240,13 @@ def _report_summary(path: Path) -> dict:
 
 def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Mapping[str, tuple]) -> Row:
     """``run``: case -> (status, seconds) of the cases this process ran (others: another part's or rank's)."""
+    # The outputs table names the files; imported here, as it imports PyTorch and train's evaluation page
+    # (this module's other page) needs none of it.
+    from results.outputs import OutputLayout, output_of, page_links
+
     name = entry_case(entry)
     errors = entry.get("error_messages") or []
-    reports = root / "reports"
+    reports = OutputLayout(root).reports
     state, seconds = run.get(name, ("written", None))
     status = "failed" if errors else "already done" if state == "skipped" else "ok"
     values = {key: entry.get(key) for key in (*headline_keys(), "slices")}
@@ -257,14 +260,15 @@ def _cohort_row(root: Path, entry: Mapping, summaries: dict[str, dict], run: Map
     if errors:
         row.flags.append("failed")
         return row
-    report = reports / f"{name}.report.json"
+    report = reports / output_of("report").named(name)
     if name not in summaries and report.is_file():
         summaries[name] = _report_summary(report)
     values["suv_peak"] = summaries.get(name, {}).get("suv_peak")
-    for text, pattern in CASE_FILES:
-        if (reports / pattern.format(name)).is_file():
-            row.links.append((text, f"reports/{pattern.format(name)}"))
-    row.picture = f"reports/{name}.png" if (reports / f"{name}.png").is_file() else None
+    for link in page_links():
+        if (reports / link.named(name)).is_file():
+            row.links.append((link.page_link[1], f"reports/{link.named(name)}"))
+    picture = output_of("picture").named(name)
+    row.picture = f"reports/{picture}" if (reports / picture).is_file() else None
     if values["lesion_count"] == 0:
         row.flags.append("no-lesion")
     row.flags += [limit.flag for limit in LIMITS

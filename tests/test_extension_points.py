@@ -83,7 +83,7 @@ def test_a_new_output_is_one_entry(tmp_path, small_phantom, monkeypatch):
     def write_volume(documents: results.outputs.CaseDocuments, path: Path) -> None:
         path.write_text(f"{documents.report.tmtv_ml}\n")
 
-    entry = CaseOutput("volume", "reports", lambda case: f"{case.name}.tmtv.txt", lambda case: True, write_volume)
+    entry = CaseOutput("volume", "reports", ".tmtv.txt", lambda case: True, write_volume, page_link=(4, "tmtv"))
     monkeypatch.setattr(results.outputs, "OUTPUTS", (*results.outputs.OUTPUTS, entry))
     pet, ct, _ = small_phantom.images()
     case = path_case(*write_case(tmp_path / "in", pet, ct))
@@ -95,6 +95,9 @@ def test_a_new_output_is_one_entry(tmp_path, small_phantom, monkeypatch):
     assert sorted(p.name for p in layout.reports.iterdir()) == [
         "case0.lesions.csv", "case0.png", "case0.report.json", "case0.tmtv.txt"]
     assert layout.mask_path(case).is_file() and result.out_path == layout.mask_path(case)
+    page = cohort_page(layout.root, [{"case": "case0", **headline}])  # its link, after the table's others
+    assert page.rows[0].links == [("png", "reports/case0.png"), ("csv", "reports/case0.lesions.csv"),
+                                  ("json", "reports/case0.report.json"), ("tmtv", "reports/case0.tmtv.txt")]
 
 
 def test_a_study_by_its_files_is_checked_as_process_checks_it(tmp_path, small_phantom):

@@ -58,7 +58,7 @@ from model.arguments import (
     thickness_mm,
 )
 from model.errors import InputError
-from results.outputs import OUTPUT_SLUG
+from results.outputs import OutputLayout
 from train.alpha_summary import paired, table
 
 CONFIG = Path(__file__).parent / "configs" / "demo.json"
@@ -224,7 +224,7 @@ def postprocessed(predictions: Path, out: Path, min_ml: float) -> Path:
 
 
 def segment_cases(cases: Path, weights: Path, out: Path, precision: str) -> Path:
-    """Segment a folder in the grand-challenge layout on the CPU as process.py does, through model/'s cohort
+    """Segment a folder in the grand-challenge layout on the CPU as process.py does, through runner's cohort
     API (the one place this experiment calls it); returns the masks' folder."""
     from model.inference import InferenceConfig, Predictor
     from runner.cohort import CohortOptions, run_cohort
@@ -234,7 +234,7 @@ def segment_cases(cases: Path, weights: Path, out: Path, precision: str) -> Path
     summary = run_cohort(layout_cases(cases), predictor, out, CohortOptions())
     if summary.count("failed"):
         raise InputError(f"{out}: {summary.count('failed')} held-out cases failed (see process.log)")
-    return out / "images" / OUTPUT_SLUG
+    return OutputLayout(out).masks
 
 
 def train_and_score(spec: RunSpec) -> dict:
@@ -325,7 +325,7 @@ def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list
         for stem, label in labels.items():
             outlines = [Outline(read_image(label, "ground truth"), "limegreen", "ground truth")]
             for arm, colour in zip(shown, ("red", "royalblue"), strict=True):
-                masks = runs_of[arm][0].folder / "heldout" / "images" / OUTPUT_SLUG
+                masks = OutputLayout(runs_of[arm][0].folder / "heldout").masks
                 outlines.append(Outline(read_image(masks / label.name, "prediction"), colour, f"alpha {arm.alpha:g}"))
             mip_figure(folder / f"{stem}.png", read_image(pets[stem], "PET"), outlines,
                        f"{stem}: {budget} budget, seed {runs_of[shown[0]][0].config['seed']}")
