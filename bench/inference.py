@@ -7,7 +7,7 @@ re-creation of the seed code's.
 All ways use the same random weights (the head scaled so that logits are decisive and the masks can be
 compared), the same input files and the same machine, in alternating runs. The seed's way: read with
 SimpleITK, then per slice: numpy z-score over the body, a 256x256 crop centred on the body, batch 1, fp32,
-no channels_last, paste back, write. The project's way is ``runner.pipeline.run_case`` (read, segment, write), once at
+no channels_last, paste back, write. The project's way is ``model.run_case`` (read, segment, write), once at
 fp32 and once at the precision --precision auto picks (bf16 autocast on a CPU, fp16 on CUDA). Prints the
 machine (CPU model, family/model, its vector/matrix flags, torch's CPU capability, threads), the measured
 matmul and conv2d peaks at both precisions (bench/peak.py, same process and threads), seconds per case,
