@@ -18,6 +18,9 @@ COPY requirements.txt /opt/app/
 RUN python -m pip install --no-cache-dir -r requirements.txt
 
 COPY model/ /opt/app/model/
+COPY studies/ /opt/app/studies/
+COPY results/ /opt/app/results/
+COPY runner/ /opt/app/runner/
 COPY weights/ /opt/app/weights/
 COPY process.py /opt/app/
 

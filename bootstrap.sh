@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with everything the algorithm, the training and the tests need; quick when up to date.
-# It ends by importing what a run needs (python -m model.environment): a venv that cannot run (a torchvision
+# It ends by importing what a run needs (python -m runner.environment): a venv that cannot run (a torchvision
 # built for another torch, say) is one line saying what is wrong and how to fix it, exit 1, and no stamp.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -10,11 +10,11 @@ REQUIREMENTS=$(cat requirements.txt train/requirements.txt requirements-dev.txt 
 checked() {
   # The check and what is installed: a package installed or replaced by hand since the last check (another
   # torchvision) makes the stamp's second line stale, and the check runs again.
-  { cat model/environment.py; ls -1 .venv/lib/python3*/site-packages 2>/dev/null | grep -i '\.dist-info$' || true; } |
+  { cat runner/environment.py; ls -1 .venv/lib/python3*/site-packages 2>/dev/null | grep -i '\.dist-info$' || true; } |
     sha256sum | cut -d' ' -f1
 }
 link_repository() {
-  # The repository root on the venv's path, so that `python -m train`, `python -m model.dicom` and the Python
+  # The repository root on the venv's path, so that `python -m train`, `python -m studies.dicom` and the Python
   # API work from any folder (the top-level layout stays: process.py, model/, train/ beside each other).
   .venv/bin/python - "$(pwd)" <<'PY'
 import pathlib, sys, sysconfig
@@ -32,7 +32,7 @@ if [ "$installed" = "$REQUIREMENTS" ] && [ "$(sed -n 2p "$STAMP")" = "$(checked)
   exit 0
 fi
 # These requirements were installed; the check is new or the packages changed since: check before installing.
-if [ "$installed" = "$REQUIREMENTS" ] && .venv/bin/python -m model.environment 2>/dev/null; then
+if [ "$installed" = "$REQUIREMENTS" ] && .venv/bin/python -m runner.environment 2>/dev/null; then
   ready
   exit 0
 fi
@@ -40,7 +40,7 @@ fi
 rm -f "$STAMP"
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q -r requirements-dev.txt
-if ! problem=$(.venv/bin/python -m model.environment 2>&1 | tail -n 1); then
+if ! problem=$(.venv/bin/python -m runner.environment 2>&1 | tail -n 1); then
   link_repository
   echo "bootstrap: .venv not ready: ${problem#setup: }" >&2
   exit 1

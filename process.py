@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 # Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
 # machine); main() imports the rest once the arguments are known to be good.
 from model.arguments import PRECISIONS, OneLineParser, body_weight_kg, device_name, number, output_folder
-from model.distributed import RankInfo, part_indices
-from model.errors import InputError, WriteError, one_line, show_warnings_as_lines, shown
-from model.suv import SUV_METHODS
+from model.errors import InputError, WriteError, one_line, show_warnings_as_lines
+from runner.distributed import part_indices
+from studies.suv import SUV_METHODS
 
 if TYPE_CHECKING:
-    from model.cases import CaseSource
+    from runner.run import RunSettings
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights"
 DEFAULT_WEIGHTS_SHOWN = "weights/ beside process.py"
@@ -49,7 +49,7 @@ def check_device(device: str) -> None:
         return
     import torch
 
-    from model.inference import resolve_device
+    from model.devices import resolve_device
 
     resolved = resolve_device(device)
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from model.cases import NAMING_RULE
+    from studies.cases import NAMING_RULE
 
     parser = OneLineParser(description=__doc__, formatter_class=_HelpFormatter)
     inputs = parser.add_argument_group("input (none: grand-challenge mode, /input)",
@@ -154,21 +154,28 @@ def check_arguments(args: argparse.Namespace) -> bool:
 
 def check_runtime() -> None:
     """What a run imports loads (a torchvision built for another torch fails here): one line, not a traceback."""
-    from model.environment import runtime_problem
+    from runner.environment import runtime_problem
 
     problem = runtime_problem()
     if problem is not None:
         raise InputError(f"setup: {problem}")
 
 
-def find_sources(args: argparse.Namespace, grand_challenge: bool) -> list[CaseSource]:
-    """The run's cases, in order (model.cases.INPUT_LAYOUTS); InputError when the input as a whole cannot be used."""
-    from model.cases import InputRequest, find_cases
+def run_settings(args: argparse.Namespace, grand_challenge: bool) -> RunSettings:
+    """The run the checked arguments ask for (runner.run.RunSettings)."""
+    from model.inference import InferenceConfig
+    from runner.run import RunSettings
+    from studies.cases import InputRequest
 
-    return find_cases(InputRequest(input=GRAND_CHALLENGE_INPUT if grand_challenge else args.input, pet=args.pet,
-                                   ct=args.ct, manifest=args.manifest, grand_challenge=grand_challenge,
-                                   pet_series=args.pet_series, ct_series=args.ct_series,
-                                   suv_method=args.suv_method, weight_kg=args.weight_kg))
+    request = InputRequest(input=GRAND_CHALLENGE_INPUT if grand_challenge else args.input, pet=args.pet, ct=args.ct,
+                           manifest=args.manifest, grand_challenge=grand_challenge, pet_series=args.pet_series,
+                           ct_series=args.ct_series, suv_method=args.suv_method, weight_kg=args.weight_kg)
+    inference = InferenceConfig(device=args.device, precision=args.precision, batch_size=args.batch_size,
+                                tta=args.tta, compile=args.compile, min_lesion_ml=args.min_lesion_ml)
+    return RunSettings(request=request, output=args.output, weights=args.weights, inference=inference,
+                       reports=not grand_challenge and not args.no_report, num_parts=args.num_parts,
+                       part_id=args.part_id, skip_existing=args.skip_existing,
+                       keep_other_cases=args.keep_other_cases, read_ahead=not args.no_read_ahead)
 
 
 def print_error(message: object) -> None:
@@ -176,98 +183,39 @@ def print_error(message: object) -> None:
     print(f"error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
-def describe_weights(weights: Path) -> None:
-    """The console's model line: which weights, what they are (their cards) and, on stderr, their warning (a
-    demo model's "not for clinical or research use")."""
-    from model.checkpoint import cards_warning, model_cards
-
-    cards = model_cards(weights)
-    print(f"model card: {'; '.join(dict.fromkeys(card.summary() for card in cards.values()))}", flush=True)
-    warning = cards_warning(cards)
-    if warning:
-        print(f"warning: {shown(weights)}: {warning}", file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """The command line; Ctrl-C anywhere ends it with ``interrupted`` and exit 130 (model.interrupts)."""
-    from model import interrupts
+    """The command line; Ctrl-C anywhere ends it with ``interrupted`` and exit 130 (runner.interrupts)."""
+    from runner import interrupts
 
     with interrupts.handling():
         try:
             return _run(argv)
         except KeyboardInterrupt:
-            # A write in progress finished whole (model.interrupts.deferred); the read ahead was dropped.
+            # A write in progress finished whole (runner.interrupts.deferred); the read ahead was dropped.
             print("interrupted", file=sys.stderr, flush=True)
             return EXIT_INTERRUPTED
 
 
 def _run(argv: list[str] | None) -> int:
-    from model import interrupts
-
-    rank: RankInfo | None = None
     show_warnings_as_lines()
     try:
         args = parse_args(argv)
-        # Everything that can stop the run is checked before the weights load and any case runs.
-        grand_challenge = check_arguments(args)
-        from model.cohort import CohortOptions, outcome_records, run_cohort
-        from model.inference import InferenceConfig, Predictor, describe_precision
-        from model.outputs import OutputLayout, check_other_cases, model_info, prepare_output, run_record, write_results
-        from model.review_page import CohortPage, remove_page
-
-        rank = RankInfo.from_environment()
-        device = rank.device(args.device) if rank is not None else args.device
-        settings = InferenceConfig(device=device, precision=args.precision, batch_size=args.batch_size,
-                                   tta=args.tta, compile=args.compile, min_lesion_ml=args.min_lesion_ml)
-        sources = find_sources(args, grand_challenge)
-        indices = part_indices(len(sources), args.num_parts, args.part_id)
-        if rank is not None:
-            indices = indices[rank.rank::rank.world]
-        layout = OutputLayout(args.output)
-        reports = not grand_challenge and not args.no_report
-        results = layout.results(args.num_parts, args.part_id)
-        prepare_output(layout, reports=reports, results=results)
-        if not grand_challenge:  # grand-challenge's /output is new for every job
-            kept = check_other_cases(layout, sources, args.keep_other_cases)
-            if kept is not None:
-                print(f"warning: {kept}", file=sys.stderr, flush=True)
-        predictor = Predictor.from_path(args.weights, settings)
-        print(f"{shown(args.weights)} on {describe_precision(predictor)}", flush=True)
-        describe_weights(args.weights)
-        info = model_info(args.weights, predictor) if reports else None
-        # OUT/index.html: local mode with reports; under torchrun rank 0 alone writes it.
-        page = CohortPage(layout.root, info, args.num_parts, args.part_id) \
-            if reports and (rank is None or rank.rank == 0) else None
-        if not grand_challenge and not reports:
-            remove_page(layout.root)
-        options = CohortOptions(reports=reports, model_info=info, read_ahead=not args.no_read_ahead,
-                                skip_existing=args.skip_existing, page=page,
-                                record=run_record(predictor, suv_method=args.suv_method, weight_kg=args.weight_kg))
-        if rank is not None:
-            rank.start_group()
+        # Everything that can stop the run is checked before the weights load and any case runs: the arguments
+        # here, the input, the output folder and the weights in runner.run.
+        settings = run_settings(args, check_arguments(args))
+        from runner.run import RunNotStarted, run
     except (InputError, OSError) as error:
         print_error(error)
         return EXIT_NOT_STARTED
     try:
-        summary = run_cohort([sources[i] for i in indices], predictor, args.output, options)
-        records = outcome_records(summary, indices)
-        if rank is not None:
-            records = rank.gather(records)  # every rank waits here for the slowest
-        failed = any(status == "failed" for _, status, _ in records)
-        interrupts.raise_if_requested()  # an interrupted run writes no results.json
-        if rank is None or rank.rank == 0:
-            entries = [entry for _, _, entry in sorted(records, key=lambda record: record[0])]
-            write_results(results, entries)
-            if page is not None:  # after results.json: a part that ends last finds every other part's file
-                page.write(entries)
-        interrupts.raise_if_requested()
+        outcome = run(settings)
+    except RunNotStarted as error:
+        print_error(error)
+        return EXIT_NOT_STARTED
     except WriteError as error:  # results.json
         print_error(error)
         return EXIT_CASE_FAILED
-    finally:
-        if rank is not None:
-            rank.close()
-    return EXIT_CASE_FAILED if failed else 0
+    return EXIT_CASE_FAILED if outcome.failed else 0
 
 
 if __name__ == "__main__":

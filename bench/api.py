@@ -1,5 +1,6 @@
-"""The calls bench/ makes into model/'s case and cohort runners, one small helper each, so that a redesign of
-model/cohort.py, model/cases.py or model/pipeline.py is re-pointed here and nowhere else in bench/."""
+"""The calls bench/ makes into the project's study and run paths, one small helper each, so that a redesign of
+runner/run.py, runner/pipeline.py or studies/cases.py is re-pointed here and nowhere else in bench/. Every
+study bench/ segments goes the one way a run takes it (runner.pipeline: read or given, checked, segmented)."""
 
 from __future__ import annotations
 
@@ -11,40 +12,46 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 
     from model import CaseTimings, Predictor
-    from model.cohort import CohortSummary
+    from runner.cohort import CohortSummary
+    from runner.pipeline import CaseResult
 
 
 def run_one_case(pet_path: Path, ct_path: Path, out_path: Path | None, predictor: Predictor) -> CaseTimings:
-    """One study through model.pipeline.run_case (read, segment, write); seconds per stage."""
-    from model.pipeline import run_case
+    """One study through runner.pipeline.run_case (read, check, segment, write); seconds per stage."""
+    from runner.pipeline import run_case
 
     return run_case(pet_path, ct_path, out_path, predictor, progress=False).timings
 
 
-def segment_images(pet: sitk.Image, ct: sitk.Image, predictor: Predictor) -> None:
-    """One study already in memory, nothing written (a warm-up)."""
-    from model.pipeline import run_images
+def segment_images(pet: sitk.Image, ct: sitk.Image, predictor: Predictor) -> CaseResult:
+    """One study already in memory, checked and segmented, nothing written: its mask and seconds per stage."""
+    from runner.pipeline import run_images
 
-    run_images(pet, ct, None, predictor, progress=False)
+    return run_images(pet, ct, None, predictor, progress=False)
 
 
 def folder_cases(inputs: Path) -> list:
-    """The studies of an input folder in process.py's layouts (model.cases.layout_cases)."""
-    from model.cases import layout_cases
+    """The studies of an input folder in process.py's layouts (studies.cases.layout_cases)."""
+    from studies.cases import layout_cases
 
     return layout_cases(inputs)
 
 
-def run_folder(sources: list, predictor: Predictor, output: Path, *, read_ahead: bool = True) -> CohortSummary:
-    """The masks of every study (grand-challenge mode: no reports) through model.cohort.run_cohort."""
-    from model.cohort import CohortOptions, run_cohort
+def run_folder(inputs: Path, weights: Path, predictor: Predictor, output: Path, *,
+               read_ahead: bool = True) -> CohortSummary:
+    """A grand-challenge-mode run of the folder's studies (masks and results.json) through runner.run.run, as
+    process.py makes it; ``predictor``: loaded from ``weights`` beforehand (kept warm across runs)."""
+    from runner.run import RunSettings, run
+    from studies.cases import InputRequest
 
-    return run_cohort(sources, predictor, output, CohortOptions(read_ahead=read_ahead, progress=False))
+    settings = RunSettings(request=InputRequest(input=inputs, grand_challenge=True), output=output, weights=weights,
+                           inference=predictor.settings, reports=False, read_ahead=read_ahead, progress=False)
+    return run(settings, predictor).summary
 
 
 def masks_folder(output: Path) -> Path:
     """Where a cohort run writes its masks."""
-    from model.cohort import OutputLayout
+    from results.outputs import OutputLayout
 
     return OutputLayout(output).masks
 

@@ -11,8 +11,9 @@ phantoms' (seeds 0 to N-1, every other one positive) as compressed .mha files in
 layout. Below 400 pixels the grid is coarsened so that a study still spans a whole body (in-plane spacing
 2.0364 mm x 400 / size, slices 3 mm x 326 / slices); the model's spacing and crop follow.
 
-1. In this process, one Predictor (after one untimed study): ``run_cohort`` with read-ahead off and on, masks
-   only (as grand-challenge mode), alternating ``--repeats`` times; the best run of each is shown.
+1. In this process, one Predictor (after one untimed study): ``runner.run.run`` in grand-challenge mode (masks
+   and results.json) with read-ahead off and on, alternating ``--repeats`` times; the best run of each is
+   shown (the seconds are the cohort's, as before: from its first read to its last write).
 2. ``process.py`` as one process and as ``torchrun --nproc_per_node=2`` (each rank half of the cores): wall
    seconds from start to exit (loading included), masks compared voxel for voxel, results.json entries.
 3. ``process.py`` killed (SIGKILL) once 3 masks are in place, then run again with ``--skip-existing``.
@@ -42,7 +43,7 @@ from bench.api import folder_cases, masks_folder, read_masks, run_folder, segmen
 from bench.peak import SIZES, print_machine
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
 from model.arguments import device_name, number
-from model.config import NormalisationConfig
+from model.preprocessing import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,16 +82,15 @@ def same_masks(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
 
 def in_process(inputs: Path, work: Path, weights: Path, args: argparse.Namespace) -> None:
     predictor = Predictor.from_path(weights, InferenceConfig(device=args.device, batch_size=args.batch_size))
-    sources = folder_cases(inputs)
-    first = sources[0].load()
+    first = folder_cases(inputs)[0].load()
     segment_images(first.pet, first.ct, predictor)  # one-time costs (kernels, allocator)
     del first
     runs: dict[bool, list] = {False: [], True: []}
     for repeat in range(args.repeats):
         for read_ahead in (False, True):
             output = work / f"run-{'ahead' if read_ahead else 'plain'}-{repeat}"
-            with contextlib.redirect_stdout(io.StringIO()):  # run_cohort's line per case
-                summary = run_folder(sources, predictor, output, read_ahead=read_ahead)
+            with contextlib.redirect_stdout(io.StringIO()):  # the run's model lines and line per case
+                summary = run_folder(inputs, weights, predictor, output, read_ahead=read_ahead)
             runs[read_ahead].append(summary)
             print(f"  read-ahead {'on ' if read_ahead else 'off'}: {summary.wall_s:7.1f} s, network "
                   f"{summary.network_s:7.1f} s, outside the network {100 * summary.outside_network:5.1f} %",

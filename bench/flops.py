@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.api import segment_images
 from bench.peak import machine_label
-from model import ModelConfig, Predictor, build_network, segment
+from model import ModelConfig, Predictor, build_network
 from model.arguments import number
 from model.inference import load_chunk, tile_chunk
 from model.metrics import dice
-from model.readers import read_images
 from phantoms import PhantomSpec, make_phantom
+from studies.readers import read_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def demo_agreement() -> None:
     full, body = (Predictor.from_path(ROOT / "weights", device="cpu", precision="fp32", body_windows=shrink)
                   for shrink in (False, True))
     for name, (pet, ct) in (("shipped case", shipped), ("phantom", phantom.images()[:2])):
-        a, b = (sitk.GetArrayFromImage(segment(pet, ct, predictor)) for predictor in (full, body))
+        a, b = (sitk.GetArrayFromImage(segment_images(pet, ct, predictor).mask) for predictor in (full, body))
         print(f"demo weights, {name}: full windows {a.sum()} voxels, body windows {b.sum()} voxels, "
               f"mask Dice {dice(a, b):.4f}")
 

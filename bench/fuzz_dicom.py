@@ -1,5 +1,5 @@
 """Fuzz the DICOM reader: damage the headers of a small vendor-like export (random byte flips, VR bytes,
-truncations) and convert it with ``model.dicom.convert``, case after case. No network runs here,
+truncations) and convert it with ``studies.dicom.convert``, case after case. No network runs here,
 so no peak is measured; the machine's line is printed first.
 
 A case fails when it raises (a traceback), hangs, or writes a study whose volumes differ from the undamaged
@@ -26,8 +26,8 @@ import SimpleITK as sitk
 
 from bench.peak import machine_label
 from model.arguments import number, random_seed
-from model.dicom import convert
-from tests.model.dicom_series import Grid, StudyIds, ct_datasets, ge_gaps, ge_multi_bed, pet_datasets, write_series
+from studies.dicom import convert
+from tests.studies.dicom_series import Grid, StudyIds, ct_datasets, ge_gaps, ge_multi_bed, pet_datasets, write_series
 
 PIXEL_TAG = b"\xe0\x7f\x10\x00"
 

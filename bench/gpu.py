@@ -1,6 +1,6 @@
 """GPU figures in one run (under 5 minutes on an H200): network slices/s per precision and batch, with and
-without torch.compile (CUDA graphs), mask agreement with fp32, one 400x400x326 study end to end, and the
-training step rate at batch 24. Run through bench/gpu.sh on the GPU machine.
+without torch.compile (CUDA graphs), mask agreement with fp32, one 400x400x326 study end to end (checked and
+segmented the way a run takes it), and the training step rate at batch 24. Run through bench/gpu.sh on the GPU machine.
 
     python -m bench.gpu [--device cuda] [--smoke]      (--smoke: tiny encoder, few iterations, any device)
 """
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import torch
 
+from bench.api import segment_images
 from bench.peak import dtype_name, print_machine
-from model import ModelConfig, Predictor, build_network, segment
+from model import ModelConfig, Predictor, build_network
 from model.arguments import device_name
 from model.checkpoint import Checkpoint
-from model.config import NormalisationConfig
 from model.devices import DTYPES, precision_rule
-from model.inference import CaseTimings
 from model.metrics import dice
+from model.preprocessing import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
 from train.fit import TrainModule
 
@@ -103,11 +103,10 @@ def main() -> None:
     member = Checkpoint(config=config, network=network, path=Path("random"))
     for batch in (32, 64):
         predictor = Predictor.from_checkpoints([member], device=str(device), batch_size=batch)
-        segment(pet, ct, predictor, progress=False)  # warm-up
+        segment_images(pet, ct, predictor)  # warm-up
         sync(device)
-        timings = CaseTimings()
         start = time.perf_counter()
-        segment(pet, ct, predictor, timings=timings, progress=False)
+        timings = segment_images(pet, ct, predictor).timings
         sync(device)
         print(f"end to end {pet.GetSize()} batch {batch}: {time.perf_counter() - start:.2f} s "
               f"(network {timings.network:.2f} s of it)", flush=True)

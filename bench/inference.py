@@ -32,9 +32,9 @@ from bench.api import run_one_case
 from bench.peak import SIZES, Peaks, dtype_name, print_machine
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
 from model.arguments import device_name, number
-from model.config import NormalisationConfig
 from model.inference import CaseTimings
 from model.metrics import dice
+from model.preprocessing import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
 
 

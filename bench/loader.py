@@ -25,8 +25,9 @@ from torch.utils.data import DataLoader
 
 from bench.peak import SIZES, print_machine
 from model.arguments import number
-from model.config import ModelConfig, NormalisationConfig
+from model.config import ModelConfig
 from model.network import build_network
+from model.preprocessing import NormalisationConfig
 from phantoms import write_dataset
 from train.augment import augment, build_augmentation
 from train.config import FitConfig

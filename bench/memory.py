@@ -5,7 +5,7 @@
 
 Each study is a phantom written as .mha; a fresh child process (``python -m bench.memory --child``) loads
 random weights of the real architecture and segments it the way process.py's grand-challenge mode does
-(bench.api.run_folder: model.cohort's runner, masks only, read-ahead on), and the child's peak RSS is read
+(bench.api.run_folder: runner.run.run, masks and results.json, read-ahead on), and the child's peak RSS is read
 from /proc (VmHWM). First the machine (CPU, flags, threads, measured peaks: bench/peak.py), then one line per
 study.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-from bench.api import folder_cases, run_folder
+from bench.api import run_folder
 from bench.peak import SIZES, print_machine
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
 from model.arguments import device_name, number
@@ -49,7 +49,7 @@ def child(inputs: Path, output: Path, weights: Path, device: str, batch_size: in
     fork, and the parent has just built a large phantom."""
     start = time.perf_counter()
     predictor = Predictor.from_path(weights, InferenceConfig(device=device, batch_size=batch_size))
-    summary = run_folder(folder_cases(inputs), predictor, output)
+    summary = run_folder(inputs, weights, predictor, output)
     gpu = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
     rss = int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 2**20
     print(json.dumps({"failed": summary.count("failed"), "seconds": time.perf_counter() - start, "gpu_gib": gpu,

@@ -6,7 +6,7 @@ holds, and the README's screenshot (docs/review_page_300.png).
 Segments a few phantoms of ``python -m train synth`` with the shipped weights (one of them a truncated PET, which
 fails), then makes a review folder of ``--cases`` cases from them, each a copy of one phantom's outputs under
 its own name (hard links: the page links as many pictures as a real cohort of that size), and writes its page
-with model.review_page as process.py does. Prints one line of figures.
+with results.review_page as process.py does. Prints one line of figures.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from model.review_page import CASE_FILES, PAGE_NAME, cohort_page, entry_case, write_page
+from results.outputs import page_links
+from results.review_page import PAGE_NAME, cohort_page, entry_case, write_page
 
 
 def copied_cohort(source: Path, out: Path, count: int) -> list[dict]:
@@ -34,10 +35,10 @@ def copied_cohort(source: Path, out: Path, count: int) -> list[dict]:
     for k in range(count):
         original = originals[k] if k < len(originals) else written[k % len(written)]
         name, copy = entry_case(original), f"{entry_case(original)}-{k:03d}"
-        for _, pattern in CASE_FILES:
-            found = Path(source) / "reports" / pattern.format(name)
+        for link in page_links():
+            found = Path(source) / "reports" / link.named(name)
             if found.is_file():
-                os.link(found, Path(out) / "reports" / pattern.format(copy))
+                os.link(found, Path(out) / "reports" / link.named(copy))
         entries.append({**original, "case": copy})
     return entries
 
@@ -57,7 +58,7 @@ return {load_ms: n.loadEventEnd - n.startTime, dom_ms: n.domContentLoadedEventEn
 
 
 def open_page(browser, page: Path) -> dict:
-    """Open ``page`` in ``browser`` (tests.model.browser.Browser): the browser's own timings and the wall time."""
+    """Open ``page`` in ``browser`` (tests.results.browser.Browser): the browser's own timings and the wall time."""
     start = time.perf_counter()
     browser.open(page)
     figures = browser.evaluate(OPEN_FIGURES)
@@ -82,7 +83,7 @@ def _segment_phantoms(work: Path, phantoms: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from tests.model.browser import Browser, find_chromium
+    from tests.results.browser import Browser, find_chromium
 
     parser = argparse.ArgumentParser(prog="python -m bench.review_page", description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=300)

@@ -20,8 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from bench.peak import print_machine
-from model.autopet import AUTOPET_CT
 from phantoms import write_dataset
+from studies.autopet import AUTOPET_CT
 from train.prepare import load_index, prepare
 
 RELEASE_STUDIES = 1014

@@ -1,5 +1,5 @@
 """The IBSI SUV manual's digital reference objects (oncoray/suv_computation, docs/DRO_list.csv), rebuilt from their
-descriptions as synthetic series (tests/model/dicom_series.py DRO_BUILDERS), read by ``model.dicom.read_pet_suv``:
+descriptions as synthetic series (tests/studies/dicom_series.py DRO_BUILDERS), read by ``studies.dicom.read_pet_suv``:
 how many come out with SUVbw 0.20 / 1.00 / 4.00 (min / median / max; right = each within 0.1 %, the manual
 rounds to 2 decimals). Run from the repository root:
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from model.dicom import read_pet_suv, scan_folder
 from model.errors import InputError
-from tests.model.dicom_series import DRO_BUILDERS, write_series
+from studies.dicom import read_pet_suv, scan_folder
+from tests.studies.dicom_series import DRO_BUILDERS, write_series
 
 EXPECTED = (0.2, 1.0, 4.0)
 TOLERANCE = 1e-3

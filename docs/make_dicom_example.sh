@@ -11,8 +11,8 @@ $PY - "$W/export/study" <<'EOF'
 import sys
 from pathlib import Path
 
-from tests.model.dicom_series import StudyIds
-from tests.model.test_cases import write_phantom_study
+from tests.studies.dicom_series import StudyIds
+from tests.studies.test_cases import write_phantom_study
 from phantoms import PhantomSpec, make_phantom
 
 phantom = make_phantom(3, positive=True, spec=PhantomSpec(size=128, spacing=4.0728, slices=160, slice_thickness=6))
@@ -21,6 +21,6 @@ EOF
 # 1. Segment the export: mask, lesion report, picture and DICOM SEG per study
 $PY process.py --input "$W/export" --output "$W/out"
 # 2. Convert it for training on one's own data: <patient>/<study>/{SUV,CTres}.nii.gz and suv.json
-$PY -m model.dicom "$W/export" "$W/converted"
+$PY -m studies.dicom "$W/export" "$W/converted"
 cp "$W"/out/reports/*.png docs/dicom_example.png
 ls "$W/out/reports" "$W"/converted/*/*

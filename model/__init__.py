@@ -1,4 +1,7 @@
-"""Shared by process.py and train/: the network, its preprocessing, its weights format and inference.
+"""What training and inference share: the network, its config and weights format (checkpoint, card), its
+preprocessing, the predictor (inference, devices), the official metrics, and the small utilities these need
+(errors, files, arguments, validation, geometry, postprocessing). It imports none of the project's other
+packages (studies/, results/, runner/, train/, bench/, phantoms/; tests/test_architecture.py checks).
 
 The names below load on first use (PEP 562), so that ``import model.errors`` and a command line's --help
 answer without importing PyTorch (seconds on a busy machine).
@@ -11,26 +14,23 @@ from typing import TYPE_CHECKING
 
 _HOMES = {
     "Checkpoint": "model.checkpoint", "load_checkpoint": "model.checkpoint", "load_ensemble": "model.checkpoint",
-    "save_checkpoint": "model.checkpoint", "ModelConfig": "model.config", "NormalisationConfig": "model.config",
+    "save_checkpoint": "model.checkpoint", "ModelConfig": "model.config", "NormalisationConfig": "model.preprocessing",
     "InputError": "model.errors", "CaseTimings": "model.inference", "InferenceConfig": "model.inference",
     "Predictor": "model.inference", "segment": "model.inference", "build_network": "model.network",
-    "CaseResult": "model.pipeline", "run_case": "model.pipeline", "run_images": "model.pipeline",
-    "run_study": "model.pipeline",
 }
 
 __all__ = [  # noqa: RUF022  (kept in _HOMES' order)
     "Checkpoint", "load_checkpoint", "load_ensemble", "save_checkpoint", "ModelConfig", "NormalisationConfig",
-    "InputError", "CaseTimings", "InferenceConfig", "Predictor", "segment", "build_network", "CaseResult",
-    "run_case", "run_images", "run_study",
+    "InputError", "CaseTimings", "InferenceConfig", "Predictor", "segment", "build_network",
 ]
 
 if TYPE_CHECKING:
     from model.checkpoint import Checkpoint, load_checkpoint, load_ensemble, save_checkpoint
-    from model.config import ModelConfig, NormalisationConfig
+    from model.config import ModelConfig
     from model.errors import InputError
     from model.inference import CaseTimings, InferenceConfig, Predictor, segment
     from model.network import build_network
-    from model.pipeline import CaseResult, run_case, run_images, run_study
+    from model.preprocessing import NormalisationConfig
 
 
 def __getattr__(name: str) -> object:

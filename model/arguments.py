@@ -1,5 +1,5 @@
 """The command lines' argument parser and checked argument types, shared by process.py, ``python -m train``
-and ``python -m model.dicom``: every argument is converted and checked by its type while it is parsed, so
+and ``python -m studies.dicom``: every argument is converted and checked by its type while it is parsed, so
 that a bad value is one line naming the option and exit 2 before any work, never a traceback later (a
 negative seed deep in numpy, an output folder under a regular file when the first study is written).
 

@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from model.card import ModelCard  # what the weights are: a light module of its own (the review page reads it)
-
-# NormalisationConfig lives with its schemes (model.preprocessing.NORMALISERS); importable from here as always.
 from model.preprocessing import NormalisationConfig
 from model.validation import check_numbers, is_int, is_number
 

@@ -7,7 +7,7 @@
 
 ``Predictor.predict_probabilities`` and ``Predictor.predict_volume`` run them over a volume on its own grid;
 ``segment`` brings a study onto the model's grid and orientation and its mask back onto the PET's (one
-stage of model.pipeline). Every setting lives in one InferenceConfig."""
+stage of runner.pipeline). Every setting lives in one InferenceConfig."""
 
 from __future__ import annotations
 
@@ -26,15 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from model.checkpoint import Checkpoint, load_ensemble
-from model.config import ModelConfig, NormalisationConfig
-from model.devices import (  # noqa: F401  (re-exported: process.py, model.distributed and train/ import them here)
-    DTYPES,
-    Precision,
-    cpu_supports_bf16,
-    describe_precision,
-    resolve_device,
-    resolve_precision,
-)
+from model.config import ModelConfig
+from model.devices import DTYPES, Precision, resolve_device, resolve_precision
 from model.errors import InputError
 from model.geometry import (
     CT_FILL_HU,
@@ -50,7 +43,14 @@ from model.geometry import (
 )
 from model.network import fold_batch_norm, foreground_probability
 from model.postprocessing import remove_small_components, voxel_ml
-from model.preprocessing import body_boxes, network_input, padded_slices, slice_input, window_starts
+from model.preprocessing import (
+    NormalisationConfig,
+    body_boxes,
+    network_input,
+    padded_slices,
+    slice_input,
+    window_starts,
+)
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -386,7 +386,7 @@ def compile_networks(networks: list[torch.nn.Module], device: torch.device) -> l
 def ct_on_pet_grid(pet: sitk.Image, ct: sitk.Image, settings: InferenceConfig, *, pet_name: str = "PET",
                    ct_name: str = "CT") -> sitk.Image:
     """The CT resampled onto the PET's grid (itself when it is on it already); InputError when it covers less
-    than ``settings.min_ct_overlap`` of the PET's box. model.pipeline's read stage runs it (in model.cohort's
+    than ``settings.min_ct_overlap`` of the PET's box. runner.pipeline's read stage runs it (in runner.cohort's
     read-ahead thread)."""
     covered = overlap_fraction(pet, ct)
     if covered < settings.min_ct_overlap:
@@ -452,7 +452,9 @@ def lesion_probability(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *,
 
 def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: CaseTimings | None = None,
             progress: bool | None = None, pet_name: str = "PET", ct_name: str = "CT") -> sitk.Image:
-    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds."""
+    """The lesion mask (uint8 0/1) of one study, on exactly the PET's grid; ``timings`` gathers its seconds.
+    The network's part alone, without the study's checks (studies.checks): a study goes through
+    runner.pipeline.segment_source (run_images, run_case), which checks it and then runs segment_on_pet_grid."""
     timings = timings if timings is not None else CaseTimings()
     start = time.perf_counter()
     ct = ct_on_pet_grid(pet, ct, predictor.settings, pet_name=pet_name, ct_name=ct_name)
@@ -462,7 +464,7 @@ def segment(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *, timings: C
 
 def segment_on_pet_grid(pet: sitk.Image, ct: sitk.Image, predictor: Predictor, *,
                         timings: CaseTimings | None = None, progress: bool | None = None) -> sitk.Image:
-    """``segment`` of a CT on the PET's grid (model.pipeline's read stage put it there): onto the network's grid;
+    """``segment`` of a CT on the PET's grid (runner.pipeline's read stage put it there): onto the network's grid;
     the probability back to the reoriented PET grid, thresholded, and the mask back to the PET's orientation."""
     cfg, settings = predictor.config, predictor.settings
     timings = timings if timings is not None else CaseTimings()

@@ -28,7 +28,7 @@ NUMBER_RANGES: dict[str, tuple[float, float]] = {
 
 
 # A patient's body weight (kg), the one range of --weight-kg (process.py) and of the weight a DICOM PET's SUV was
-# computed with (model.checks): a neonate is 2 kg and more; 0.075 is grams taken for kg, 75000 grams for kg.
+# computed with (studies.checks): a neonate is 2 kg and more; 0.075 is grams taken for kg, 75000 grams for kg.
 PLAUSIBLE_WEIGHT_KG = (1.0, 1000.0)
 
 

@@ -1,6 +1,7 @@
 """Synthetic whole-body FDG PET/CT studies with lesions, for tests, demos, benchmarks and in-silico
 experiments. A package of its own (not under train/) because inference's tests and bench/ use it as much as
-training does; it imports nothing of this project but model.figures, for the preview.
+training does; of this project it imports only studies.autopet (the file names it writes) and results.figures (the
+preview).
 
 Each study is drawn from its seed:
 

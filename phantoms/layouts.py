@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from model.autopet import AUTOPET_CT, AUTOPET_MASK, AUTOPET_PET
 from phantoms.preview import coronal_mip, write_preview
 from phantoms.study import DEFAULT_SPEC, PhantomSpec, make_phantom
+from studies.autopet import AUTOPET_CT, AUTOPET_MASK, AUTOPET_PET
 
 
 @dataclass(frozen=True)

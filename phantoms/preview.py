@@ -1,5 +1,5 @@
 """A preview of a phantom set: coronal PET MIPs with the lesions outlined (the README's grid of phantoms).
-Drawn by model.figures, the project's one renderer."""
+Drawn by results.figures, the project's one renderer."""
 
 from __future__ import annotations
 
@@ -38,6 +38,6 @@ def coronal_mip(phantom: Phantom) -> Panel:
 
 def write_preview(path: Path, panels: list[Panel]) -> None:
     """The panels as a PNG grid, four to a row."""
-    from model.figures import mip_grid  # matplotlib: only when a preview is asked for
+    from results.figures import mip_grid  # matplotlib: only when a preview is asked for
 
     mip_grid(path, panels, columns=4)

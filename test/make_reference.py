@@ -21,7 +21,7 @@ from model import Predictor
 from model.checkpoint import find_checkpoints
 from model.files import atomic_write_bytes
 from model.inference import lesion_mask, lesion_probability
-from model.readers import read_image, write_image_atomic
+from studies.readers import read_image, write_image_atomic
 
 # fp16 and bf16 moved probabilities by at most 0.0133 from fp32 on the shipped case and four phantoms
 # (README, "Precision"); the margin leaves almost four times that.

@@ -11,9 +11,9 @@ import torch
 
 from model import ModelConfig, build_network, save_checkpoint
 from model.checkpoint import Checkpoint
-from model.config import NormalisationConfig
 from model.inference import Predictor
 from model.metrics import dice  # noqa: F401  (tests import it from here)
+from model.preprocessing import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
 
 ROOT = Path(__file__).resolve().parents[1]

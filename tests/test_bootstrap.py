@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.model.test_environment import BROKEN_TORCHVISION
+from tests.runner.test_environment import BROKEN_TORCHVISION
 
 FAKE_PYTHON = """#!/bin/sh
 case "$1" in
@@ -32,7 +32,7 @@ def clone(tmp_path) -> Path:
     (repository / "train").mkdir(parents=True)
     for name in ("bootstrap.sh", "requirements.txt", "requirements-dev.txt", "train/requirements.txt"):
         shutil.copy2(ROOT / name, repository / name)
-    (repository / "model").symlink_to(ROOT / "model")
+    (repository / "runner").symlink_to(ROOT / "runner")  # bootstrap.sh hashes runner/environment.py
     python = repository / ".venv/bin/python"
     python.parent.mkdir(parents=True)
     python.write_text(FAKE_PYTHON)

@@ -105,8 +105,8 @@ def test_errors_point_to_the_fix(capsys, tmp_path, small_phantom, tiny_weights):
 
 
 def test_pydicom_remarks_are_one_warning_line_each(tmp_path, small_phantom, tiny_weights):
-    from tests.model.dicom_series import StudyIds
-    from tests.model.test_cases import write_phantom_study
+    from tests.studies.dicom_series import StudyIds
+    from tests.studies.test_cases import write_phantom_study
 
     write_phantom_study(tmp_path / "export", small_phantom, StudyIds(patient_id="P1"))
     for path in (tmp_path / "export").rglob("*"):  # a StudyID longer than SH's 16 characters, as real exports have
@@ -128,7 +128,7 @@ def test_pydicom_remarks_are_one_warning_line_each(tmp_path, small_phantom, tiny
 def test_the_modules_run_from_any_folder(tmp_path):
     """bootstrap.sh puts the repository on the venv's path (a .pth file); the test's Python is that venv's."""
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
-    for module in ("train", "model.dicom"):
+    for module in ("train", "studies.dicom"):
         done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=120)
         assert done.returncode == 0 and "usage" in done.stdout.lower(), done.stderr
@@ -143,8 +143,8 @@ def test_help_and_argument_errors_answer_before_torch_is_imported():
 
 
 def test_a_swapped_pair_is_told_apart_from_two_studies():
-    from model.checks import check_not_swapped
     from model.errors import InputError
+    from studies.checks import check_not_swapped
 
     hu = np.full((4, 8, 8), -1000.0)
     hu[:, 2:6, 2:6] = 40.0
@@ -162,8 +162,8 @@ def test_a_swapped_pair_is_told_apart_from_two_studies():
 def test_a_dicom_studys_notes_are_warning_lines_with_and_without_reports(capsys, tmp_path, small_phantom,
                                                                          tiny_weights):
     """Images not used (a localizer in the CT series) are said on stderr, not only written to results.json."""
-    from tests.model.dicom_series import Grid, StudyIds, ct_datasets, write_series
-    from tests.model.test_cases import phantom_grid, write_phantom_study
+    from tests.studies.dicom_series import Grid, StudyIds, ct_datasets, write_series
+    from tests.studies.test_cases import phantom_grid, write_phantom_study
 
     ids = StudyIds(patient_id="P1")
     _, ct = write_phantom_study(tmp_path / "export", small_phantom, ids)

@@ -18,10 +18,10 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-import model.outputs
-import model.pipeline
-import model.readers
 import process
+import results.outputs
+import runner.pipeline
+import studies.readers
 from phantoms import make_phantom
 from tests.conftest import ROOT, SMALL_SPEC, write_case
 from tests.model.test_files import fill, small_tmpfs
@@ -219,14 +219,14 @@ def test_every_failure_of_a_case_is_its_line_and_the_others_go_on(capsys, tmp_pa
     pet, ct, _ = small_phantom.images()
     for stem in ("a", "b", "c"):
         write_case(tmp_path / "in", pet, ct, stem)
-    real = model.pipeline.segment_study
+    real = runner.pipeline.segment_study
 
     def segment_study(study, *args, **kwargs):
         if study.case.name == "b":
             raise failure
         return real(study, *args, **kwargs)
 
-    monkeypatch.setattr(model.pipeline, "segment_study", segment_study)
+    monkeypatch.setattr(runner.pipeline, "segment_study", segment_study)
     assert run(tmp_path / "in", tmp_path / "out", tiny_weights) == 1
     lines = _lines(capsys)
     assert len(lines) == 1 and lines[0].startswith("error: ") and "images/ct/b.mha: case failed (" in lines[0]
@@ -463,7 +463,7 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_nothing_half_written(capsys, cas
         real_write(image, name, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model.readers.sitk, "WriteImage", write_then_interrupt)
+    monkeypatch.setattr(studies.readers.sitk, "WriteImage", write_then_interrupt)
     assert run(input_dir, output_dir, tiny_weights) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
     assert masks(output_dir) == [] and not (output_dir / "results.json").exists()
@@ -604,8 +604,8 @@ def test_a_fifo_manifest_is_refused_not_waited_on(capsys, tmp_path, tiny_weights
 def test_a_dicom_export_end_to_end(tmp_path, tiny_weights, small_phantom):
     import highdicom as hd
 
-    from tests.model.dicom_series import StudyIds
-    from tests.model.test_cases import write_phantom_study
+    from tests.studies.dicom_series import StudyIds
+    from tests.studies.test_cases import write_phantom_study
 
     pet_datasets, _ = write_phantom_study(tmp_path / "export" / "study", small_phantom, StudyIds(patient_id="P1"))
     assert run(tmp_path / "export", tmp_path / "out", tiny_weights, "--suv-method", "autopet") == 0
@@ -629,8 +629,8 @@ def test_a_dicom_export_end_to_end(tmp_path, tiny_weights, small_phantom):
 
 def test_skip_existing_on_a_dicom_export_takes_its_suv_conversion_as_a_setting(capsys, tmp_path, tiny_weights,
                                                                               small_phantom):
-    from tests.model.dicom_series import StudyIds
-    from tests.model.test_cases import write_phantom_study
+    from tests.studies.dicom_series import StudyIds
+    from tests.studies.test_cases import write_phantom_study
 
     write_phantom_study(tmp_path / "export" / "study", small_phantom, StudyIds(patient_id="P1"))
     out = tmp_path / "out"
@@ -866,8 +866,8 @@ def test_the_outputs_say_what_the_weights_are_where_a_reader_looks(capsys, case,
     def recorded(*args, **kwargs):
         titles.append(real_figure(*args, **kwargs).title)
 
-    real_figure = model.outputs.case_figure
-    monkeypatch.setattr(model.outputs, "case_figure", recorded)
+    real_figure = results.outputs.case_figure
+    monkeypatch.setattr(results.outputs, "case_figure", recorded)
     assert run(input_dir, output_dir, weights) == 0
     out, err = capsys.readouterr()
     card_line = next(line for line in out.splitlines() if line.startswith("model card: "))
@@ -958,11 +958,11 @@ def _interrupt_in_callback() -> None:
 
 INTERRUPT_POINTS = {
     # where: (module, function, which call, what happens there)
-    "reading the next case (read-ahead thread)": ("model.cases", "read_images", 2, _sigint),
-    "the network": ("model.pipeline", "segment_on_pet_grid", 2, _sigint),
-    "writing reports": ("model.outputs", "write_lesions_csv", 1, _sigint),
-    "a garbage-collector callback": ("model.pipeline", "segment_on_pet_grid", 2, _interrupt_in_callback),
-    "results.json": ("model.outputs", "write_results", 1, _sigint),
+    "reading the next case (read-ahead thread)": ("studies.cases", "read_images", 2, _sigint),
+    "the network": ("runner.pipeline", "segment_on_pet_grid", 2, _sigint),
+    "writing reports": ("results.outputs", "write_lesions_csv", 1, _sigint),
+    "a garbage-collector callback": ("runner.pipeline", "segment_on_pet_grid", 2, _interrupt_in_callback),
+    "results.json": ("runner.run", "write_results", 1, _sigint),
 }
 
 
@@ -975,7 +975,7 @@ def test_ctrl_c_anywhere_ends_the_run_with_130_and_leaves_complete_cases(capsys,
     module_name, function, call, action = INTERRUPT_POINTS[where]
     _on_call(importlib.import_module(module_name), function, call, action, monkeypatch)
     if where == "writing reports":  # and a second Ctrl-C while the first is being handled
-        _on_call(model.outputs, "write_report_json", 1, _sigint, monkeypatch)
+        _on_call(results.outputs, "write_report_json", 1, _sigint, monkeypatch)
     out, handler = tmp_path / "out", signal.getsignal(signal.SIGINT)
     code = run(cohort, out, tiny_weights, *([] if read_ahead else ["--no-read-ahead"]))
     err = capsys.readouterr().err

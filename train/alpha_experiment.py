@@ -12,7 +12,7 @@ and two budgets, evaluated on held-out phantoms with the official metrics.
 - Each run validates only after its last epoch (val_every = epochs), so the exported weights are the last
   epoch's (no selection by validation).
 - Every held-out phantom goes through inference once per run, as process.py runs it
-  (model.cohort.run_cohort); the ``--min-lesion-ml`` values above 0 apply model.postprocessing (what
+  (runner.cohort.run_cohort); the ``--min-lesion-ml`` values above 0 apply model.postprocessing (what
   process.py's --min-lesion-ml calls) to those masks; then the official metrics.
 - Training is bit-reproducible on one machine for a given thread count (``--threads``, recorded): runs are
   spread over ``--jobs`` processes of that many threads each, which does not change a number.
@@ -57,8 +57,8 @@ from model.arguments import (
     spacing_mm,
     thickness_mm,
 )
-from model.cohort import OUTPUT_SLUG
 from model.errors import InputError
+from results.outputs import OutputLayout
 from train.alpha_summary import paired, table
 
 CONFIG = Path(__file__).parent / "configs" / "demo.json"
@@ -209,7 +209,7 @@ def postprocessed(predictions: Path, out: Path, min_ml: float) -> Path:
     import SimpleITK as sitk
 
     from model.postprocessing import remove_small_components
-    from model.readers import image_stem, is_image_name, read_image
+    from studies.readers import image_stem, is_image_name, read_image
 
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(predictions.iterdir()):
@@ -224,17 +224,17 @@ def postprocessed(predictions: Path, out: Path, min_ml: float) -> Path:
 
 
 def segment_cases(cases: Path, weights: Path, out: Path, precision: str) -> Path:
-    """Segment a folder in the grand-challenge layout on the CPU as process.py does, through model/'s cohort
+    """Segment a folder in the grand-challenge layout on the CPU as process.py does, through runner's cohort
     API (the one place this experiment calls it); returns the masks' folder."""
-    from model.cases import layout_cases
-    from model.cohort import CohortOptions, run_cohort
     from model.inference import InferenceConfig, Predictor
+    from runner.cohort import CohortOptions, run_cohort
+    from studies.cases import layout_cases
 
     predictor = Predictor.from_path(weights, InferenceConfig(device="cpu", precision=precision))
     summary = run_cohort(layout_cases(cases), predictor, out, CohortOptions())
     if summary.count("failed"):
         raise InputError(f"{out}: {summary.count('failed')} held-out cases failed (see process.log)")
-    return out / "images" / OUTPUT_SLUG
+    return OutputLayout(out).masks
 
 
 def train_and_score(spec: RunSpec) -> dict:
@@ -311,8 +311,8 @@ def machine(threads: int, precision: str) -> dict[str, str]:
 def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list[RunSpec]]) -> None:
     """Per budget, one picture per held-out case: the first seed's masks of the largest and smallest alpha
     (process.py's, no post-processing) over the PET MIP with the ground truth."""
-    from model.figures import Outline, mip_figure
-    from model.readers import read_image
+    from results.figures import Outline, mip_figure
+    from studies.readers import read_image
     from train.evaluate import images_by_stem, pair_pets
 
     labels = images_by_stem(heldout / "labels")
@@ -325,7 +325,7 @@ def _figures(work: Path, heldout: Path, arms: list[Arm], runs_of: dict[Arm, list
         for stem, label in labels.items():
             outlines = [Outline(read_image(label, "ground truth"), "limegreen", "ground truth")]
             for arm, colour in zip(shown, ("red", "royalblue"), strict=True):
-                masks = runs_of[arm][0].folder / "heldout" / "images" / OUTPUT_SLUG
+                masks = OutputLayout(runs_of[arm][0].folder / "heldout").masks
                 outlines.append(Outline(read_image(masks / label.name, "prediction"), colour, f"alpha {arm.alpha:g}"))
             mip_figure(folder / f"{stem}.png", read_image(pets[stem], "PET"), outlines,
                        f"{stem}: {budget} budget, seed {runs_of[shown[0]][0].config['seed']}")

@@ -12,14 +12,14 @@ import numpy as np
 import SimpleITK as sitk
 
 from model.errors import InputError, shown
-from model.figures import Outline, mip_figure
 from model.files import atomic_write_bytes, atomic_write_json, undefined_as_null
 from model.geometry import same_grid
 from model.metrics import aggregate, case_metrics, false_positive_voxels
 from model.postprocessing import voxel_ml
-from model.readers import image_stem, is_image_name, read_image
-from model.review_page import PAGE_NAME, evaluation_page, write_page
 from phantoms.tissues import FPV_ORGANS
+from results.figures import Outline, mip_figure
+from results.review_page import PAGE_NAME, evaluation_page, write_page
+from studies.readers import image_stem, is_image_name, read_image
 
 ELSEWHERE = "elsewhere"
 

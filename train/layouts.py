@@ -10,10 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from model.autopet import AUTOPET_CT, AUTOPET_MASK, AUTOPET_PET
 from model.errors import InputError
 from model.files import loads_strict, open_regular
 from phantoms import StudyWriter, write_grand_challenge, write_tcia
+from studies.autopet import AUTOPET_CT, AUTOPET_MASK, AUTOPET_PET
 from train.metadata import Diagnoses, patient_key
 
 TRACERS = ("fdg", "psma")

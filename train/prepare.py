@@ -30,7 +30,7 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
-from model.config import DEFAULT_ORIENTATION, NormalisationConfig
+from model.config import DEFAULT_ORIENTATION
 from model.errors import InputError, one_line
 from model.files import atomic_write_json, loads_strict
 from model.geometry import (
@@ -41,8 +41,8 @@ from model.geometry import (
     resample_onto,
     same_grid,
 )
-from model.preprocessing import slices_with_body
-from model.readers import read_image
+from model.preprocessing import NormalisationConfig, slices_with_body
+from studies.readers import read_image
 from train.layouts import TRACERS, SourceStudy, training_layout
 from train.metadata import (
     diagnosis_table,

@@ -15,8 +15,8 @@ from model.errors import InputError
 from model.geometry import reorient
 from model.inference import Predictor
 from model.metrics import aggregate, case_metrics, seed_crop_dice
-from model.pipeline import CaseResult, run_case
-from model.readers import read_image
+from runner.pipeline import CaseResult, run_case
+from studies.readers import read_image
 from train.prepare import label_on_pet_grid
 
 
@@ -33,7 +33,7 @@ def check_validation_sources(rows: list[dict], data: Path) -> None:
 def validate(network: torch.nn.Module, config: ModelConfig, data: Path, studies: list[dict], device: torch.device,
              batch_size: int) -> dict[str, float]:
     """Whole validation studies as deployed: each study's source files (recorded by prepare) through the
-    pipeline process.py runs (model.pipeline.run_case: reading, the plausibility checks, the CT onto the PET's
+    pipeline process.py runs (runner.pipeline.run_case: reading, the plausibility checks, the CT onto the PET's
     grid, orientation, in-plane resampling, tiles over the body, stitching, the threshold), scored on the
     PET's grid with the official metrics (model.metrics), and beside them the seed authors' measure
     (``seed_crop_dice``, model.metrics.seed_crop_dice) on the same masks."""

@@ -6,13 +6,14 @@ import pytest
 import torch
 
 from model.checkpoint import FORMAT, read_config
-from model.config import ModelConfig, NormalisationConfig
+from model.config import ModelConfig
 from model.errors import InputError
 from model.preprocessing import (
     MIN_BODY_PIXELS,
     NORMALISATION_SCHEMES,
     NORMALISERS,
     ZSCORE_STD_FLOOR,
+    NormalisationConfig,
     Normaliser,
     body_boxes,
     normalise,

@@ -8,10 +8,9 @@ import SimpleITK as sitk
 import torch
 
 from model import Predictor, save_checkpoint, segment
-from model.config import NormalisationConfig
 from model.inference import load_chunk, tile_chunk
 from model.network import build_network
-from model.preprocessing import normalise
+from model.preprocessing import NormalisationConfig, normalise
 from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC, TINY
 

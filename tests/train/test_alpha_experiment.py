@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 import process
-from model.cohort import OUTPUT_SLUG
 from model.errors import InputError
+from results.outputs import OutputLayout
 from train import alpha_experiment
 from train.alpha_experiment import Arm, loss_change_last_fifth, main, make_arms, make_phantoms, parse_args
 
@@ -69,7 +69,7 @@ def test_the_ablation_masks_are_process_pys_own(two_runs, tmp_path):
     run = next((root / "a/runs").iterdir())
     assert process.main(["--input", str(root / "a/heldout"), "--output", str(tmp_path), "--weights",
                          str(run / "best"), "--device", "cpu", "--min-lesion-ml", "0.8"]) == 0
-    produced = sorted((tmp_path / "images" / OUTPUT_SLUG).glob("*.mha"))
+    produced = sorted(OutputLayout(tmp_path).masks.glob("*.mha"))
     assert len(produced) == 3
     for path in produced:
         ours = sitk.GetArrayFromImage(sitk.ReadImage(str(run / "heldout-min0.8ml" / path.name)))

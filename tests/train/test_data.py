@@ -4,9 +4,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from model.config import NormalisationConfig
 from model.inference import load_chunk, onto_model_grid, tile_chunk
-from model.preprocessing import NORMALISATION_SCHEMES, NORMALISERS
+from model.preprocessing import NORMALISATION_SCHEMES, NORMALISERS, NormalisationConfig
 from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC, TINY, oracle_predictor
 from train.data import SliceDataset

@@ -345,11 +345,11 @@ def test_paper_json_fits_two_epochs_on_phantoms_with_a_tiny_encoder_from_a_local
 
 
 def test_validation_runs_the_deployment_pipeline_on_the_source_studies(store, tmp_path, monkeypatch):
-    """fit's validation reads each study's source files and runs model.pipeline.run_case (what process.py
+    """fit's validation reads each study's source files and runs runner.pipeline.run_case (what process.py
     runs), scoring on the PET's grid: its official metrics equal those of the pipeline's own mask."""
     import train.validation as validation
     from model.metrics import aggregate, case_metrics
-    from model.pipeline import run_case
+    from runner.pipeline import run_case
 
     calls = []
     monkeypatch.setattr(validation, "run_case", lambda *args, **kwargs: calls.append(args[:2]) or run_case(*args,
