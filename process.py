@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 # Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
 # machine); main() imports the rest once the arguments are known to be good.
-from model.arguments import PRECISIONS, OneLineParser, body_weight_kg, device_name, number, output_folder
+from model.arguments import BACKENDS, PRECISIONS, OneLineParser, body_weight_kg, device_name, number, output_folder
 from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError, one_line, show_warnings_as_lines, shown
 from model.suv import SUV_METHODS
@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="what runs the network: auto (a GPU: PyTorch; a CPU: the fastest for its kind, OpenVINO "
+                             "where installed), torch, or openvino (CPU only)")
     parser.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=None,
                         help="slices per batch (default 32 GPU, 8 CPU)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
@@ -217,7 +220,8 @@ def _run(argv: list[str] | None) -> int:
 
         rank = RankInfo.from_environment()
         device = rank.device(args.device) if rank is not None else args.device
-        settings = InferenceConfig(device=device, precision=args.precision, batch_size=args.batch_size,
+        settings = InferenceConfig(device=device, precision=args.precision, backend=args.backend,
+                                   batch_size=args.batch_size,
                                    tta=args.tta, compile=args.compile, min_lesion_ml=args.min_lesion_ml)
         sources = find_sources(args, grand_challenge)
         indices = part_indices(len(sources), args.num_parts, args.part_id)

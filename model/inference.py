@@ -25,6 +25,8 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
+from model.arguments import Backend
+from model.backends import RuntimeChoice, choose_runtime
 from model.checkpoint import Checkpoint, load_ensemble
 from model.config import ModelConfig, NormalisationConfig
 from model.devices import (  # noqa: F401  (re-exported: process.py, model.distributed and train/ import them here)
@@ -64,6 +66,9 @@ class InferenceConfig:
 
     device: str = "auto"
     precision: Precision = "auto"
+    # PyTorch, OpenVINO's CPU runtime or auto (model.backends); the library's default is PyTorch (training's
+    # validation, tests), process.py's auto.
+    backend: Backend = "torch"
     # Windows per network call; None: default_batch_size of the device.
     batch_size: int | None = None
     # Average over the four flips of each window (4x the network time).
@@ -244,13 +249,15 @@ class Predictor:
     heads: tuple[str, ...] = ()
     # Each member's identity (model.checkpoint.model_sha256) by its weights file's name: what made a mask.
     identities: dict[str, str] = field(default_factory=dict)
+    # Which runtime runs the networks, in what precision, and why (model.backends); None: PyTorch at ``dtype``.
+    runtime: RuntimeChoice | None = None
 
     @classmethod
     def from_path(cls, weights: Path, settings: InferenceConfig | None = None, **overrides) -> Predictor:
         """Load a checkpoint or a folder of them (an ensemble); ``overrides`` replace fields of ``settings``."""
         members = load_ensemble(Path(weights))
         return cls._create(members[0].config, [m.network for m in members], settings, overrides,
-                           [m.config.head for m in members], _identities(members))
+                           [m.config.head for m in members], _identities(members), [m.model_sha256 for m in members])
 
     @classmethod
     def from_checkpoints(cls, members: list[Checkpoint], settings: InferenceConfig | None = None,
@@ -259,25 +266,32 @@ class Predictor:
         goes on with them) untouched."""
         networks = [copy.deepcopy(m.network) for m in members]
         return cls._create(members[0].config, networks, settings, overrides, [m.config.head for m in members],
-                           _identities(members))
+                           _identities(members), [m.model_sha256 for m in members])
 
     @classmethod
     def _create(cls, config: ModelConfig, networks: list[torch.nn.Module], settings: InferenceConfig | None,
-                overrides: dict, heads: list[str], identities: dict[str, str]) -> Predictor:
+                overrides: dict, heads: list[str], identities: dict[str, str],
+                member_identities: list[str | None]) -> Predictor:
         settings = dataclasses.replace(settings or InferenceConfig(), **overrides)
         device = resolve_device(settings.device)
+        runtime = choose_runtime(settings.backend, settings.precision, device, compile_asked=settings.compile)
         for network in networks:
             fold_batch_norm(network.eval())
             network.to(device).to(memory_format=torch.channels_last)
-        if settings.compile:
+        if runtime.backend == "openvino":
+            from model.openvino_backend import openvino_networks
+
+            networks = openvino_networks(networks, member_identities, runtime.precision, len(config.channels),
+                                         config.crop_size)
+        elif settings.compile:
             networks = compile_networks(networks, device)
-        return cls(config=config, networks=networks, settings=settings, device=device,
-                   dtype=resolve_precision(settings.precision, device),
+        return cls(config=config, networks=networks, settings=settings, device=device, dtype=runtime.dtype,
                    batch_size=settings.batch_size or default_batch_size(device), heads=tuple(heads),
-                   identities=identities)
+                   identities=identities, runtime=runtime)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
+        # OpenVINO takes float32 and computes in its own precision (model.openvino_backend)
+        if self.dtype == torch.float32 or (self.runtime is not None and self.runtime.backend != "torch"):
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
