@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING
 
 # Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
 # machine); main() imports the rest once the arguments are known to be good.
-from model.arguments import BACKENDS, PRECISIONS, OneLineParser, body_weight_kg, device_name, number, output_folder
+from model.arguments import (
+    BACKENDS,
+    INFERENCE_PRECISIONS,
+    OneLineParser,
+    body_weight_kg,
+    device_name,
+    number,
+    output_folder,
+)
 from model.distributed import RankInfo, part_indices
 from model.errors import InputError, WriteError, one_line, show_warnings_as_lines, shown
 from model.suv import SUV_METHODS
@@ -105,8 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="a .safetensors checkpoint or a folder of them (an ensemble)")
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32")
+    parser.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
+                        help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32 (int8: OpenVINO, where the "
+                             "weights have an int8 model that passed python -m train.quantise's acceptance)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="what runs the network: auto (a GPU: PyTorch; a CPU: the fastest for its kind, OpenVINO "
                              "where installed), torch, or openvino (CPU only)")

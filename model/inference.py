@@ -25,7 +25,7 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
-from model.arguments import Backend
+from model.arguments import Backend, InferencePrecision
 from model.backends import RuntimeChoice, choose_runtime
 from model.checkpoint import Checkpoint, load_ensemble
 from model.config import ModelConfig, NormalisationConfig
@@ -51,6 +51,7 @@ from model.geometry import (
     same_grid,
 )
 from model.network import fold_batch_norm, foreground_probability
+from model.openvino_backend import accepted_int8
 from model.postprocessing import remove_small_components, voxel_ml
 from model.preprocessing import body_boxes, network_input, padded_slices, slice_input, window_starts
 
@@ -65,7 +66,7 @@ class InferenceConfig:
     """Every inference setting; process.py's command line fills it."""
 
     device: str = "auto"
-    precision: Precision = "auto"
+    precision: InferencePrecision = "auto"
     # PyTorch, OpenVINO's CPU runtime or auto (model.backends); the library's default is PyTorch (training's
     # validation, tests), process.py's auto.
     backend: Backend = "torch"
@@ -91,8 +92,8 @@ class InferenceConfig:
     chunk_batches: int = 4
 
     def __post_init__(self) -> None:
-        if self.precision != "auto" and self.precision not in DTYPES:
-            raise InputError(f"precision {self.precision!r}: expected auto, {', '.join(DTYPES)}")
+        if self.precision not in ("auto", *DTYPES, "int8"):
+            raise InputError(f"precision {self.precision!r}: expected auto, {', '.join(DTYPES)}, int8")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size}: must be at least 1")
         if self.compile and self.body_windows:
@@ -257,7 +258,7 @@ class Predictor:
         """Load a checkpoint or a folder of them (an ensemble); ``overrides`` replace fields of ``settings``."""
         members = load_ensemble(Path(weights))
         return cls._create(members[0].config, [m.network for m in members], settings, overrides,
-                           [m.config.head for m in members], _identities(members), [m.model_sha256 for m in members])
+                           [m.config.head for m in members], _identities(members), _files(members))
 
     @classmethod
     def from_checkpoints(cls, members: list[Checkpoint], settings: InferenceConfig | None = None,
@@ -266,22 +267,23 @@ class Predictor:
         goes on with them) untouched."""
         networks = [copy.deepcopy(m.network) for m in members]
         return cls._create(members[0].config, networks, settings, overrides, [m.config.head for m in members],
-                           _identities(members), [m.model_sha256 for m in members])
+                           _identities(members), _files(members))
 
     @classmethod
     def _create(cls, config: ModelConfig, networks: list[torch.nn.Module], settings: InferenceConfig | None,
                 overrides: dict, heads: list[str], identities: dict[str, str],
-                member_identities: list[str | None]) -> Predictor:
+                member_files: list[tuple[str | None, Path]]) -> Predictor:
         settings = dataclasses.replace(settings or InferenceConfig(), **overrides)
         device = resolve_device(settings.device)
-        runtime = choose_runtime(settings.backend, settings.precision, device, compile_asked=settings.compile)
+        runtime = choose_runtime(settings.backend, settings.precision, device, compile_asked=settings.compile,
+                                 int8_ready=all(accepted_int8(path, identity) for identity, path in member_files))
         for network in networks:
             fold_batch_norm(network.eval())
             network.to(device).to(memory_format=torch.channels_last)
         if runtime.backend == "openvino":
             from model.openvino_backend import openvino_networks
 
-            networks = openvino_networks(networks, member_identities, runtime.precision, len(config.channels),
+            networks = openvino_networks(networks, member_files, runtime.precision, len(config.channels),
                                          config.crop_size)
         elif settings.compile:
             networks = compile_networks(networks, device)
@@ -381,6 +383,10 @@ class Predictor:
 
 def _identities(members: list[Checkpoint]) -> dict[str, str]:
     return {member.path.name: member.model_sha256 for member in members if member.model_sha256 is not None}
+
+
+def _files(members: list[Checkpoint]) -> list[tuple[str | None, Path]]:
+    return [(member.model_sha256, member.path) for member in members]
 
 
 def compile_networks(networks: list[torch.nn.Module], device: torch.device) -> list[torch.nn.Module]:

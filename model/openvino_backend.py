@@ -37,8 +37,11 @@ CONVERSION_VERSION = 1
 # Every input dimension dynamic but the channels: (batch, channels, height, width); -1 is any.
 SHAPE_POLICY = "dynamic batch, height and width"
 MODEL_FILE = "model.xml"
+# A checkpoint's int8 model and its record beside it: NAME.int8.xml, .bin, .json (train.quantise).
+INT8_SUFFIX = ".int8"
 # The precisions OpenVINO's CPU runtime runs here (its inference precision hint for each); no CPU's fp16.
-OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# int8: an accepted int8 model (train.quantise), its float parts in f32 as its acceptance ran them.
+OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def runtime_version() -> str:
@@ -142,6 +145,26 @@ def converted_model(network: torch.nn.Module, identity: str | None, channels: in
     return model
 
 
+def int8_record(weights: Path) -> Path:
+    """Where train.quantise writes a checkpoint's int8 model's record (its model beside it, ``.xml``/``.bin``)."""
+    stem = weights.with_suffix("")
+    return stem.parent / f"{stem.name}{INT8_SUFFIX}.json"
+
+
+def accepted_int8(weights: Path | None, identity: str | None) -> Path | None:
+    """The int8 model of a checkpoint that passed train.quantise's acceptance for this very model (its record
+    names this identity), or None."""
+    if weights is None or identity is None or not int8_record(weights).is_file():
+        return None
+    try:
+        record = json.loads(int8_record(weights).read_text())
+    except (OSError, ValueError):
+        return None
+    model = int8_record(weights).with_suffix(".xml")
+    accepted = isinstance(record, dict) and record.get("passed") is True and record.get("model_sha256") == identity
+    return model if accepted and model.is_file() and model.with_suffix(".bin").is_file() else None
+
+
 class OpenVINONetwork:
     """A compiled OpenVINO model called like the PyTorch network: (N, C, h, w) float32 in, logits out."""
 
@@ -166,11 +189,19 @@ def compile_network(model, precision: str, threads: int | None = None) -> OpenVI
     return OpenVINONetwork(openvino.Core().compile_model(model, "CPU", config))
 
 
-def openvino_networks(networks: list[torch.nn.Module], identities: list[str | None], precision: str, channels: int,
-                      crop: int) -> list[OpenVINONetwork]:
-    """Each (folded, eval-mode) network converted (or read from the cache) and compiled."""
-    return [compile_network(converted_model(network, identity, channels, crop), precision)
-            for network, identity in zip(networks, identities, strict=True)]
+def openvino_networks(networks: list[torch.nn.Module], files: list[tuple[str | None, Path]], precision: str,
+                      channels: int, crop: int) -> list[OpenVINONetwork]:
+    """Each (folded, eval-mode) network converted (or read from the cache) and compiled; at int8, each member's
+    accepted int8 model (``files``: each member's identity and checkpoint)."""
+    import openvino
+
+    compiled = []
+    for network, (identity, weights) in zip(networks, files, strict=True):
+        int8 = accepted_int8(weights, identity) if precision == "int8" else None
+        model = openvino.Core().read_model(str(int8)) if int8 is not None else \
+            converted_model(network, identity, channels, crop)
+        compiled.append(compile_network(model, precision))
+    return compiled
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,7 +55,8 @@ def test_auto_keeps_pytorch_for_compile_a_gpu_and_without_openvino(monkeypatch):
 
 @pytest.mark.parametrize(("backend", "precision", "device", "kind", "needle"), [
     ("openvino", "auto", "cuda:0", "amx", "--backend openvino runs on the CPU; device cuda:0 is a GPU"),
-    ("openvino", "fp16", "cpu", "amx", "--precision fp16 --backend openvino: OpenVINO's CPU runtime runs fp32 or bf16"),
+    ("openvino", "fp16", "cpu", "amx", "--precision fp16 --backend openvino: OpenVINO's CPU runtime runs fp32, "
+                                        "bf16, int8"),
     ("openvino", "bf16", "cpu", "avx2", "this CPU (avx2) has no native bf16"),
     ("openvino", "bf16", "cpu", "avx512", "this CPU (avx512) has no native bf16"),
     ("tpu", "auto", "cpu", "amx", "backend 'tpu': expected auto, torch or openvino"),
@@ -87,3 +88,24 @@ def test_process_refuses_a_backend_it_cannot_run_in_one_line_exit_2(capsys, tmp_
                          "--device", "cpu", *extra])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+
+
+@pytest.mark.parametrize(("kind", "backend", "expected"), [
+    ("amx", "auto", ("openvino", "int8")),
+    ("avx512_bf16", "openvino", ("openvino", "int8")),
+    ("avx2", "auto", ("openvino", "fp32")),  # int8 not measured faster there: auto keeps fp32
+])
+def test_auto_takes_an_accepted_int8_model_where_it_is_the_faster(kind, backend, expected):
+    choice = choose_runtime(backend, "auto", CPU, kind=kind, int8_ready=True)
+    assert (choice.backend, choice.precision) == expected
+    assert choice.dtype == (torch.int8 if expected[1] == "int8" else torch.float32)
+
+
+@pytest.mark.parametrize(("backend", "ready", "needle"), [
+    ("auto", False, "no int8 model that passed the acceptance check"),
+    ("openvino", False, "no int8 model that passed the acceptance check"),
+    ("torch", True, "--precision int8 runs on OpenVINO's CPU runtime only"),
+])
+def test_int8_without_an_accepted_model_or_on_pytorch_is_one_line(backend, ready, needle):
+    with pytest.raises(InputError, match=needle):
+        choose_runtime(backend, "int8", CPU, kind="amx", int8_ready=ready)

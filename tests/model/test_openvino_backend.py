@@ -15,8 +15,11 @@ import torch
 import model.openvino_backend as backend
 import process
 from model import Predictor, build_network, save_checkpoint
+from model.checkpoint import load_checkpoint
 from model.cohort import CohortOptions, run_cohort
 from model.distributed import RankInfo
+from model.errors import InputError
+from model.network import fold_batch_norm
 from model.outputs import run_record
 from phantoms import make_phantom
 from tests.conftest import SMALL_SPEC, TINY, write_case
@@ -150,3 +153,40 @@ def test_a_part_runs_on_openvino_and_its_first_line_says_so(capsys, tmp_path, ti
     assert out.splitlines()[0].endswith(f"on cpu, OpenVINO {backend.runtime_version()} fp32 (as asked)"), out
     written = sorted(p.name for p in (tmp_path / "out" / "images" / "automated-petct-lesion-segmentation").iterdir())
     assert written == ["b.mha"]
+
+
+def _int8_beside(weights, tmp_path, record: dict):
+    """A checkpoint copy with an "int8 model" beside it (the float conversion stands in for one: what is tested is
+    which model loads, not NNCF) and its record."""
+    import shutil
+
+    import openvino
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(weights.with_suffix(suffix), folder / f"{weights.stem}{suffix}")
+    copy = folder / weights.name
+    member = load_checkpoint(copy)
+    fold_batch_norm(member.network.eval())
+    model = backend.convert(member.network, 2, TINY.crop_size)
+    openvino.save_model(model, str(backend.int8_record(copy).with_suffix(".xml")), compress_to_fp16=False)
+    backend.int8_record(copy).write_text(json.dumps({"model_sha256": member.model_sha256, **record}))
+    return copy, member.model_sha256
+
+
+@pytest.mark.parametrize(("record", "offered"), [
+    ({"passed": True}, True),
+    ({"passed": False}, False),
+    ({"passed": True, "model_sha256": "0" * 64}, False),  # another model's int8 model
+], ids=["passed", "failed", "another model"])
+def test_int8_is_offered_only_for_this_models_accepted_int8_model(tmp_path, tiny_weights, record, offered, capsys):
+    weights, identity = _int8_beside(tiny_weights, tmp_path, record)
+    assert (backend.accepted_int8(weights, identity) is not None) == offered
+    if offered:
+        predictor = Predictor.from_path(weights, device="cpu", precision="int8", backend="openvino")
+        assert predictor.runtime.precision == "int8" and run_record(predictor).settings["precision"] == "int8"
+        assert Predictor.from_path(weights, device="cpu", backend="auto").runtime.precision in ("int8", "bf16", "fp32")
+    else:
+        with pytest.raises(InputError, match="no int8 model that passed"):
+            Predictor.from_path(weights, device="cpu", precision="int8", backend="openvino")
