@@ -1,7 +1,7 @@
 """int8 for OpenVINO, offered only where the masks allow it (issue 26 item 3).
 
     python -m train.quantise calibrate --weights W.safetensors [--phantoms 4 --tiles 128]
-    python -m train.quantise int8 --weights W.safetensors [--keep first_conv head decoder_last] [--held-out 4]
+    python -m train.quantise int8 --weights W.safetensors [--keep first_conv head decoder_last | --accuracy-control]
 
 ``calibrate`` writes calibration tiles beside the checkpoint (``W.calibration.npz``): windows exactly as the
 network sees them in a run (model.pipeline's grid, normalisation and tiles), from phantoms (seeds apart from
@@ -33,7 +33,7 @@ from model.errors import InputError, one_line
 from model.files import atomic_write_bytes, dumps_strict
 from model.inference import Predictor, lesion_probability
 from model.metrics import dice
-from model.network import fold_batch_norm
+from model.network import fold_batch_norm, foreground_probability
 from model.openvino_backend import INT8_SUFFIX, compile_network, converted_model
 from phantoms import PhantomSpec, make_phantom
 
@@ -103,6 +103,31 @@ def quantise(weights: Path, calibration: np.ndarray, keep: list[str]):  # -> ope
                          ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None)
 
 
+def quantise_with_accuracy_control(weights: Path, calibration: np.ndarray, validation: np.ndarray):
+    """NNCF's accuracy-controlled quantisation: layers go back to float, the most harmful first, until the masks of
+    the ``validation`` tiles agree with fp32's to MIN_DICE (their Dice over all tiles, the metric it keeps)."""
+    import nncf
+
+    member = load_checkpoint(weights)
+    fold_batch_norm(member.network.eval())
+    model = converted_model(member.network, member.model_sha256, len(member.config.channels), member.config.crop_size)
+    head, threshold = member.config.head, member.config.threshold
+    with torch.no_grad():
+        reference = foreground_probability(member.network(torch.from_numpy(validation)), head).numpy() >= threshold
+
+    def masks_dice(compiled, items) -> float:
+        got = np.concatenate([foreground_probability(torch.from_numpy(compiled(tile)[0]), head).numpy() >= threshold
+                              for tile, _ in items])
+        expected = np.concatenate([mask for _, mask in items])
+        return float(dice(got, expected))
+
+    items = [(validation[i:i + 1], reference[i:i + 1]) for i in range(len(validation))]
+    return nncf.quantize_with_accuracy_control(
+        model, nncf.Dataset(list(calibration[:, None])), nncf.Dataset(items), masks_dice,
+        max_drop=1.0 - MIN_DICE, drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset.MIXED,
+        subset_size=len(calibration))
+
+
 def agreement(reference: np.ndarray, candidate: np.ndarray, threshold: float) -> dict:
     """The acceptance figures of one study: Dice against fp32, and the voxels beyond the margin that changed."""
     expected, got = reference >= threshold, candidate >= threshold
@@ -140,7 +165,11 @@ def run_int8(args: argparse.Namespace) -> int:
     calibration = np.load(calibration_path(args.weights))["tiles"]
     member = load_checkpoint(args.weights)
     start = time.perf_counter()
-    model = quantise(args.weights, calibration, args.keep)
+    if args.accuracy_control:  # the last quarter of the tiles validates, the rest calibrates
+        split = len(calibration) * 3 // 4
+        model = quantise_with_accuracy_control(args.weights, calibration[:split], calibration[split:])
+    else:
+        model = quantise(args.weights, calibration, args.keep)
     print(f"quantised with {len(calibration)} calibration tiles, keeping {args.keep or 'nothing'} in float "
           f"({time.perf_counter() - start:.0f} s); acceptance against PyTorch fp32:", flush=True)
     spec = PhantomSpec(size=args.size, spacing=member.config.spacing_mm[0], slices=args.slices)
@@ -149,6 +178,7 @@ def run_int8(args: argparse.Namespace) -> int:
     stem = args.weights.with_suffix("")
     record = {"model_sha256": member.model_sha256, "passed": ok, "margin": MARGIN, "min_dice": MIN_DICE,
               "recipe": {"nncf": _version("nncf"), "preset": "mixed", "keep_in_float": list(args.keep),
+                         "accuracy_control": args.accuracy_control,
                          "calibration_tiles": len(calibration), "calibration_sha256": _sha256(calibration)},
               "studies": figures}
     xml = stem.parent / f"{stem.name}{INT8_SUFFIX}.xml"
@@ -197,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.choices["calibrate"].add_argument("--tiles", type=number(int, 8, 4096), default=128)
     commands.choices["int8"].add_argument("--keep", nargs="*", choices=list(KEEP_PATTERNS), default=[],
                                           help="layers kept in float")
+    commands.choices["int8"].add_argument("--accuracy-control", action="store_true",
+                                          help="NNCF's accuracy-controlled quantisation (keeps what it must in float)")
     commands.choices["int8"].add_argument("--held-out", type=number(int, 1, 100), default=4,
                                           help="held-out phantoms checked (besides test/input)")
     return parser
