@@ -291,9 +291,12 @@ class Predictor:
                    batch_size=settings.batch_size or default_batch_size(device), heads=tuple(heads),
                    identities=identities, runtime=runtime)
 
+    def _runs_on_pytorch(self) -> bool:
+        """Whether PyTorch runs the networks (OpenVINO takes float32 and computes in its own precision)."""
+        return self.runtime is None or self.runtime.backend == "torch"
+
     def _autocast(self) -> contextlib.AbstractContextManager:
-        # OpenVINO takes float32 and computes in its own precision (model.openvino_backend)
-        if self.dtype == torch.float32 or (self.runtime is not None and self.runtime.backend != "torch"):
+        if self.dtype == torch.float32 or not self._runs_on_pytorch():
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
@@ -307,7 +310,8 @@ class Predictor:
         if self.settings.compile and count < self.batch_size:  # one static shape for the compiled graph
             tiles = torch.cat([tiles, tiles.new_zeros(self.batch_size - count, *tiles.shape[1:])])
         total = torch.zeros(tiles.shape[0], *tiles.shape[2:], device=tiles.device, dtype=torch.float32)
-        x = tiles.contiguous(memory_format=torch.channels_last)
+        # PyTorch's convolutions run channels_last; OpenVINO takes NCHW (the tiles' own layout: no copy)
+        x = tiles.contiguous(memory_format=torch.channels_last if self._runs_on_pytorch() else torch.contiguous_format)
         with self._autocast():
             for network, head in zip(self.networks, self.heads or (self.config.head,) * len(self.networks),
                                      strict=True):
