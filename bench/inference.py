@@ -35,7 +35,7 @@ import torch
 
 from bench.api import run_one_case
 from bench.peak import SIZES, Peaks, low_precision, print_machine
-from bench.runtimes import Variant, int8_variant, prepare_variants, seconds_per_batch
+from bench.runtimes import Variant, int8_variant, prepare_variants, seconds_per_batch, study_tiles
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
 from model.arguments import device_name, number
 from model.config import NormalisationConfig
@@ -90,7 +90,7 @@ def print_profile(predictor: Predictor, crop: int, rows: int = 8) -> None:
     """Where one batch of the project's network time goes, by operator (torch.profiler, self CPU time)."""
     from torch.profiler import ProfilerActivity, profile
 
-    tiles = torch.randn(predictor.batch_size, 2, crop, crop)
+    tiles = torch.randn(predictor.batch_size, 2, crop, crop)  # the profile's split, not a time
     predictor.predict_tiles(tiles)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         predictor.predict_tiles(tiles)
@@ -197,11 +197,12 @@ def main() -> None:
     auto = Predictor.from_path(weights, dataclasses.replace(settings, backend="auto"))
     batch, crop = auto.batch_size, config.crop_size
     print(f"auto picks: {describe_precision(auto)}", flush=True)
-    tiles = torch.randn(batch, 2, crop, crop)
+    real = study_tiles(weights, pet_path, ct_path, max(32, batch))
+    tiles = torch.from_numpy(real[:batch])
     variants = prepare_variants(weights, settings, tiles, compile_too=args.compile, skip=tuple(args.skip)) \
         if auto.device.type == "cpu" else []
     if args.int8 is not None and auto.device.type == "cpu":
-        variants += int8_variant(weights, pet_path, ct_path, args.int8)
+        variants += int8_variant(weights, real, args.int8)
     picked = (auto.runtime.backend, auto.runtime.precision)
     auto_variant = next((v for v in variants if v.predictor is not None and not v.predictor.settings.compile
                          and (v.predictor.runtime.backend, v.predictor.runtime.precision) == picked), None)

@@ -43,7 +43,8 @@ MARGIN, MIN_DICE = 0.05, 0.99
 # The layers that may stay in float, by OpenVINO node name (the PyTorch frontend names nodes after modules).
 KEEP_PATTERNS = {"first_conv": r"__module\.encoder\.model\.stem\..*",
                  "head": r"__module\.segmentation_head\..*",
-                 "decoder_last": r"__module\.decoder\.blocks\.{last}\..*"}
+                 "decoder_last": r"__module\.decoder\.blocks\.{last}\..*",
+                 "decoder": r"__module\.decoder\..*"}
 CALIBRATION_SEED, HELD_OUT_SEED = 5000, 9000
 SHIPPED_CASE = Path(__file__).resolve().parents[1] / "test" / "input" / "images"
 

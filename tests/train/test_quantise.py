@@ -44,4 +44,4 @@ def test_an_empty_study_agrees_and_the_kept_layers_are_named():
     empty = np.zeros(100, np.float32)
     assert agreement(empty, empty, 0.5)["dice"] == 1.0
     args = build_parser().parse_args(["int8", "--weights", __file__, "--keep", *KEEP_PATTERNS])
-    assert args.keep == ["first_conv", "head", "decoder_last"]
+    assert args.keep == ["first_conv", "head", "decoder_last", "decoder"]
