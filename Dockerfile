@@ -24,5 +24,10 @@ COPY runner/ /opt/app/runner/
 COPY weights/ /opt/app/weights/
 COPY process.py /opt/app/
 
+# A CPU run takes OpenVINO (requirements.txt; model/openvino_backend.py): the shipped weights are converted once
+# here, into a cache the runs read (a run whose entry is missing converts in memory: this folder is not theirs).
+ENV AUTOPET_CACHE_DIR=/opt/app/cache
+RUN python -m model.openvino_backend /opt/app/weights
+
 USER 1001:1001
 ENTRYPOINT ["python", "-u", "/opt/app/process.py"]

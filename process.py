@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING
 
 # Only light modules here: --help and argument errors answer before PyTorch is imported (seconds on a busy
 # machine); main() imports the rest once the arguments are known to be good.
-from model.arguments import PRECISIONS, OneLineParser, body_weight_kg, device_name, number, output_folder
+from model.arguments import (
+    BACKENDS,
+    INFERENCE_PRECISIONS,
+    OneLineParser,
+    body_weight_kg,
+    device_name,
+    number,
+    output_folder,
+)
 from model.errors import InputError, WriteError, one_line, show_warnings_as_lines
 from runner.distributed import part_indices
 from studies.suv import SUV_METHODS
@@ -105,8 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="a .safetensors checkpoint or a folder of them (an ensemble)")
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32")
+    parser.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
+                        help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32 (int8: OpenVINO, where the "
+                             "weights have an int8 model that passed python -m train.quantise's acceptance)")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="what runs the network: auto (a GPU: PyTorch; a CPU: the fastest for its kind, OpenVINO "
+                             "where installed), torch, or openvino (CPU only)")
     parser.add_argument("--batch-size", type=number(int, 1, MAX_BATCH), default=None,
                         help="slices per batch (default 32 GPU, 8 CPU)")
     parser.add_argument("--tta", action="store_true", help="average over flips (4x slower)")
@@ -170,7 +182,8 @@ def run_settings(args: argparse.Namespace, grand_challenge: bool) -> RunSettings
     request = InputRequest(input=GRAND_CHALLENGE_INPUT if grand_challenge else args.input, pet=args.pet, ct=args.ct,
                            manifest=args.manifest, grand_challenge=grand_challenge, pet_series=args.pet_series,
                            ct_series=args.ct_series, suv_method=args.suv_method, weight_kg=args.weight_kg)
-    inference = InferenceConfig(device=args.device, precision=args.precision, batch_size=args.batch_size,
+    inference = InferenceConfig(device=args.device, precision=args.precision, backend=args.backend,
+                                batch_size=args.batch_size,
                                 tta=args.tta, compile=args.compile, min_lesion_ml=args.min_lesion_ml)
     return RunSettings(request=request, output=args.output, weights=args.weights, inference=inference,
                        reports=not grand_challenge and not args.no_report, num_parts=args.num_parts,

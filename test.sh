@@ -6,6 +6,7 @@
 #   ./test.sh                 # docker (CONTAINER_ENGINE=podman for podman; BASE_IMAGE=... to change the base)
 #   ./test.sh --local         # the same check without a container (python from PYTHON, default python3)
 #   PRECISION=bf16 ./test.sh --local    # another precision than auto
+#   BACKEND=openvino PRECISION=fp32 ./test.sh --local    # another backend than auto (torch, openvino)
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
@@ -14,7 +15,7 @@ OUT=$(mktemp -d "${TMPDIR:-/tmp}/autopet-test-output.XXXXXX")
 trap 'rm -rf "$OUT"' EXIT
 
 if [ "${1:-}" = "--local" ]; then
-  "$PYTHON" process.py --input test/input --output "$OUT" ${PRECISION:+--precision "$PRECISION"}
+  "$PYTHON" process.py --input test/input --output "$OUT" ${PRECISION:+--precision "$PRECISION"} ${BACKEND:+--backend "$BACKEND"}
   "$PYTHON" test/check_output.py "$OUT" test/expected_output test/input
   exit $?
 fi

@@ -1,19 +1,23 @@
-"""End-to-end inference on a whole-body phantom: this project's way, at fp32 and at --precision auto, against a
-re-creation of the seed code's.
+"""End-to-end inference on a whole-body phantom: the seed code's way against every runtime and precision this
+CPU runs (bench/runtimes.py: PyTorch eager, OpenVINO, ONNX Runtime; torch.compile inductor with --compile; an
+int8 quantisation with --int8), and what --backend auto --precision auto picks.
 
-    python -m bench.inference [--size 400 --slices 326] [--repeats 1] [--encoder regnety_160] [--body-windows]
+    python -m bench.inference [--size 400 --slices 326] [--repeats 1] [--encoder regnety_160] [--compile]
+                              [--int8 [first_conv head decoder_last]] [--skip WORD ...] [--body-windows]
     python -m bench.inference --size 128 --slices 16 --encoder regnety_002 --peak-size tiny   # a smoke run
 
 All ways use the same random weights (the head scaled so that logits are decisive and the masks can be
 compared), the same input files and the same machine, in alternating runs. The seed's way: read with
 SimpleITK, then per slice: numpy z-score over the body, a 256x256 crop centred on the body, batch 1, fp32,
-no channels_last, paste back, write. The project's way is ``model.run_case`` (read, segment, write), once at
-fp32 and once at the precision --precision auto picks (bf16 autocast on a CPU, fp16 on CUDA). Prints the
-machine (CPU model, family/model, its vector/matrix flags, torch's CPU capability, threads), the measured
-matmul and conv2d peaks at both precisions (bench/peak.py, same process and threads), seconds per case,
-slices per second, the ratios, the split of the project's time, the network's FLOPs per slice, its TFLOP/s as
-a share of the measured peak of the same precision, and the agreement of the fp32 and auto masks.
-Last line: ``speedup <ratio> mask_dice <dice> fp32_auto_dice <dice>``.
+no channels_last, paste back, write. The project's way is ``model.run_case`` (read, segment, write) with each
+variant's Predictor; ONNX Runtime, which the project does not ship, runs the network alone. Every variant is
+prepared (converted, compiled, quantised, warmed up) before the line "timing starts", so that a quiet window
+can hold the timed part alone. Prints the machine (CPU model, family/model, its vector/matrix flags, torch's
+CPU capability, threads), the measured matmul and conv2d peaks (bench/peak.py, same process and threads; int8:
+an int8 matmul on OpenVINO), then one markdown row per variant: network seconds per batch (best of 3), the
+ratio to PyTorch eager fp32, its share of the measured peak of its precision, the study's seconds, the ratio
+to the seed's way, the share outside the network, and its mask's Dice against PyTorch fp32.
+Last line: ``speedup <ratio> mask_dice <dice> fp32_auto_dice <dice> auto <variant>`` for auto's pick.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import dataclasses
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +34,11 @@ import SimpleITK as sitk
 import torch
 
 from bench.api import run_one_case
-from bench.peak import SIZES, Peaks, dtype_name, print_machine
+from bench.peak import SIZES, Peaks, low_precision, print_machine
+from bench.runtimes import Variant, int8_variant, prepare_variants, seconds_per_batch, study_tiles
 from model import InferenceConfig, ModelConfig, Predictor, build_network, save_checkpoint
 from model.arguments import device_name, number
+from model.devices import describe_precision
 from model.inference import CaseTimings
 from model.metrics import dice
 from model.preprocessing import NormalisationConfig
@@ -83,7 +90,7 @@ def print_profile(predictor: Predictor, crop: int, rows: int = 8) -> None:
     """Where one batch of the project's network time goes, by operator (torch.profiler, self CPU time)."""
     from torch.profiler import ProfilerActivity, profile
 
-    tiles = torch.randn(predictor.batch_size, 2, crop, crop)
+    tiles = torch.randn(predictor.batch_size, 2, crop, crop)  # the profile's split, not a time
     predictor.predict_tiles(tiles)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         predictor.predict_tiles(tiles)
@@ -100,7 +107,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=number(int, 1, 1024), default=None)
     parser.add_argument("--device", type=device_name, default="cpu")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the project's network (the first run then includes compiling)")
+                        help="torch.compile (inductor) too, at each precision (compiled while preparing)")
+    parser.add_argument("--int8", nargs="*", default=None, metavar="LAYER",
+                        help="time an int8 quantisation too (train.quantise), these layers kept in float "
+                             "(first_conv, head, decoder_last; none: all int8)")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="WORD",
+                        help="leave out the variants whose name has one of these words (OpenVINO, ONNX, eager, bf16)")
     parser.add_argument("--body-windows", action="store_true",
                         help="windows shrunk to the body's box (fewer FLOPs; see python -m bench.flops)")
     parser.add_argument("--peak-size", choices=list(SIZES), default="full",
@@ -129,51 +141,90 @@ def read_mask(path: Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(bool)
 
 
-def report(name: str, best: CaseTimings, depth: int, flops: int, peaks: Peaks, dtype: torch.dtype) -> None:
-    """The project's figures at one precision: time, split, and the network's share of the measured peak."""
-    total = best.total()
-    print(f"project {name:4s}: {total:8.1f} s/case {depth / total:7.2f} slices/s; read {best.read:.2f} s, "
-          f"preprocess {best.preprocess:.2f} s, network {best.network:.2f} s, postprocess {best.postprocess:.2f} s, "
-          f"write {best.write:.2f} s; outside the network {100 * (1 - best.network / total):.1f} %")
-    print(f"network {name:4s}: {peaks.share(flops * depth / best.network, dtype)}")
+@dataclass
+class EndToEnd:
+    """A variant's best study: its seconds by stage and its mask."""
+
+    timings: CaseTimings
+    mask: np.ndarray
+
+
+def run_studies(variants: list[Variant], pet_path: Path, ct_path: Path, work: Path, network: torch.nn.Module,
+                repeats: int) -> tuple[float, np.ndarray, dict[str, EndToEnd]]:
+    """The seed's way and every Predictor variant on the study, ``repeats`` alternating rounds, best of each."""
+    seed_times: list[float] = []
+    runs: dict[str, list[EndToEnd]] = {v.name: [] for v in variants if v.predictor is not None}
+    for _ in range(repeats):
+        for index, variant in enumerate(variants):
+            if variant.predictor is not None:
+                out = work / f"variant{index}.mha"
+                timings = run_one_case(pet_path, ct_path, out, variant.predictor)
+                runs[variant.name].append(EndToEnd(timings, read_mask(out)))
+        seed_times.append(seed_way(network, pet_path, ct_path, work / "seed.mha"))
+        print(f"  round: seed way {seed_times[-1]:.1f} s, " + ", ".join(
+            f"{name} {done[-1].timings.total():.1f} s" for name, done in runs.items()), flush=True)
+    best = {name: min(done, key=lambda run: run.timings.total()) for name, done in runs.items()}
+    return min(seed_times), read_mask(work / "seed.mha"), best
+
+
+def print_table(variants: list[Variant], per_batch: dict[str, float], studies: dict[str, EndToEnd], seed_s: float,
+                batch: int, flops: int, peaks: Peaks) -> None:
+    """One row per variant (markdown): network s/batch and its share of the peak, and the whole study."""
+    reference = per_batch[variants[0].name]  # PyTorch eager fp32
+    fp32_mask = studies[variants[0].name].mask
+    print("| runtime, precision | prepare s | network s/batch | vs PyTorch fp32 | share of the measured peak | "
+          "study s | vs the seed's way | outside the network | Dice vs PyTorch fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for variant in variants:
+        seconds = per_batch[variant.name]
+        row = (f"| {variant.name} | {variant.prepare_s:.1f} | {seconds:.3f} | {reference / seconds:.2f}x | "
+               f"{peaks.share_of(flops * batch / seconds, variant.precision)} |")
+        study = studies.get(variant.name)
+        if study is None:
+            row += " (network alone) | | | |"
+        else:
+            t = study.timings
+            row += (f" {t.total():.1f} | {seed_s / t.total():.2f}x | {100 * (1 - t.network / t.total()):.1f} % "
+                    f"(preprocess {t.preprocess:.2f} s) | {dice(study.mask, fp32_mask):.4f} |")
+        print(row, flush=True)
 
 
 def main() -> None:
     args = parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
     config, network, weights, pet_path, ct_path = make_inputs(work, args)
-    settings = InferenceConfig(device=args.device, batch_size=args.batch_size, compile=args.compile,
-                               body_windows=args.body_windows)
-    auto = Predictor.from_path(weights, settings)
-    fp32 = Predictor.from_path(weights, dataclasses.replace(settings, precision="fp32"))
-    peaks = print_machine(auto.device, (torch.float32, auto.dtype), sizes=args.peak_size)
-    depth = args.slices
-    print(f"study {args.size}x{args.size}x{depth}; encoder {args.encoder}; project: device {auto.device}, autocast "
-          f"{dtype_name(auto.dtype)} (and fp32), batch {auto.batch_size}, channels_last, inference_mode, batch norm "
-          f"folded, body windows {args.body_windows}")
-    seed_times, runs = [], {"auto": [], "fp32": []}
-    for _ in range(args.repeats):
-        runs["auto"].append(run_one_case(pet_path, ct_path, work / "auto.mha", auto))
-        runs["fp32"].append(run_one_case(pet_path, ct_path, work / "fp32.mha", fp32))
-        seed_times.append(seed_way(network, pet_path, ct_path, work / "seed.mha"))
-        print(f"  run: project {dtype_name(auto.dtype)} {runs['auto'][-1].total():.1f} s, project fp32 "
-              f"{runs['fp32'][-1].total():.1f} s, seed way {seed_times[-1]:.1f} s", flush=True)
-    best = {name: min(times, key=CaseTimings.total) for name, times in runs.items()}
-    seed_s = min(seed_times)
-    masks = {name: read_mask(work / f"{name}.mha") for name in ("auto", "fp32", "seed")}
-    flops = flops_per_slice(build_network(config).eval(), config.crop_size)
-    print(f"seed way    : {seed_s:8.1f} s/case {depth / seed_s:7.2f} slices/s (batch 1, fp32)")
-    print(f"network     : {flops / 1e9:.1f} GFLOP per {config.crop_size}x{config.crop_size} slice")
-    report(dtype_name(auto.dtype), best["auto"], depth, flops, peaks, auto.dtype)
-    report("fp32", best["fp32"], depth, flops, peaks, torch.float32)
-    agreement = dice(masks["auto"], masks["fp32"])
-    print(f"masks       : project {dtype_name(auto.dtype)} {masks['auto'].sum()} voxels, project fp32 "
-          f"{masks['fp32'].sum()} voxels, seed way {masks['seed'].sum()} voxels; {dtype_name(auto.dtype)} against "
-          f"fp32 Dice {agreement:.4f}, {(masks['auto'] != masks['fp32']).sum()} voxels differ")
-    if not args.no_profile:
-        print_profile(auto, config.crop_size)
-    print(f"speedup {seed_s / best['auto'].total():.2f} mask_dice {dice(masks['auto'], masks['seed']):.4f} "
-          f"fp32_auto_dice {agreement:.4f}")
+    settings = InferenceConfig(device=args.device, batch_size=args.batch_size, body_windows=args.body_windows)
+    auto = Predictor.from_path(weights, dataclasses.replace(settings, backend="auto"))
+    batch, crop = auto.batch_size, config.crop_size
+    print(f"auto picks: {describe_precision(auto)}", flush=True)
+    real = study_tiles(weights, pet_path, ct_path, max(32, batch))
+    tiles = torch.from_numpy(real[:batch])
+    variants = prepare_variants(weights, settings, tiles, compile_too=args.compile, skip=tuple(args.skip)) \
+        if auto.device.type == "cpu" else []
+    if args.int8 is not None and auto.device.type == "cpu":
+        variants += int8_variant(weights, real, args.int8)
+    picked = (auto.runtime.backend, auto.runtime.precision)
+    auto_variant = next((v for v in variants if v.predictor is not None and not v.predictor.settings.compile
+                         and (v.predictor.runtime.backend, v.predictor.runtime.precision) == picked), None)
+    if auto_variant is None:  # a GPU, or a pick not among the variants: auto runs as its own variant
+        variants.append(Variant(f"auto: {auto.runtime.describe()}", auto.runtime.precision, 0.0, predictor=auto))
+        auto_variant = variants[-1]
+    print("timing starts (everything prepared)", flush=True)
+    peaks = print_machine(auto.device, (torch.float32, low_precision(auto.device)), sizes=args.peak_size)
+    print(f"study {args.size}x{args.size}x{args.slices}; encoder {args.encoder}; batch {batch} of {crop}x{crop}; "
+          f"body windows {args.body_windows}", flush=True)
+    per_batch = {variant.name: seconds_per_batch(variant, tiles) for variant in variants}
+    seed_s, seed_mask, studies = run_studies(variants, pet_path, ct_path, work, network, args.repeats)
+    flops = flops_per_slice(build_network(config).eval(), crop)
+    print(f"seed way    : {seed_s:8.1f} s/case {args.slices / seed_s:7.2f} slices/s (batch 1, fp32, PyTorch eager)")
+    print(f"network     : {flops / 1e9:.1f} GFLOP per {crop}x{crop} slice")
+    print_table(variants, per_batch, studies, seed_s, batch, flops, peaks)
+    if not args.no_profile and auto.runtime.backend == "torch":
+        print_profile(auto, crop)
+    picked = studies[auto_variant.name]
+    fp32_mask = studies[variants[0].name].mask
+    print(f"speedup {seed_s / picked.timings.total():.2f} mask_dice {dice(picked.mask, seed_mask):.4f} "
+          f"fp32_auto_dice {dice(picked.mask, fp32_mask):.4f} auto {auto_variant.name}")
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ import torch
 from model.arguments import device_name
 from model.devices import precision_rule
 
-# The flags that decide which kernels oneDNN can use for fp32 and bf16/fp16 work.
-RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+# The flags that decide which kernels oneDNN can use for fp32, bf16/fp16 and int8 work.
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+                  "amx_int8")
 # (matrix side, conv batch, conv channels, conv side, timed rounds)
 SIZES = {"full": (4096, 8, 128, 64, 5), "tiny": (256, 1, 16, 16, 2), "gpu": (8192, 32, 256, 128, 5)}
 
@@ -124,12 +125,37 @@ def conv_tflops(dtype: torch.dtype, device: str | torch.device = "cpu", batch: i
     return flops / best_seconds(lambda: torch.nn.functional.conv2d(x, w, padding=1), device, rounds) / 1e12
 
 
+def int8_matmul_tops(n: int = 4096, rounds: int = 5, threads: int | None = None) -> float | None:
+    """TOP/s of an int8 n x n by n x n matrix product on OpenVINO's CPU runtime (2 n^3 operations a call): the
+    pattern its int8 models run (activations quantised by a FakeQuantize, int8 weights with a per-row scale),
+    which it executes on AMX or VNNI int8 units where the CPU has them (PyTorch's CPU ``_int_mm`` does not reach
+    them). None without OpenVINO."""
+    try:
+        import numpy as np
+        import openvino
+        import openvino.opset13 as ops
+    except ImportError:
+        return None
+    activations = ops.parameter([n, n], np.float32)
+    bound = [ops.constant(np.float32(v)) for v in (-4.0, 4.0, -4.0, 4.0)]
+    quantised = ops.fake_quantize(activations, *bound, 256)
+    weights = ops.constant(np.random.default_rng(0).integers(-127, 128, (n, n), dtype=np.int8))
+    scaled = ops.multiply(ops.convert(weights, "f32"), ops.constant(np.full((n, 1), 0.01, np.float32)))
+    network = openvino.Model([ops.matmul(quantised, scaled, False, True)], [activations])
+    compiled = openvino.Core().compile_model(network, "CPU", {
+        "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"})
+    request, data = compiled.create_infer_request(), np.random.default_rng(1).standard_normal((n, n), np.float32)
+    return 2 * n**3 / best_seconds(lambda: request.infer({0: data}), torch.device("cpu"), rounds) / 1e12
+
+
 @dataclass(frozen=True)
 class Peaks:
     """Measured TFLOP/s per dtype name ('fp32', 'bf16', 'fp16'): (matmul, conv)."""
 
     by_dtype: dict[str, tuple[float, float]]
     sizes: str
+    # int8 matmul TOP/s (int8_matmul_tops); None where not measured (a GPU, no OpenVINO).
+    int8: float | None = None
 
     def matmul(self, dtype: torch.dtype) -> float:
         return self.by_dtype[dtype_name(dtype)][0]
@@ -139,6 +165,16 @@ class Peaks:
         return [f"measured peak {name}: matmul {n}^3 {mm:.3f} TFLOP/s, conv2d 3x3 {channels}->{channels} "
                 f"{side}x{side} batch {batch} channels_last {conv:.3f} TFLOP/s"
                 for name, (mm, conv) in self.by_dtype.items()]
+
+    def share_of(self, achieved_flops: float, precision: str) -> str:
+        """``share`` by precision name, int8 included (of the int8 matmul peak: its conv2d is not measured)."""
+        if precision != "int8":
+            return self.share(achieved_flops, {"fp32": torch.float32, "bf16": torch.bfloat16,
+                                               "fp16": torch.float16}[precision])
+        if self.int8 is None:
+            return f"{achieved_flops / 1e12:.3f} TOP/s (no int8 peak measured)"
+        return (f"{achieved_flops / 1e12:.3f} TOP/s = {100 * achieved_flops / 1e12 / self.int8:.1f} % of the measured "
+                f"int8 matmul peak ({self.int8:.3f})")
 
     def share(self, achieved_flops: float, dtype: torch.dtype) -> str:
         """'X TFLOP/s = Y % of the measured <dtype> matmul peak (Z % of its conv2d)'."""
@@ -157,9 +193,10 @@ def measure_peaks(device: str | torch.device = "cpu", dtypes: tuple[torch.dtype,
     """fp32 and the run's low precision (or ``dtypes``), matmul and conv2d, with the current thread count."""
     n, batch, channels, side, rounds = SIZES[sizes]
     dtypes = dtypes or (torch.float32, low_precision(device))
-    return Peaks({dtype_name(d): (matmul_tflops(d, device, n, rounds), conv_tflops(d, device, batch, channels, side,
-                                                                                  rounds))
-                  for d in dict.fromkeys(dtypes)}, sizes)
+    measured = {dtype_name(d): (matmul_tflops(d, device, n, rounds), conv_tflops(d, device, batch, channels, side,
+                                                                                 rounds))
+                for d in dict.fromkeys(dtypes)}
+    return Peaks(measured, sizes, int8_matmul_tops(n, rounds) if torch.device(device).type == "cpu" else None)
 
 
 def print_machine(device: str | torch.device = "cpu", dtypes: tuple[torch.dtype, ...] | None = None,
@@ -169,6 +206,8 @@ def print_machine(device: str | torch.device = "cpu", dtypes: tuple[torch.dtype,
     peaks = measure_peaks(device, dtypes, sizes)
     for line in peaks.lines():
         print(line)
+    if peaks.int8 is not None:
+        print(f"measured peak int8: matmul {SIZES[sizes][0]}^3 on OpenVINO's CPU runtime {peaks.int8:.3f} TOP/s")
     if sizes == "tiny":
         print("  (tiny peak sizes: a smoke run; shares of these peaks mean nothing)")
     return peaks

@@ -23,6 +23,13 @@ from model.validation import PLAUSIBLE_WEIGHT_KG
 # known before PyTorch is imported); model.devices gives each its dtype (DTYPES) and "auto" its rule.
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
+# Inference may also ask for int8: OpenVINO, with an int8 model that passed train.quantise's acceptance.
+InferencePrecision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
+INFERENCE_PRECISIONS: tuple[str, ...] = get_args(InferencePrecision)
+# The inference backends (model.backends): PyTorch, or OpenVINO's CPU runtime; "auto" takes the fastest for the
+# device and CPU kind (model.devices.AUTO_CPU_RUNTIME).
+Backend = Literal["auto", "torch", "openvino"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 # A body weight (--weight-kg) a person can have: the one range the study checks hold a DICOM PatientWeight to.

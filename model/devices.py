@@ -55,6 +55,42 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+# What a CPU offers the network, from the slowest kind to the fastest; bench.inference measures each backend and
+# precision on the kind it runs on, and AUTO_CPU_RUNTIME keeps the fastest that keeps the masks.
+CPU_KINDS = ("baseline", "avx2", "avx512", "avx512_bf16", "amx")
+
+
+def cpu_kind() -> str:
+    """This CPU's CPU_KINDS entry: AMX tiles (bf16/int8 matrix units), AVX-512 with native bf16, AVX-512 without
+    it, AVX2, or none of these (as PyTorch's own CPU checks see them)."""
+    if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+        return "amx"
+    if getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "avx512_bf16"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return {"AVX512": "avx512", "AVX2": "avx2"}.get(capability, "baseline")
+
+
+# What --backend auto runs on a CPU of each kind, and in which precision --precision auto (model.backends reads
+# it): the fastest backend and precision whose masks pass test.sh's check, measured by bench.inference (README,
+# "Performance"). AMX (Xeon, family 6 model 167, regnety_160, batch 8): OpenVINO bf16 0.338 s a batch against
+# PyTorch eager bf16 0.673 and fp32 2.338; at fp32 OpenVINO 1.903. AVX-512 bf16 (Zen 4, the issue's figures):
+# OpenVINO bf16 1.02 s against PyTorch bf16 1.37, fp32 2.12 against 2.69 (the AVX2 kinds' stand-in: not
+# measured on an AVX2-only CPU yet). Without AVX2 PyTorch stays.
+AUTO_CPU_RUNTIME: dict[str, tuple[str, str]] = {
+    "amx": ("openvino", "bf16"),
+    "avx512_bf16": ("openvino", "bf16"),
+    "avx512": ("openvino", "fp32"),
+    "avx2": ("openvino", "fp32"),
+    "baseline": ("torch", "fp32"),
+}
+# The kinds where OpenVINO int8 is faster than the kind's precision above: auto takes int8 there when the weights
+# have an int8 model that passed train.quantise's acceptance (so that it keeps the masks). Zen 4: 0.59 s a batch
+# against bf16's 1.02 (the issue's figures); not AMX, where int8 (its float parts in f32) took 0.907 s against
+# bf16's 0.338 (bench.inference --int8).
+AUTO_INT8_KINDS = ("avx512_bf16",)
+
+
 def device_kind(device: torch.device) -> str:
     """The AUTO_PRECISION key of a device: CUDA, or anything else, which follows the CPU's rule."""
     return "cuda" if device.type == "cuda" else "cpu"
@@ -109,6 +145,9 @@ class RunsOnDevice(Protocol):
 def describe_precision(predictor: RunsOnDevice) -> str:
     """Where and in what precision a predictor runs, and why, as one phrase: "cpu, bf16 (auto: the CPU has
     native bf16)". Printed at the start of a run, so that a log says what produced its masks."""
+    runtime = getattr(predictor, "runtime", None)  # model.backends.RuntimeChoice: the backend too, and why
+    if runtime is not None:
+        return f"{predictor.device}, {runtime.describe()} ({runtime.why})"
     device, dtype = predictor.device, predictor.dtype
     name = next(key for key, value in DTYPES.items() if value == dtype)
     if predictor.settings.precision == "auto":

@@ -25,9 +25,11 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
+from model.arguments import Backend, InferencePrecision
+from model.backends import RuntimeChoice, choose_runtime
 from model.checkpoint import Checkpoint, load_ensemble
 from model.config import ModelConfig
-from model.devices import DTYPES, Precision, resolve_device, resolve_precision
+from model.devices import DTYPES, resolve_device
 from model.errors import InputError
 from model.geometry import (
     CT_FILL_HU,
@@ -42,6 +44,7 @@ from model.geometry import (
     same_grid,
 )
 from model.network import fold_batch_norm, foreground_probability
+from model.openvino_backend import accepted_int8
 from model.postprocessing import remove_small_components, voxel_ml
 from model.preprocessing import (
     NormalisationConfig,
@@ -63,7 +66,10 @@ class InferenceConfig:
     """Every inference setting; process.py's command line fills it."""
 
     device: str = "auto"
-    precision: Precision = "auto"
+    precision: InferencePrecision = "auto"
+    # PyTorch, OpenVINO's CPU runtime or auto (model.backends); the library's default is PyTorch (training's
+    # validation, tests), process.py's auto.
+    backend: Backend = "torch"
     # Windows per network call; None: default_batch_size of the device.
     batch_size: int | None = None
     # Average over the four flips of each window (4x the network time).
@@ -86,8 +92,8 @@ class InferenceConfig:
     chunk_batches: int = 4
 
     def __post_init__(self) -> None:
-        if self.precision != "auto" and self.precision not in DTYPES:
-            raise InputError(f"precision {self.precision!r}: expected auto, {', '.join(DTYPES)}")
+        if self.precision not in ("auto", *DTYPES, "int8"):
+            raise InputError(f"precision {self.precision!r}: expected auto, {', '.join(DTYPES)}, int8")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size}: must be at least 1")
         if self.compile and self.body_windows:
@@ -244,13 +250,15 @@ class Predictor:
     heads: tuple[str, ...] = ()
     # Each member's identity (model.checkpoint.model_sha256) by its weights file's name: what made a mask.
     identities: dict[str, str] = field(default_factory=dict)
+    # Which runtime runs the networks, in what precision, and why (model.backends); None: PyTorch at ``dtype``.
+    runtime: RuntimeChoice | None = None
 
     @classmethod
     def from_path(cls, weights: Path, settings: InferenceConfig | None = None, **overrides) -> Predictor:
         """Load a checkpoint or a folder of them (an ensemble); ``overrides`` replace fields of ``settings``."""
         members = load_ensemble(Path(weights))
         return cls._create(members[0].config, [m.network for m in members], settings, overrides,
-                           [m.config.head for m in members], _identities(members))
+                           [m.config.head for m in members], _identities(members), _files(members))
 
     @classmethod
     def from_checkpoints(cls, members: list[Checkpoint], settings: InferenceConfig | None = None,
@@ -259,25 +267,36 @@ class Predictor:
         goes on with them) untouched."""
         networks = [copy.deepcopy(m.network) for m in members]
         return cls._create(members[0].config, networks, settings, overrides, [m.config.head for m in members],
-                           _identities(members))
+                           _identities(members), _files(members))
 
     @classmethod
     def _create(cls, config: ModelConfig, networks: list[torch.nn.Module], settings: InferenceConfig | None,
-                overrides: dict, heads: list[str], identities: dict[str, str]) -> Predictor:
+                overrides: dict, heads: list[str], identities: dict[str, str],
+                member_files: list[tuple[str | None, Path]]) -> Predictor:
         settings = dataclasses.replace(settings or InferenceConfig(), **overrides)
         device = resolve_device(settings.device)
+        runtime = choose_runtime(settings.backend, settings.precision, device, compile_asked=settings.compile,
+                                 int8_ready=all(accepted_int8(path, identity) for identity, path in member_files))
         for network in networks:
             fold_batch_norm(network.eval())
             network.to(device).to(memory_format=torch.channels_last)
-        if settings.compile:
+        if runtime.backend == "openvino":
+            from model.openvino_backend import openvino_networks
+
+            networks = openvino_networks(networks, member_files, runtime.precision, len(config.channels),
+                                         config.crop_size)
+        elif settings.compile:
             networks = compile_networks(networks, device)
-        return cls(config=config, networks=networks, settings=settings, device=device,
-                   dtype=resolve_precision(settings.precision, device),
+        return cls(config=config, networks=networks, settings=settings, device=device, dtype=runtime.dtype,
                    batch_size=settings.batch_size or default_batch_size(device), heads=tuple(heads),
-                   identities=identities)
+                   identities=identities, runtime=runtime)
+
+    def _runs_on_pytorch(self) -> bool:
+        """Whether PyTorch runs the networks (OpenVINO takes float32 and computes in its own precision)."""
+        return self.runtime is None or self.runtime.backend == "torch"
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
+        if self.dtype == torch.float32 or not self._runs_on_pytorch():
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.dtype)
 
@@ -291,7 +310,8 @@ class Predictor:
         if self.settings.compile and count < self.batch_size:  # one static shape for the compiled graph
             tiles = torch.cat([tiles, tiles.new_zeros(self.batch_size - count, *tiles.shape[1:])])
         total = torch.zeros(tiles.shape[0], *tiles.shape[2:], device=tiles.device, dtype=torch.float32)
-        x = tiles.contiguous(memory_format=torch.channels_last)
+        # PyTorch's convolutions run channels_last; OpenVINO takes NCHW (the tiles' own layout: no copy)
+        x = tiles.contiguous(memory_format=torch.channels_last if self._runs_on_pytorch() else torch.contiguous_format)
         with self._autocast():
             for network, head in zip(self.networks, self.heads or (self.config.head,) * len(self.networks),
                                      strict=True):
@@ -367,6 +387,10 @@ class Predictor:
 
 def _identities(members: list[Checkpoint]) -> dict[str, str]:
     return {member.path.name: member.model_sha256 for member in members if member.model_sha256 is not None}
+
+
+def _files(members: list[Checkpoint]) -> list[tuple[str | None, Path]]:
+    return [(member.model_sha256, member.path) for member in members]
 
 
 def compile_networks(networks: list[torch.nn.Module], device: torch.device) -> list[torch.nn.Module]:

@@ -113,7 +113,8 @@ def run_record(predictor, *, suv_method: str | None = None, weight_kg: float | N
         settings={"models": dict(sorted(predictor.identities.items())) or None,
                   "precision": str(predictor.dtype).removeprefix("torch."), "tta": settings.tta,
                   "min_lesion_ml": float(settings.min_lesion_ml), "tile_overlap": float(settings.tile_overlap),
-                  "body_windows": settings.body_windows, "spacing_tolerance": float(settings.spacing_tolerance)},
+                  "body_windows": settings.body_windows, "spacing_tolerance": float(settings.spacing_tolerance),
+                  **_backend(predictor)},
         dicom={"suv_method": suv_method or DEFAULT_SUV_METHOD,
                "weight_kg": None if weight_kg is None else float(weight_kg)},
         started=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
@@ -322,7 +323,14 @@ def model_info(weights: Path, predictor) -> dict:
             "warning": cards_warning(cards), "cards": {name: dataclasses.asdict(card) for name, card in cards.items()},
             "ensemble": len(files), "encoder": predictor.config.encoder, "tta": predictor.settings.tta,
             "device": str(predictor.device), "precision": str(predictor.dtype).removeprefix("torch."),
-            "min_lesion_ml": predictor.settings.min_lesion_ml}
+            "min_lesion_ml": predictor.settings.min_lesion_ml, **_backend(predictor)}
+
+
+def _backend(predictor) -> dict:
+    """A runtime other than PyTorch, recorded: its rounding moves probabilities near the threshold as a precision
+    does (PyTorch's runs record none, as before there was a choice)."""
+    runtime = getattr(predictor, "runtime", None)
+    return {} if runtime is None or runtime.backend == "torch" else {"backend": runtime.backend}
 
 
 def write_reports(documents: CaseDocuments, out_dir: Path, then: Callable[[], None] | None = None) -> dict:

@@ -50,6 +50,16 @@ def oracle_predictor(config: ModelConfig = TINY, **kwargs) -> Predictor:
     return Predictor.from_checkpoints([member], device="cpu", precision="fp32", **kwargs)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def runtime_cache(tmp_path_factory):
+    """OpenVINO's converted networks (model.openvino_backend) go to the session's own cache, never the user's;
+    subprocesses (process.py) inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        folder = tmp_path_factory.mktemp("runtime-cache")
+        patch.setenv("AUTOPET_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     torch.manual_seed(0)

@@ -66,3 +66,13 @@ def test_the_share_is_of_the_measured_peak_of_the_same_precision():
 def test_the_machine_label_names_threads_and_capability():
     label = machine_label("cpu")
     assert f"{torch.get_num_threads()} threads" in label and "CPU capability" in label
+
+
+def test_the_int8_peak_is_measured_and_an_int8_share_is_of_it():
+    from bench.peak import int8_matmul_tops
+
+    assert int8_matmul_tops(n=64, rounds=1) > 0
+    peaks = Peaks({"fp32": (1.0, 0.5)}, "tiny", int8=4.0)
+    assert "= 50.0 % of the measured int8 matmul peak (4.000)" in peaks.share_of(2e12, "int8")
+    assert "= 100.0 % of the measured fp32 matmul peak" in peaks.share_of(1e12, "fp32")
+    assert "no int8 peak measured" in Peaks({}, "tiny").share_of(1e12, "int8")

@@ -7,7 +7,7 @@ import torch
 
 import process
 from bench.peak import low_precision
-from model.arguments import PRECISIONS
+from model.arguments import INFERENCE_PRECISIONS, PRECISIONS
 from model.devices import (
     DTYPES,
     cpu_supports_bf16,
@@ -87,7 +87,10 @@ def test_the_precisions_are_named_once():
     dtypes and "auto"'s rule of model.devices, and bench's low precision (auto's, on a device with bf16)."""
     assert PRECISIONS == ("auto", "fp32", "fp16", "bf16")
     (action,) = (a for a in process.build_parser()._actions if a.dest == "precision")
-    assert tuple(action.choices) == PRECISIONS
+    # inference may also ask for int8 (OpenVINO, an accepted int8 model); training may not
+    assert tuple(action.choices) == INFERENCE_PRECISIONS == (*PRECISIONS, "int8")
+    with pytest.raises(ValueError, match="got 'int8'"):
+        FitConfig(**{**TINY_RUN, "precision": "int8"})
     assert set(DTYPES) == set(PRECISIONS) - {"auto"}
     for name in PRECISIONS:
         assert FitConfig(**{**TINY_RUN, "precision": name}).precision == name
