@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING
 # machine); main() imports the rest once the arguments are known to be good.
 from model.arguments import (
     BACKENDS,
-    INFERENCE_PRECISIONS,
     OneLineParser,
     body_weight_kg,
     device_name,
+    inference_precisions,
     number,
     output_folder,
 )
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
                         help="a .safetensors checkpoint or a folder of them (an ensemble)")
     parser.add_argument("--device", type=device_name, default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=INFERENCE_PRECISIONS,
+    parser.add_argument("--precision", default="auto", choices=inference_precisions(),
                         help="auto: fp16 on CUDA, bf16 on CPUs that have it, else fp32 (int8: OpenVINO, where the "
                              "weights have an int8 model that passed python -m train.quantise's acceptance)")
     parser.add_argument("--backend", default="auto", choices=BACKENDS,

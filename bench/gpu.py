@@ -18,7 +18,7 @@ from bench.peak import dtype_name, print_machine
 from model import ModelConfig, Predictor, build_network
 from model.arguments import device_name
 from model.checkpoint import Checkpoint
-from model.devices import DTYPES, precision_rule
+from model.devices import autocast_dtypes, precision_rule
 from model.metrics import dice
 from model.preprocessing import NormalisationConfig
 from phantoms import PhantomSpec, make_phantom
@@ -69,7 +69,7 @@ def main() -> None:
     with torch.no_grad():
         network.segmentation_head[0].weight.mul_(20.0)  # decisive logits, as bench/inference.py
     network.to(device).to(memory_format=torch.channels_last)
-    peaks = print_machine(device, tuple(DTYPES.values()), sizes="tiny" if args.smoke else "gpu")
+    peaks = print_machine(device, tuple(autocast_dtypes().values()), sizes="tiny" if args.smoke else "gpu")
     flops = slice_flops(config)
 
     phantom = make_phantom(1, spec=PhantomSpec(size=128 if args.smoke else 400, slices=8 if args.smoke else 326))
@@ -78,7 +78,7 @@ def main() -> None:
     print("| precision | batch | eager slices/s | eager share of the measured peak | compiled (CUDA graphs) slices/s "
           "| mask Dice vs fp32 |")
     print("|---|---|---|---|---|---|")
-    for name, dtype in DTYPES.items():
+    for name, dtype in autocast_dtypes().items():
 
         @torch.inference_mode()
         def run(x: torch.Tensor, dtype: torch.dtype = dtype) -> torch.Tensor:

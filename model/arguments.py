@@ -13,19 +13,50 @@ import math
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
 
 from model.errors import InputError, shown
 from model.validation import PLAUSIBLE_WEIGHT_KG
 
-# The precisions a run or a training can ask for, named here alone (a light module: process.py's choices are
-# known before PyTorch is imported); model.devices gives each its dtype (DTYPES) and "auto" its rule.
-Precision = Literal["auto", "fp32", "fp16", "bf16"]
-PRECISIONS: tuple[str, ...] = get_args(Precision)
-# Inference may also ask for int8: OpenVINO, with an int8 model that passed train.quantise's acceptance.
-InferencePrecision = Literal["auto", "fp32", "fp16", "bf16", "int8"]
-INFERENCE_PRECISIONS: tuple[str, ...] = get_args(InferencePrecision)
+
+@dataclass(frozen=True)
+class PrecisionEntry:
+    """What a precision is: its torch dtype's name (model.devices takes ``getattr(torch, dtype)``, so that this
+    module stays free of PyTorch), whether training (FitConfig, ``python -m train``) and inference (process.py's
+    --precision) offer it, and whether PyTorch computes in it under autocast (int8 is no autocast dtype: an int8
+    model that passed train.quantise's acceptance, on OpenVINO)."""
+
+    dtype: str
+    training: bool
+    inference: bool = True
+    autocast: bool = True
+
+
+# The precisions, named here alone: adding one is one entry (a light module: process.py's choices are known
+# before PyTorch is imported). "auto" is no entry: model.devices gives it its rule, per device.
+PRECISION_TABLE: dict[str, PrecisionEntry] = {
+    "fp32": PrecisionEntry("float32", training=True),
+    "fp16": PrecisionEntry("float16", training=True),
+    "bf16": PrecisionEntry("bfloat16", training=True),
+    "int8": PrecisionEntry("int8", training=False, autocast=False),
+}
+# A precision's name as the settings hold it: "auto" or a PRECISION_TABLE key (checked where it is parsed).
+Precision = str
+InferencePrecision = str
+
+
+def training_precisions() -> tuple[str, ...]:
+    """What a training can ask for: "auto" and the table's training precisions (read when asked, not at import)."""
+    return ("auto", *(name for name, entry in PRECISION_TABLE.items() if entry.training))
+
+
+def inference_precisions() -> tuple[str, ...]:
+    """What a run can ask for (--precision): "auto" and the table's inference precisions."""
+    return ("auto", *(name for name, entry in PRECISION_TABLE.items() if entry.inference))
+
+
 # The inference backends (model.backends): PyTorch, or OpenVINO's CPU runtime; "auto" takes the fastest for the
 # device and CPU kind (model.devices.AUTO_CPU_RUNTIME).
 Backend = Literal["auto", "torch", "openvino"]

@@ -13,7 +13,15 @@ from dataclasses import dataclass
 import torch
 
 from model.arguments import Backend, InferencePrecision
-from model.devices import AUTO_CPU_RUNTIME, AUTO_INT8_KINDS, DTYPES, cpu_kind, device_kind, precision_rule
+from model.devices import (
+    AUTO_CPU_RUNTIME,
+    AUTO_INT8_KINDS,
+    cpu_kind,
+    device_kind,
+    dtype_of,
+    precision_name,
+    precision_rule,
+)
 from model.errors import InputError
 from model.openvino_backend import OPENVINO_HINTS, runtime_version
 
@@ -23,8 +31,8 @@ NATIVE_BF16_KINDS = ("avx512_bf16", "amx")
 
 @dataclass(frozen=True)
 class RuntimeChoice:
-    """The backend ("torch" or "openvino"), the precision the network computes in (a DTYPES name, or int8) and
-    why."""
+    """The backend ("torch" or "openvino"), the precision the network computes in (a name in
+    model.arguments.PRECISION_TABLE) and why."""
 
     backend: str
     precision: str
@@ -32,7 +40,7 @@ class RuntimeChoice:
 
     @property
     def dtype(self) -> torch.dtype:
-        return torch.int8 if self.precision == "int8" else DTYPES[self.precision]
+        return dtype_of(self.precision)
 
     def describe(self) -> str:
         """'bf16' for PyTorch (as the run's line always said), 'OpenVINO 2026.4.1 bf16' for OpenVINO."""
@@ -49,8 +57,7 @@ def _torch_choice(precision: str, device: torch.device, why: str | None = None) 
     if precision == "int8":
         raise InputError("--precision int8 runs on OpenVINO's CPU runtime only (--backend openvino or auto, on a CPU)")
     rule = precision_rule(precision, device)
-    name = next(key for key, value in DTYPES.items() if value == rule.dtype)
-    return RuntimeChoice("torch", name, why or rule.why)
+    return RuntimeChoice("torch", precision_name(rule.dtype), why or rule.why)
 
 
 def _openvino_choice(precision: str, kind: str, compile_asked: bool, int8_ready: bool) -> RuntimeChoice:

@@ -12,10 +12,24 @@ from typing import Protocol
 
 import torch
 
-from model.arguments import Precision
+from model.arguments import PRECISION_TABLE, Precision
 from model.errors import InputError
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+def dtype_of(precision: str) -> torch.dtype:
+    """The torch dtype of a model.arguments.PRECISION_TABLE entry (int8's too: an int8 model's)."""
+    return getattr(torch, PRECISION_TABLE[precision].dtype)
+
+
+def autocast_dtypes() -> dict[str, torch.dtype]:
+    """The precisions PyTorch computes in under autocast, by name, with their dtypes (read from the table when
+    asked, so that an entry added to it is here too)."""
+    return {name: dtype_of(name) for name, entry in PRECISION_TABLE.items() if entry.autocast}
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """The autocast precision's name of ``dtype`` (torch.bfloat16: "bf16")."""
+    return next(name for name, value in autocast_dtypes().items() if value == dtype)
 
 
 @dataclass(frozen=True)
@@ -118,7 +132,7 @@ def precision_rule(precision: Precision | str, device: torch.device, *, training
     if training and precision == "fp16" and device_kind(device) != "cuda":
         raise InputError(f"precision fp16 trains on CUDA only (device {device}); use fp32 or bf16")
     if precision != "auto":
-        return PrecisionRule(DTYPES[precision], "as asked", scaler=training and precision == "fp16")
+        return PrecisionRule(autocast_dtypes()[precision], "as asked", scaler=training and precision == "fp16")
     if native_bf16 is None:
         # Inference on CUDA is fp16 whatever the GPU has: no need to ask it.
         native_bf16 = False if device_kind(device) == "cuda" and not training else has_native_bf16(device)
@@ -149,7 +163,7 @@ def describe_precision(predictor: RunsOnDevice) -> str:
     if runtime is not None:
         return f"{predictor.device}, {runtime.describe()} ({runtime.why})"
     device, dtype = predictor.device, predictor.dtype
-    name = next(key for key, value in DTYPES.items() if value == dtype)
+    name = precision_name(dtype)
     if predictor.settings.precision == "auto":
         # The rule that gave this dtype (the device's bf16 was asked when the predictor was made).
         why = precision_rule("auto", device, native_bf16=dtype == torch.bfloat16).why

@@ -25,11 +25,11 @@ import SimpleITK as sitk
 import torch
 from tqdm.auto import tqdm
 
-from model.arguments import Backend, InferencePrecision
+from model.arguments import Backend, InferencePrecision, inference_precisions
 from model.backends import RuntimeChoice, choose_runtime
 from model.checkpoint import Checkpoint, load_ensemble
 from model.config import ModelConfig
-from model.devices import DTYPES, resolve_device
+from model.devices import resolve_device
 from model.errors import InputError
 from model.geometry import (
     CT_FILL_HU,
@@ -92,8 +92,8 @@ class InferenceConfig:
     chunk_batches: int = 4
 
     def __post_init__(self) -> None:
-        if self.precision not in ("auto", *DTYPES, "int8"):
-            raise InputError(f"precision {self.precision!r}: expected auto, {', '.join(DTYPES)}, int8")
+        if self.precision not in inference_precisions():
+            raise InputError(f"precision {self.precision!r}: expected {', '.join(inference_precisions())}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size {self.batch_size}: must be at least 1")
         if self.compile and self.body_windows:

@@ -47,7 +47,6 @@ import torch
 
 import phantoms
 from model.arguments import (
-    PRECISIONS,
     OneLineParser,
     input_file,
     number,
@@ -56,6 +55,7 @@ from model.arguments import (
     random_seed,
     spacing_mm,
     thickness_mm,
+    training_precisions,
 )
 from model.errors import InputError
 from results.outputs import OutputLayout
@@ -409,7 +409,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=input_file, default=CONFIG, help="training config (default: demo.json)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override for every run")
-    parser.add_argument("--precision", choices=[p for p in PRECISIONS if p != "fp16"], default="auto",  # CPU: no fp16
+    # a CPU trains without fp16 (model.devices.precision_rule)
+    parser.add_argument("--precision", choices=[p for p in training_precisions() if p != "fp16"], default="auto",
                         help="training and inference precision (auto: bf16 where the CPU has it, else fp32)")
     parser.add_argument("--threads", type=number(int, 1, 1024), default=1,
                         help="torch threads per run (default 1); the numbers depend on it, so it is recorded")

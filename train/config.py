@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from model.arguments import MAX_SEED, PRECISIONS
+from model.arguments import MAX_SEED, training_precisions
 from model.config import ModelConfig
 from model.errors import InputError
 from model.network import IMAGENET, PRETRAINED_SUFFIXES
@@ -90,8 +90,8 @@ class FitConfig:
             raise ValueError(f"dice must be one of {list(DICE_FORMS)}, got {self.dice!r}")
         if self.set_size not in SET_SIZES:
             raise ValueError(f"set_size must be one of {list(SET_SIZES)}, got {self.set_size!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in training_precisions():
+            raise ValueError(f"precision must be one of {list(training_precisions())}, got {self.precision!r}")
         for name in ("epochs", "val_every", "batch_size", "beta", "max_nonfinite_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

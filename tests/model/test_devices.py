@@ -7,11 +7,12 @@ import torch
 
 import process
 from bench.peak import low_precision
-from model.arguments import INFERENCE_PRECISIONS, PRECISIONS
+from model.arguments import PRECISION_TABLE, PrecisionEntry, inference_precisions, training_precisions
 from model.devices import (
-    DTYPES,
+    autocast_dtypes,
     cpu_supports_bf16,
     describe_precision,
+    dtype_of,
     precision_rule,
     resolve_device,
     resolve_precision,
@@ -83,17 +84,43 @@ def test_devices():
 
 
 def test_the_precisions_are_named_once():
-    """model.arguments.PRECISIONS is every caller's list: process.py's choices, the training config's check, the
-    dtypes and "auto"'s rule of model.devices, and bench's low precision (auto's, on a device with bf16)."""
-    assert PRECISIONS == ("auto", "fp32", "fp16", "bf16")
+    """model.arguments.PRECISION_TABLE is every caller's list: process.py's choices, the training config's check,
+    the dtypes and "auto"'s rule of model.devices, and bench's low precision (auto's, on a device with bf16)."""
+    assert training_precisions() == ("auto", "fp32", "fp16", "bf16")
     (action,) = (a for a in process.build_parser()._actions if a.dest == "precision")
     # inference may also ask for int8 (OpenVINO, an accepted int8 model); training may not
-    assert tuple(action.choices) == INFERENCE_PRECISIONS == (*PRECISIONS, "int8")
+    assert tuple(action.choices) == inference_precisions() == (*training_precisions(), "int8")
     with pytest.raises(ValueError, match="got 'int8'"):
         FitConfig(**{**TINY_RUN, "precision": "int8"})
-    assert set(DTYPES) == set(PRECISIONS) - {"auto"}
-    for name in PRECISIONS:
+    assert autocast_dtypes() == {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    assert dtype_of("int8") == torch.int8
+    for name in training_precisions():
         assert FitConfig(**{**TINY_RUN, "precision": name}).precision == name
     with pytest.raises(ValueError, match=r"one of \['auto', 'fp32', 'fp16', 'bf16'\], got 'fp8'"):
         FitConfig(**{**TINY_RUN, "precision": "fp8"})
     assert low_precision("cpu") == torch.bfloat16 and low_precision("cuda") == torch.float16
+
+
+@pytest.mark.parametrize(("name", "entry", "dtype"), [
+    # an autocast precision that training offers too
+    ("fp64", PrecisionEntry("float64", training=True), torch.float64),
+    # one that inference alone offers
+    ("fp8", PrecisionEntry("float8_e4m3fn", training=False), torch.float8_e4m3fn),
+])
+def test_a_precision_is_one_entry(monkeypatch, name, entry, dtype):
+    """Adding a precision is one PRECISION_TABLE entry: process.py's --precision offers it, FitConfig takes it
+    where training offers it, model.devices resolves it to its dtype, and InferenceConfig accepts it."""
+    from model.inference import InferenceConfig
+
+    monkeypatch.setitem(PRECISION_TABLE, name, entry)
+    (action,) = (a for a in process.build_parser()._actions if a.dest == "precision")
+    assert name in action.choices
+    assert process.build_parser().parse_args(["--precision", name]).precision == name
+    if entry.training:
+        assert FitConfig(**{**TINY_RUN, "precision": name}).precision == name
+    else:
+        with pytest.raises(ValueError, match=f"got '{name}'"):
+            FitConfig(**{**TINY_RUN, "precision": name})
+    assert dtype_of(name) == dtype and autocast_dtypes()[name] == dtype
+    assert resolve_precision(name, torch.device("cpu")) == dtype
+    assert InferenceConfig(precision=name).precision == name
