@@ -2,9 +2,9 @@
 # Regenerates everything the demo weights carry: the weights, the shipped test case and its expected output,
 # and the README's pictures of the demo model.
 #   train/make_demo.sh [WORKDIR [DEST]]     (WORKDIR default runs/demo, DEST default the repository; paths are
-#                                            taken from the repository root; about 15 minutes on a 2-core CPU)
+#                                            taken from the repository root; the fit about 1 hour 45 minutes on a 2-core CPU beside other work)
 # DEST receives weights/demo.*, test/{input,ground_truth,expected_output} and docs/demo_*.png, so a scratch
-# DEST checks the script without touching the repository. CASES (default 30) and FIT_EXTRA (extra fit
+# DEST checks the script without touching the repository. CASES (default 60) and FIT_EXTRA (extra fit
 # arguments) make a cheap check (about 3 minutes; 4 phantoms hold 4 patients, so 2 folds):
 #   CASES=4 FIT_EXTRA="--set epochs=1 --set steps_per_epoch=2 --set folds=2" train/make_demo.sh /tmp/w /tmp/x
 set -euo pipefail
@@ -31,7 +31,7 @@ if [ -n "${WEIGHTS:-}" ]; then
   cp "$WEIGHTS/model.json" "$DEST/weights/demo.json"
   fit_minutes="n/a (WEIGHTS given)"
 else
-  $PY -m train synth --out "$W/phantoms" --cases "${CASES:-30}" --seed 1 --negative-fraction 0.3 "${GRID[@]}"
+  $PY -m train synth --out "$W/phantoms" --cases "${CASES:-60}" --seed 1 --negative-fraction 0.3 "${GRID[@]}"
   $PY -m train prepare --source "$W/phantoms" --out "$W/demo-phantoms" --workers 2
   start=$(date +%s)
   $PY -m train fit --data "$W/demo-phantoms" --fold 0 --config train/configs/demo.json --out "$W" "${FIT_ARGS[@]}"

@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -207,8 +208,12 @@ class _ConstantLogits(torch.nn.Module):
 def test_a_checkpoint_says_its_head_and_old_ones_have_the_one_logit_head(tmp_path):
     from model.inference import Predictor
 
-    shipped = json.loads((ROOT / "weights/demo.json").read_text())
-    assert "head" not in shipped["model"] and read_config(ROOT / "weights/demo.json")[0].head == "one_logit"
+    # A checkpoint written before the field (the shipped one, with its "head" taken out, is one) reads as one logit.
+    old = json.loads((ROOT / "weights/demo.json").read_text())
+    old["model"].pop("head", None)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    shutil.copy(ROOT / "weights/demo.safetensors", tmp_path / "old.safetensors")
+    assert read_config(tmp_path / "old.json")[0].head == "one_logit"
     two = dataclasses.replace(TINY, head="two_class_softmax")
     path = save_checkpoint(build_network(two), two, tmp_path / "two")
     assert json.loads(path.with_suffix(".json").read_text())["model"]["head"] == "two_class_softmax"
