@@ -109,6 +109,11 @@ def _store(model, key: dict, entry: Path) -> None:
     try:
         openvino.save_model(model, str(staging / MODEL_FILE), compress_to_fp16=False)
         (staging / "key.json").write_text(json.dumps(key, indent=1, sort_keys=True) + "\n")
+        # mkdtemp's folder is its owner's alone; the entry is for every user (a container converts as root at
+        # build and runs as another user).
+        staging.chmod(0o755)
+        for path in staging.iterdir():
+            path.chmod(0o644)
         try:
             staging.rename(entry)
         except OSError:
@@ -129,7 +134,13 @@ def converted_model(network: torch.nn.Module, identity: str | None, channels: in
         return convert(network, channels, crop)
     key = cache_key(identity, weights)
     entry = cache_entry(key)
-    if (entry / MODEL_FILE).is_file():
+    try:
+        cached = (entry / MODEL_FILE).is_file()
+    except PermissionError as error:  # another user's entry that this one may not read: not this run's to mend
+        warnings.warn(f"{entry}: converted network not readable ({error.strerror}); converting it in memory "
+                      f"(set {CACHE_ENV} to a folder of this user's)", stacklevel=2)
+        return convert(network, channels, crop)
+    if cached:
         try:
             return openvino.Core().read_model(str(entry / MODEL_FILE))
         except RuntimeError as error:  # a damaged entry (a disk that filled up): converted and written again

@@ -84,6 +84,16 @@ def test_the_converted_network_is_cached_by_model_identity_and_reused(tmp_path, 
     assert len(entries()) == 2 and entry in entries()
 
 
+def test_a_cached_entry_is_readable_by_every_user(tmp_path, monkeypatch, tiny_weights):
+    """The container converts the shipped weights as root at build and runs as another user."""
+    monkeypatch.setenv(backend.CACHE_ENV, str(tmp_path / "cache"))
+    openvino_fp32(tiny_weights)
+    (entry,) = entries()
+    folder = backend.cache_root() / entry
+    assert folder.stat().st_mode & 0o005 == 0o005
+    assert all(path.stat().st_mode & 0o004 for path in folder.iterdir())
+
+
 def test_the_key_names_every_version_the_conversion_depends_on():
     key = backend.cache_key("a" * 64)
     for name, changed in (("model_sha256", "b" * 64), ("weights", "int8-0123"), ("openvino", "2099.1"),
