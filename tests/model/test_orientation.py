@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from model import InputError, Predictor, segment
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, read_config
 from model.config import DEFAULT_ORIENTATION, ModelConfig
 from model.geometry import orientation_of
 from phantoms import PhantomSpec, make_phantom
@@ -93,9 +93,14 @@ def canonical_mask(study, predictor):
     return mask
 
 
-def test_the_demo_checkpoint_has_no_orientation_field_and_is_taken_as_the_default(predictor):
-    assert "orientation" not in json.loads((DEMO_WEIGHTS / "demo.json").read_text())["model"]
-    assert predictor.config.orientation == DEFAULT_ORIENTATION == "LPS"
+def test_a_checkpoint_without_the_orientation_field_is_taken_as_the_default(predictor, tmp_path):
+    # one written before the field: the shipped one with its orientation taken out
+    old = json.loads((DEMO_WEIGHTS / "demo.json").read_text())
+    old["model"].pop("orientation", None)
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    (tmp_path / "old.safetensors").write_bytes((DEMO_WEIGHTS / "demo.safetensors").read_bytes())
+    assert read_config(tmp_path / "old.json")[0].orientation == DEFAULT_ORIENTATION == "LPS"
+    assert predictor.config.orientation == DEFAULT_ORIENTATION
 
 
 @pytest.mark.parametrize("name", VARIANTS)
