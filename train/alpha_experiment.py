@@ -224,8 +224,9 @@ def postprocessed(predictions: Path, out: Path, min_ml: float) -> Path:
 
 
 def segment_cases(cases: Path, weights: Path, out: Path, precision: str) -> Path:
-    """Segment a folder in the grand-challenge layout on the CPU as process.py does, through runner's cohort
-    API (the one place this experiment calls it); returns the masks' folder."""
+    """Segment a folder in the grand-challenge layout on the CPU as ``process.py --backend torch`` does, through
+    runner's cohort API (the one place this experiment calls it); returns the masks' folder. PyTorch, so that
+    the experiment's figures do not depend on which runtime a CPU kind's ``auto`` picks."""
     from model.inference import InferenceConfig, Predictor
     from runner.cohort import CohortOptions, run_cohort
     from studies.cases import layout_cases

@@ -68,7 +68,7 @@ def test_the_ablation_masks_are_process_pys_own(two_runs, tmp_path):
     root = two_runs[0]
     run = next((root / "a/runs").iterdir())
     assert process.main(["--input", str(root / "a/heldout"), "--output", str(tmp_path), "--weights",
-                         str(run / "best"), "--device", "cpu", "--min-lesion-ml", "0.8"]) == 0
+                         str(run / "best"), "--device", "cpu", "--min-lesion-ml", "0.8", "--backend", "torch"]) == 0
     produced = sorted(OutputLayout(tmp_path).masks.glob("*.mha"))
     assert len(produced) == 3
     for path in produced:
