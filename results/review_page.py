@@ -303,7 +303,8 @@ def _model_facts(model: Mapping | None) -> list[tuple[str, str]]:
     cards = "; ".join(f"{name}: {ModelCard(**card).summary()}" for name, card in (model.get("cards") or {}).items())
     return [("software version", str(model.get("version"))), ("model", described), ("model card", cards or "n/a"),
             ("weights SHA-256", weights or "n/a"), ("model SHA-256 (config and weights)", identities or "n/a"),
-            ("device and precision", f"{model.get('device', 'n/a')}, {model.get('precision')}"),
+            ("device and precision", f"{model.get('device', 'n/a')}, {model.get('precision')}"
+                                     + (f" on {model['backend']}" if model.get("backend") else "")),
             ("min lesion ml", str(model.get("min_lesion_ml")))]
 
 

@@ -7,6 +7,8 @@ import html
 import json
 import re
 
+import pytest
+
 import process
 from results.review_page import LIMITS, PAGE_NAME, CohortPage, cohort_page, evaluation_page, render
 from tests.conftest import write_case
@@ -113,3 +115,13 @@ def test_invisible_characters_in_names_are_shown_escaped_on_the_page_and_links_k
     assert "\u202e" not in page and "\u200b" not in page and "\u2066" not in page
     assert "patient_99&lt;U+202E&gt;21_tneitap" in page and "case&lt;U+200B&gt;7" in page
     assert 'href="reports/patient_99%E2%80%AE21_tneitap.png"' in page  # the link opens the real file
+
+
+@pytest.mark.parametrize("backend, shown", [(None, "cpu, bfloat16"), ("openvino", "cpu, bfloat16 on openvino")])
+def test_the_header_names_the_runtime_that_made_the_masks(backend, shown):
+    """A run on OpenVINO rounds otherwise than PyTorch at the same precision: the page says which ran."""
+    from results.review_page import _model_facts
+
+    model = {"version": "0", "encoder": "regnety_002", "ensemble": 1, "device": "cpu", "precision": "bfloat16",
+             "min_lesion_ml": 0.0, **({"backend": backend} if backend else {})}
+    assert dict(_model_facts(model))["device and precision"] == shown
