@@ -183,8 +183,8 @@ def run_settings(args: argparse.Namespace, grand_challenge: bool) -> RunSettings
                            manifest=args.manifest, grand_challenge=grand_challenge, pet_series=args.pet_series,
                            ct_series=args.ct_series, suv_method=args.suv_method, weight_kg=args.weight_kg)
     inference = InferenceConfig(device=args.device, precision=args.precision, backend=args.backend,
-                                batch_size=args.batch_size,
-                                tta=args.tta, compile=args.compile, min_lesion_ml=args.min_lesion_ml)
+                                batch_size=args.batch_size, tta=args.tta, compile=args.compile,
+                                min_lesion_ml=args.min_lesion_ml)
     return RunSettings(request=request, output=args.output, weights=args.weights, inference=inference,
                        reports=not grand_challenge and not args.no_report, num_parts=args.num_parts,
                        part_id=args.part_id, skip_existing=args.skip_existing,
