@@ -19,8 +19,7 @@ import numpy as np
 import torch
 
 from model import InferenceConfig, Predictor
-from model.backends import NATIVE_BF16_KINDS
-from model.devices import cpu_kind
+from model.devices import NATIVE_BF16_KINDS, cpu_kind
 from model.errors import InputError
 
 

@@ -16,6 +16,7 @@ from model.arguments import Backend, InferencePrecision
 from model.devices import (
     AUTO_CPU_RUNTIME,
     AUTO_INT8_KINDS,
+    NATIVE_BF16_KINDS,
     cpu_kind,
     device_kind,
     dtype_of,
@@ -25,8 +26,7 @@ from model.devices import (
 from model.errors import InputError
 from model.openvino_backend import OPENVINO_HINTS, runtime_version
 
-# The CPU kinds with native bf16 (the others would run OpenVINO's bf16 hint as f32 and call it bf16).
-NATIVE_BF16_KINDS = ("avx512_bf16", "amx")
+# NATIVE_BF16_KINDS (model.devices): the others would run OpenVINO's bf16 hint as f32 and call it bf16.
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ native bf16; the CPU feature is a parameter, so a test states the rule without d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -57,21 +56,11 @@ AUTO_PRECISION: dict[tuple[str, bool, bool], PrecisionRule] = {
 }
 
 
-def cpu_supports_bf16() -> bool:
-    """True when the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); emulated bf16 is slower than fp32."""
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if any(check is not None for check in checks):
-        return any(check() for check in checks if check is not None)
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 # What a CPU offers the network, from the slowest kind to the fastest; bench.inference measures each backend and
 # precision on the kind it runs on, and AUTO_CPU_RUNTIME keeps the fastest that keeps the masks.
 CPU_KINDS = ("baseline", "avx2", "avx512", "avx512_bf16", "amx")
+# The kinds with native bf16 arithmetic (AVX512-BF16 or AMX); emulated bf16 is slower than fp32.
+NATIVE_BF16_KINDS = ("avx512_bf16", "amx")
 
 
 def cpu_kind() -> str:
@@ -83,6 +72,11 @@ def cpu_kind() -> str:
         return "avx512_bf16"
     capability = torch.backends.cpu.get_cpu_capability()
     return {"AVX512": "avx512", "AVX2": "avx2"}.get(capability, "baseline")
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic: cpu_kind's one reading of the CPU."""
+    return cpu_kind() in NATIVE_BF16_KINDS
 
 
 # What --backend auto runs on a CPU of each kind, and in which precision --precision auto (model.backends reads

@@ -9,8 +9,8 @@ import torch
 import model.backends
 import process
 from model.arguments import BACKENDS
-from model.backends import NATIVE_BF16_KINDS, choose_runtime
-from model.devices import AUTO_CPU_RUNTIME, CPU_KINDS, cpu_kind
+from model.backends import choose_runtime
+from model.devices import AUTO_CPU_RUNTIME, CPU_KINDS, NATIVE_BF16_KINDS, cpu_kind
 from model.errors import InputError
 from tests.conftest import write_case
 
