@@ -16,6 +16,8 @@ import copy
 import dataclasses
 import math
 import time
+import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,9 +145,13 @@ class SliceChunk:
 
 def load_chunk(pet: np.ndarray, ct: np.ndarray, start: int, stop: int, crop: int,
                device: torch.device) -> SliceChunk:
-    """Slices [start, stop) of a (Z, Y, X) PET and CT, copied to ``device``: the volumes are never copied whole."""
-    pet_t = torch.from_numpy(np.array(pet[start:stop])).to(device, non_blocking=True)
-    ct_t = torch.from_numpy(np.array(ct[start:stop])).to(device, non_blocking=True)
+    """Slices [start, stop) of a (Z, Y, X) PET and CT, copied to ``device``: the volumes are never copied whole.
+    Contiguous slices are taken as they are, read-only views of the volumes (SimpleITK's) included:
+    padded_slices' float32 copies (sanitise) are the one copy, and nothing writes to the views."""
+    with warnings.catch_warnings():  # PyTorch's word on a read-only array: the tensors are only read
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+        pet_t = torch.from_numpy(np.ascontiguousarray(pet[start:stop])).to(device, non_blocking=True)
+        ct_t = torch.from_numpy(np.ascontiguousarray(ct[start:stop])).to(device, non_blocking=True)
     padded_pet, padded_ct, pad = padded_slices(pet_t, ct_t, crop)
     return SliceChunk(start=start, pet=padded_pet, ct=padded_ct, pad=pad, size=(pet.shape[1], pet.shape[2]))
 
@@ -221,14 +227,21 @@ def tile_chunk(chunk: SliceChunk, config: ModelConfig, overlap: float, shrink: b
 
 def stitch(chunk: SliceChunk, windows: Sequence[Window], probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
     """(n, height, width) float32 lesion probability of a chunk: the mean over the windows covering each pixel,
-    0 where none does, padding removed."""
+    0 where none does, padding removed. Windows are counted only on slices that more than one covers (a body
+    wider than the crop): a slice's one window is its probability as it is, as the mean of one would be."""
     total = torch.zeros(chunk.pet.shape, device=chunk.pet.device, dtype=torch.float32)
-    counts = torch.zeros_like(total)
+    per_slice = Counter(w.index for w in windows)
+    shared = {index: row for row, index in enumerate(sorted(i for i, n in per_slice.items() if n > 1))}
+    counts = total.new_zeros((len(shared), *total.shape[1:]))
     for w, probability in zip(windows, probabilities, strict=True):
         total[w.index, w.y:w.y + w.height, w.x:w.x + w.width] += probability
-        counts[w.index, w.y:w.y + w.height, w.x:w.x + w.width] += 1.0
+        if w.index in shared:
+            counts[shared[w.index], w.y:w.y + w.height, w.x:w.x + w.width] += 1.0
+    if shared:
+        rows = torch.tensor(list(shared), device=total.device)
+        total[rows] = total[rows] / counts.clamp(min=1.0)
     (top, left), (height, width) = chunk.pad, chunk.size
-    return (total / counts.clamp(min=1.0))[:, top:top + height, left:left + width]
+    return total[:, top:top + height, left:left + width]
 
 
 def lesion_mask(probability: np.ndarray, threshold: float) -> np.ndarray:

@@ -9,6 +9,9 @@ padding beyond the reconstructed field of view) are no data: they are filled, wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
@@ -117,7 +120,7 @@ def _without_objects(ct_body: np.ndarray, pet_body: np.ndarray) -> np.ndarray:
     if count == 0:
         return ct_body
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
-    active = np.bincount(labels.ravel(), weights=pet_body.ravel(), minlength=count + 1)
+    active = np.bincount(labels[pet_body], minlength=count + 1)  # integer counts: no float64 weights pass
     keep = active >= MIN_ACTIVE_SHARE * sizes
     keep[0] = False
     return keep[labels]
@@ -157,10 +160,11 @@ def _low_scale_guess(median: float, highest: float | None) -> str:
 
 
 def check_suv_units(pet: np.ndarray, ct_body: np.ndarray, name: str, suv: SuvConversion | None = None,
-                    highest: float | None = None) -> float:
+                    highest: Callable[[], float] | None = None) -> float:
     """Refuse a PET whose median over the body cannot be SUV (BODY_MEDIAN_SUV: Bq/ml reads about 5000 times
     more, MBq/ml about 200 times less); returns that median. ``suv``: how a DICOM PET's SUV was computed,
-    ``highest``: the PET's highest value; both help the refusal say what the values look like."""
+    ``highest``: gives the PET's highest value (a pass over the whole PET: asked only for a refusal); both help
+    the refusal say what the values look like."""
     if not ct_body.any():
         return float("nan")
     median = float(np.median(pet[ct_body]))
@@ -170,7 +174,8 @@ def check_suv_units(pet: np.ndarray, ct_body: np.ndarray, name: str, suv: SuvCon
     if median > high:
         looks = "Bq/ml or counts must be converted to SUV (body weight)"
     else:
-        looks = (f"{_low_scale_guess(median, highest)} (MBq/ml, values normalised to 0..1 and SUV from a wrong body "
+        guess = _low_scale_guess(median, highest() if highest is not None else None)
+        looks = (f"{guess} (MBq/ml, values normalised to 0..1 and SUV from a wrong body "
                  "weight or dose read below the scale)")
     if suv is not None:
         looks += (f" (its SUV factor {suv.factor:.4g} from Units {suv.units}"
@@ -292,6 +297,12 @@ def fill_nonfinite_outside_body(image: sitk.Image, ct: sitk.Image, name: str, ro
                     f"field of view?) set to {NONFINITE_FILL[role]:g}")
 
 
+def _highest(image: sitk.Image) -> float:
+    extremes = sitk.MinimumMaximumImageFilter()
+    extremes.Execute(image)
+    return extremes.GetMaximum()
+
+
 def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name: str = "CT", *,
                 body_threshold_hu: float = DEFAULT_BODY_HU,
                 suv: SuvConversion | None = None) -> tuple[sitk.Image, sitk.Image, list[str]]:
@@ -321,9 +332,7 @@ def check_study(pet: sitk.Image, ct: sitk.Image, pet_name: str = "PET", ct_name:
     # a PET without activity anywhere in the CT's body keeps them all (and is refused below).
     activity = MIN_ACTIVITY_FRACTION * float(np.percentile(pet_small[ct_body], 90))
     active_body = _without_objects(ct_body, pet_small > activity) if activity > 0 else ct_body
-    extremes = sitk.MinimumMaximumImageFilter()
-    extremes.Execute(pet)
     median = check_suv_units(pet_small, active_body if active_body.any() else ct_body, pet_name, suv,
-                             highest=extremes.GetMaximum())
+                             highest=partial(_highest, pet))
     check_same_study(pet_small, ct_small, covered, median, pet_name, ct_name, body_threshold_hu)
     return pet, ct, notes

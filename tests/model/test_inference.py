@@ -53,6 +53,22 @@ def test_load_chunk_sanitises_and_pads_without_touching_the_volume():
     assert np.isnan(pet[1, 3, 4]) and np.isinf(ct[2, 5, 6])
 
 
+def test_load_chunk_takes_read_only_flipped_and_integer_volumes_as_they_are():
+    """The slices are taken without a copy of their own where they can be: a read-only view (SimpleITK's), a
+    volume with negative strides (flipped) and an int16 CT all give the float32 chunk a plain copy gives."""
+    rng = np.random.default_rng(5)
+    pet = rng.gamma(1.0, 1.0, (6, 70, 70)).astype(np.float32)
+    ct = rng.integers(-1024, 1500, (6, 70, 70)).astype(np.int16)
+    expected = load_chunk(pet.copy(), ct.astype(np.float32), 1, 5, crop=64, device=torch.device("cpu"))
+    read_only_pet, read_only_ct = pet.copy(), ct.copy()
+    read_only_pet.flags.writeable = read_only_ct.flags.writeable = False
+    flipped = load_chunk(pet[::-1].copy()[::-1], ct[::-1].copy()[::-1], 1, 5, crop=64, device=torch.device("cpu"))
+    for chunk in (load_chunk(read_only_pet, read_only_ct, 1, 5, crop=64, device=torch.device("cpu")), flipped):
+        assert chunk.pet.dtype == chunk.ct.dtype == torch.float32
+        assert torch.equal(chunk.pet, expected.pet) and torch.equal(chunk.ct, expected.ct)
+        assert (chunk.start, chunk.stop, chunk.pad, chunk.size) == (1, 5, (0, 0), (70, 70))
+
+
 # --- stage 2: tiles -----------------------------------------------------------------------------------------
 
 def test_full_windows_are_the_crop_and_cover_the_body():
