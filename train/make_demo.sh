@@ -4,9 +4,10 @@
 #   train/make_demo.sh [WORKDIR [DEST]]     (WORKDIR default runs/demo, DEST default the repository; paths are
 #                                            taken from the repository root; the fit about 1 hour 45 minutes on a 2-core CPU beside other work)
 # DEST receives weights/demo.*, test/{input,ground_truth,expected_output} and docs/demo_*.png, so a scratch
-# DEST checks the script without touching the repository. CASES (default 60) and FIT_EXTRA (extra fit
-# arguments) make a cheap check (about 3 minutes; 4 phantoms hold 4 patients, so 2 folds):
-#   CASES=4 FIT_EXTRA="--set epochs=1 --set steps_per_epoch=2 --set folds=2" train/make_demo.sh /tmp/w /tmp/x
+# DEST checks the script without touching the repository. CASES (training phantoms, default 60), HELDOUT
+# (held-out phantoms, default 30; the first negative is the 6th) and FIT_EXTRA (extra fit arguments) make a cheap check (about 3 minutes;
+# 4 phantoms hold 4 patients, so 2 folds):
+#   CASES=4 HELDOUT=6 FIT_EXTRA="--set epochs=1 --set steps_per_epoch=2 --set folds=2" train/make_demo.sh /tmp/w /tmp/x
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -57,18 +58,21 @@ $PY test/make_reference.py "$T/input" "$T/expected_output" "$DEST/weights"
 $PY -m train evaluate --pred "$T/expected_output/$SLUG" --gt "$T/ground_truth" --pet "$T/input/images/pet" \
   --figures "$W/figures-case" > /dev/null
 cp "$W"/figures-case/00000000-0000-47e8-8000-000000000002.png "$DEST/docs/demo_case_mip.png"
-$PY -m train synth --out "$W/heldout" --cases 10 --seed 99 --layout grand-challenge --tissues "${GRID[@]}"
+# HELDOUT (default 30) phantoms of seed 99: the generator draws them in order, so the first 10 are the 10 that
+# earlier demos were scored on.
+HELDOUT=${HELDOUT:-30}
+$PY -m train synth --out "$W/heldout" --cases "$HELDOUT" --seed 99 --layout grand-challenge --tissues "${GRID[@]}"
 $PY process.py --input "$W/heldout" --output "$W/heldout-pred" --weights "$DEST/weights" --no-report
 # The false positive volume per organ from the phantoms' own tissue labels (the table's last lines).
 $PY -m train evaluate --pred "$W/heldout-pred/$SLUG" --gt "$W/heldout/labels" --tissues "$W/heldout/tissues" \
   --pet "$W/heldout/images/pet" --out "$W/heldout.csv" --figures "$W/figures-heldout" > "$W/heldout.txt"
 heldout_mean=$(grep '^mean ' "$W/heldout.txt")
 # The card's held-out figures: these phantoms, which neither the fit nor its choice of epoch saw.
-$PY - "$DEST/weights/demo.json" "$W/heldout.json" <<'PY'
+$PY - "$DEST/weights/demo.json" "$W/heldout.json" "$HELDOUT" <<'PY'
 import json, sys
 from model.checkpoint import update_card
 mean = json.load(open(sys.argv[2]))["mean"]
-update_card(sys.argv[1], purpose="demo", held_out={"data": "10 held-out phantoms (train synth --seed 99; train/make_demo.sh)",
+update_card(sys.argv[1], purpose="demo", held_out={"data": f"{sys.argv[3]} held-out phantoms (train synth --seed 99; train/make_demo.sh)",
                                                     **{key: mean.get(key) for key in ("dice", "fpv_ml", "fnv_ml", "cases")},
                                                     **{f"fpv_ml_{organ}": round(value["per_case_ml"], 2)
                                                        for organ, value in mean.get("fpv_by_organ", {}).items()}})
