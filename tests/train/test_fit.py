@@ -228,6 +228,20 @@ def test_pretrained_is_training_only_and_recorded(store, tmp_path, encoder_file)
     assert len(document["model"]["provenance"]["pretrained_sha256"]) == 64
 
 
+def test_a_fit_fine_tunes_a_checkpoint_and_records_which(store, tmp_path):
+    """model.pretrained = a checkpoint in the weights format (here the demo configuration's shape on the test
+    grid): the run starts from its weights and its provenance names the file and its hash."""
+    from model.checkpoint import read_config, save_checkpoint
+
+    torch.manual_seed(5)
+    start = save_checkpoint(build_network(TINY), TINY, tmp_path / "start" / "model")
+    config = _config(model={**TINY.to_dict(), "pretrained": str(start)}, epochs=1)
+    fit(store / "data", 0, config, tmp_path / "run", device="cpu")
+    provenance = json.loads((tmp_path / "run/best/model.json").read_text())["model"]["provenance"]
+    assert provenance["pretrained"] == str(start.resolve())
+    assert provenance["pretrained_sha256"] == read_config(start.with_suffix(".json"))[1]
+
+
 def test_a_weights_file_of_another_encoder_is_one_line(tmp_path, encoder_file):
     path, _ = encoder_file
     other = TINY.__class__.from_dict({**TINY.to_dict(), "encoder": "regnety_004"})
