@@ -29,7 +29,7 @@ from model.card import ModelCard
 from model.config import ModelConfig
 from model.errors import InputError, shown
 from model.files import atomic_target, atomic_write_json, open_regular
-from model.network import build_network
+from model.network import build_network, build_training_network
 
 FORMAT = "autopet-unet2d"
 FORMAT_VERSION = 1
@@ -296,6 +296,50 @@ def seal(json_path: Path) -> tuple[str | None, str]:
     kept = {key: value for key, value in document.items() if key not in ("model_sha256", "model")}
     atomic_write_json(json_path, {**kept, "model_sha256": identity, "model": model})
     return before, identity
+
+
+def network_shape(config: ModelConfig) -> dict[str, Any]:
+    """What decides a network's tensors: two configs with the same shape can load each other's weights."""
+    return {"encoder": config.encoder, "decoder_channels": list(config.decoder_channels),
+            "channels": list(config.channels), "head": config.head}
+
+
+def is_project_checkpoint(path: Path) -> bool:
+    """A .safetensors whose .json beside it is in this project's weights format (FORMAT),
+    rather than a timm encoder's weights file."""
+    sidecar = path.with_suffix(".json")
+    if path.suffix != ".safetensors" or not sidecar.is_file():
+        return False
+    try:
+        document = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(document, dict) and document.get("format") == FORMAT
+
+
+def _checkpoint_network(config: ModelConfig, path: Path) -> torch.nn.Module:
+    """A network of ``config`` holding every weight of the checkpoint at ``path`` (its hash checked); the two
+    must have one network shape. The checkpoint's input contract (normalisation, spacing, crop) may differ:
+    fine-tuning onto another is the config's choice, and the run's own config is what it records."""
+    checkpoint = load_checkpoint(path)
+    theirs, ours = network_shape(checkpoint.config), network_shape(config)
+    if theirs != ours:
+        differ = ", ".join(f"{key} {theirs[key]} against {ours[key]}" for key in ours if theirs[key] != ours[key])
+        raise InputError(f"{shown(path)}: model.pretrained is a checkpoint of another network than this config's "
+                         f"({differ}): fine-tuning starts from a checkpoint of the same encoder, decoder and head")
+    network = build_network(config)
+    network.load_state_dict(checkpoint.network.state_dict(), strict=True)
+    return network
+
+
+def training_network(config: ModelConfig, pretrained: str | None) -> torch.nn.Module:
+    """The network a fit starts from: model.network.build_training_network's (random, ImageNet, a timm encoder
+    file), or, where ``pretrained`` is the .safetensors of a checkpoint in this format (its .json beside it),
+    every weight of that checkpoint: fine-tuning a trained model (the demo's, a fold's) on more or other
+    studies."""
+    if pretrained is not None and is_project_checkpoint(Path(pretrained)):
+        return _checkpoint_network(config, Path(pretrained))
+    return build_training_network(config, pretrained)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from model.config import HEADS, ModelConfig
-from model.errors import InputError, shown
+from model.errors import InputError
 
 # Training's encoder initialisation (the training config's model.pretrained): random, timm's ImageNet
 # weights, or a local weights file of the timm encoder.
@@ -54,11 +54,10 @@ def build_network(config: ModelConfig) -> torch.nn.Module:
 
 def build_training_network(config: ModelConfig, pretrained: str | None) -> torch.nn.Module:
     """The network training starts from: ``pretrained`` None (random), "imagenet" (timm's ImageNet weights of
-    the encoder, through its hub), the path of a local weights file of the timm encoder (.safetensors, or
-    .pth/.bin read with weights_only=True), whose 3-channel stem is adapted to the 2 input channels by timm's
-    own rule (timm.models.adapt_input_conv: its first two input channels, scaled by 3/2), or the .safetensors
-    of a checkpoint in this project's weights format (its .json beside it), whose every weight is the start:
-    fine-tuning a trained model (the demo's, a fold's) on more or other studies.
+    the encoder, through its hub) or the path of a local weights file of the timm encoder (.safetensors, or
+    .pth/.bin read with weights_only=True). The 3-channel stem is adapted to the 2 input channels by
+    timm's own rule (timm.models.adapt_input_conv): its first two input channels, scaled by 3/2. A checkpoint
+    of this project as the start (fine-tuning) is model.checkpoint.training_network's.
     """
     if pretrained is None:
         return build_network(config)
@@ -68,8 +67,6 @@ def build_training_network(config: ModelConfig, pretrained: str | None) -> torch
     if path.suffix not in PRETRAINED_SUFFIXES or not path.is_file():
         raise InputError(f"model.pretrained {pretrained!r}: expected null, \"imagenet\" or an existing weights file "
                          f"({', '.join(PRETRAINED_SUFFIXES)})")
-    if is_project_checkpoint(path):
-        return _checkpoint_network(config, path)
     from safetensors import SafetensorError
 
     try:
@@ -80,46 +77,6 @@ def build_training_network(config: ModelConfig, pretrained: str | None) -> torch
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InputError(f"{path}: model.pretrained is not a weights file of the timm encoder {config.encoder}: "
                          f"{first}") from None
-
-
-def network_shape(config: ModelConfig) -> dict[str, Any]:
-    """What decides a network's tensors: two configs with the same shape can load each other's weights."""
-    return {"encoder": config.encoder, "decoder_channels": list(config.decoder_channels),
-            "channels": list(config.channels), "head": config.head}
-
-
-def is_project_checkpoint(path: Path) -> bool:
-    """A .safetensors whose .json beside it is in this project's weights format (model.checkpoint.FORMAT),
-    rather than a timm encoder's weights file."""
-    import json
-
-    from model.checkpoint import FORMAT
-
-    sidecar = path.with_suffix(".json")
-    if path.suffix != ".safetensors" or not sidecar.is_file():
-        return False
-    try:
-        document = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(document, dict) and document.get("format") == FORMAT
-
-
-def _checkpoint_network(config: ModelConfig, path: Path) -> torch.nn.Module:
-    """A network of ``config`` holding every weight of the checkpoint at ``path`` (its hash checked); the two
-    must have one network shape. The checkpoint's input contract (normalisation, spacing, crop) may differ:
-    fine-tuning onto another is the config's choice, and the run's own config is what it records."""
-    from model.checkpoint import load_checkpoint
-
-    checkpoint = load_checkpoint(path)
-    theirs, ours = network_shape(checkpoint.config), network_shape(config)
-    if theirs != ours:
-        differ = ", ".join(f"{key} {theirs[key]} against {ours[key]}" for key in ours if theirs[key] != ours[key])
-        raise InputError(f"{shown(path)}: model.pretrained is a checkpoint of another network than this config's "
-                         f"({differ}): fine-tuning starts from a checkpoint of the same encoder, decoder and head")
-    network = build_network(config)
-    network.load_state_dict(checkpoint.network.state_dict(), strict=True)
-    return network
 
 
 def _imagenet_network(config: ModelConfig) -> torch.nn.Module:

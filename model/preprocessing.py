@@ -263,6 +263,30 @@ def window_starts(lo: int, hi: int, length: int, crop: int, overlap: float) -> l
     return sorted({min(max(int(s), 0), length - crop) for s in starts})
 
 
+def window_extent(lo: int, hi: int, crop: int, multiple: int, shrink: bool) -> int:
+    """Window length along one axis for a body spanning [lo, hi): the crop, or with ``shrink`` the span rounded
+    up to ``multiple`` (the U-Net's input must divide by it) when that is smaller than the crop."""
+    if not shrink:
+        return crop
+    return min(crop, max(multiple, math.ceil((hi - lo) / multiple) * multiple))
+
+
+def body_windows(box: Sequence[int], shape: tuple[int, int], crop: int, multiple: int, overlap: float,
+                 shrink: bool) -> list[tuple[int, int, int, int]]:
+    """(y, x, height, width) of the windows covering a body box (y0, y1, x0, x1) in a padded slice of ``shape``.
+
+    Along an axis where the body fits in the crop there is one window centred on it; where it does not,
+    crop-wide windows overlapping by at least ``overlap``. The network is fully convolutional, so with
+    ``shrink`` a window is only as large as the body needs (legs and neck: a fraction of the crop).
+    """
+    y0, y1, x0, x1 = (int(v) for v in box)
+    height = window_extent(y0, y1, crop, multiple, shrink)
+    width = window_extent(x0, x1, crop, multiple, shrink)
+    ys = window_starts(y0, y1, shape[0], height, overlap)
+    xs = window_starts(x0, x1, shape[1], width, overlap)
+    return [(y, x, height, width) for y in ys for x in xs]
+
+
 def pad_to_crop(pet: torch.Tensor, ct: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor,
                                                                       tuple[int, int]]:
     """Pad (N, H, W) slices with background up to at least crop x crop; returns the (top, left) pad."""

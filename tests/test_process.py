@@ -892,7 +892,7 @@ def test_the_shipped_weights_say_they_are_a_demo():
     from model.checkpoint import cards_warning, model_cards
 
     (card,) = model_cards(ROOT / "weights").values()
-    assert card.purpose == "demo" and "phantoms" in card.trained_on and card.held_out["cases"] == 10
+    assert card.purpose == "demo" and "phantoms" in card.trained_on and card.held_out["cases"] == 30
     assert cards_warning({"demo": card}) == "demo weights: not for clinical or research use"
 
 

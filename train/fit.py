@@ -27,13 +27,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from model.checkpoint import save_checkpoint
+from model.checkpoint import save_checkpoint, training_network
 from model.config import DEFAULT_HEAD, DEFAULT_ORIENTATION, ModelConfig
 from model.devices import precision_rule
 from model.errors import InputError
 from model.files import atomic_target, atomic_write_bytes, undefined_as_null
 from model.geometry import SPACING_TOLERANCE, needs_inplane_resampling
-from model.network import IMAGENET, build_training_network
+from model.network import IMAGENET
 from train.augment import augment, build_augmentation
 from train.config import FitConfig
 from train.data import SliceDataset
@@ -233,7 +233,7 @@ def build_optimisation(config: FitConfig, model_config: ModelConfig, device: tor
     torch.manual_seed(config.seed)
     if not ddp.main:
         ddp.barrier()  # the main rank fetches ImageNet weights into the hub's cache first
-    network = build_training_network(model_config, pretrained)
+    network = training_network(model_config, pretrained)
     if ddp.main:
         ddp.barrier()
     module = TrainModule(network, config.dice, model_config.head).to(device).to(memory_format=torch.channels_last)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model import InputError, build_network, load_checkpoint, load_ensemble, save_checkpoint
-from model.checkpoint import Checkpoint, model_sha256, read_config, seal
+from model.checkpoint import Checkpoint, model_sha256, read_config, seal, training_network
 from model.config import ModelConfig
 from tests.conftest import ROOT, TINY
 
@@ -309,3 +309,44 @@ def test_sealing_refuses_weights_that_are_not_the_configs(tmp_path):
     path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(InputError, match="SHA-256 differs"):
         seal(path.with_suffix(".json"))
+
+
+def _saved_checkpoint(tmp_path, config=TINY, seed: int = 3):
+    """A trained-looking checkpoint of ``config`` in the weights format: random weights and norm statistics."""
+    torch.manual_seed(seed)
+    network = build_network(config)
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-1.0, 1.0)
+    return save_checkpoint(network, config, tmp_path / f"start-{seed}" / "model"), network.state_dict()
+
+
+def test_a_project_checkpoint_starts_training_from_every_one_of_its_weights(tmp_path):
+    path, saved = _saved_checkpoint(tmp_path)
+    # The input contract may differ (fine-tuning onto another spacing); the network's shape may not.
+    other_grid = dataclasses.replace(TINY, spacing_mm=(4.0, 4.0), crop_size=96)
+    started = training_network(other_grid, str(path)).state_dict()
+    assert set(started) == set(saved)
+    assert all(torch.equal(started[key], saved[key]) for key in saved)
+    fresh = build_network(TINY).state_dict()
+    assert not all(torch.equal(fresh[key], saved[key]) for key in saved if saved[key].is_floating_point())
+
+
+@pytest.mark.parametrize("change", [{"decoder_channels": (32, 16, 16, 8, 4)}, {"head": "two_class_softmax"},
+                                    {"encoder": "regnety_004"}])
+def test_a_checkpoint_of_another_network_shape_is_refused_in_one_line(tmp_path, change):
+    path, _ = _saved_checkpoint(tmp_path)
+    other = dataclasses.replace(TINY, **change)
+    key = next(iter(change))
+    with pytest.raises(InputError, match=rf"model\.pretrained is a checkpoint of another network .*\({key} ") as caught:
+        training_network(other, str(path))
+    assert "\n" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_a_tampered_checkpoint_is_refused_before_training_starts(tmp_path):
+    path, _ = _saved_checkpoint(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256 differs"):
+        training_network(TINY, str(path))

@@ -16,13 +16,13 @@ from model.inference import (
     SliceChunk,
     Tiles,
     Window,
-    body_windows,
     lesion_mask,
     load_chunk,
     stitch,
     tile_chunk,
 )
 from model.postprocessing import remove_small_components
+from model.preprocessing import body_windows
 from phantoms import PhantomSpec, make_phantom
 from tests.conftest import TINY, dice, oracle_predictor
 
